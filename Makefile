@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine (see README.md):
+#   make demo   -> installs everything, then runs the devnet demo on SQLite
+#   make test   -> installs everything, then runs lint, types and the whole test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ANVIL := node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/paywatch: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(BIN)/paywatch
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch node_modules/.installed
+
+setup: $(BIN)/paywatch node_modules/.installed
+
+demo: setup
+	$(BIN)/paywatch demo
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/matching.py
+	$(BIN)/python bench/evm_scan.py
+	$(BIN)/python bench/tron_scan.py
+	$(BIN)/python bench/callbacks.py
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,43 @@
+"""Which callback events a change produces. Pure: compares before and after."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from paywatch.domain.status import InvoiceStatus
+
+STATUS_EVENTS: dict[InvoiceStatus, str] = {
+    InvoiceStatus.WAITING_FOR_CONFIRMATIONS: "invoice.waiting_for_confirmations",
+    InvoiceStatus.PARTIAL: "invoice.partial",
+    InvoiceStatus.COMPLETED: "invoice.completed",
+    InvoiceStatus.EXPIRED: "invoice.expired",
+    InvoiceStatus.PARTIALLY_EXPIRED: "invoice.partially_expired",
+    InvoiceStatus.CANCELLED: "invoice.cancelled",
+}
+
+EVENT_TYPES: tuple[str, ...] = (
+    "invoice.created",
+    "invoice.payment_received",
+    "invoice.payment_late",
+    "invoice.payment_reverted",
+    *STATUS_EVENTS.values(),
+)
+
+
+def change_events(
+    before: InvoiceStatus,
+    after: InvoiceStatus,
+    *,
+    new_payments_late: Iterable[bool] = (),
+    reverted: int = 0,
+) -> list[str]:
+    """Events in delivery order: payments first, then reverts, then the status change.
+
+    A move back to PENDING has no event of its own: the revert event reports it.
+    """
+    events = ["invoice.payment_late" if late else "invoice.payment_received" for late in new_payments_late]
+    if reverted:
+        events.append("invoice.payment_reverted")
+    if after != before and after in STATUS_EVENTS:
+        events.append(STATUS_EVENTS[after])
+    return events

@@ -1,0 +1,252 @@
+"""SQLModel tables. Amounts are integers in base units; datetimes are aware UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from paywatch.store.types import Amount, UTCDateTime
+
+
+def _amount(**kw: Any) -> Any:
+    return Field(sa_type=Amount, **kw)
+
+
+def _when(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class Store(SQLModel, table=True):
+    """A merchant: API key (hashed), webhook secrets and payment policy."""
+
+    __tablename__ = "stores"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    api_key_hash: str = Field(unique=True, max_length=64)
+    webhook_secret: str = Field(max_length=200)
+    webhook_secret_previous: str | None = Field(default=None, max_length=200)
+    webhook_secret_previous_until: datetime | None = _when(default=None)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    callbacks_disabled_at: datetime | None = _when(default=None)
+    underpaid_tolerance: str = Field(default="0", max_length=20)
+    accept_late_payments: bool = False
+    late_window_seconds: int = 7 * 24 * 3600
+    created_at: datetime = _when()
+
+
+class Invoice(SQLModel, table=True):
+    """One invoice and its current state. ``open_amount`` reserves a unique amount while open."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("network", "address_key", "memo", name="uq_invoice_memo"),
+        UniqueConstraint("network", "address_key", "asset_key", "open_amount", name="uq_invoice_open_amount"),
+        Index("ix_invoice_store_created", "store_id", "created_at", "id"),
+        Index("ix_invoice_status_expires", "status", "expires_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    store_id: str = Field(foreign_key="stores.id", index=True, max_length=40)
+    network: str = Field(max_length=40)
+    asset: str = Field(max_length=20)
+    asset_key: str = Field(max_length=64)
+    decimals: int
+    amount: int = _amount()
+    match_strategy: str = Field(max_length=10)
+    address: str = Field(max_length=64)
+    address_key: str = Field(max_length=64, index=True)
+    address_index: int | None = None
+    memo: str | None = Field(default=None, max_length=64)
+    open_amount: int | None = _amount(default=None)
+    confirmations_required: int
+    status: str = Field(max_length=32)
+    status_version: int = 0
+    flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    amount_paid: int = _amount(default=0)
+    amount_confirmed: int = _amount(default=0)
+    expires_at: datetime = _when()
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+    order_id: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=1000)
+    customer_email: str | None = Field(default=None, max_length=320)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    metadata_: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON, nullable=False))
+
+
+class DepositAddress(SQLModel, table=True):
+    """Every address paywatch ever issued; a per-invoice address is never reused."""
+
+    __tablename__ = "deposit_addresses"
+    __table_args__ = (UniqueConstraint("network", "address_key", name="uq_deposit_address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    network: str = Field(max_length=40)
+    address: str = Field(max_length=64)
+    address_key: str = Field(max_length=64)
+    derivation_index: int | None = None
+    invoice_id: str | None = Field(default=None, foreign_key="invoices.id", max_length=40)
+    created_at: datetime = _when()
+
+
+class AddressCounter(SQLModel, table=True):
+    """The next HD index per network, bumped atomically with UPDATE ... RETURNING."""
+
+    __tablename__ = "address_counters"
+
+    network: str = Field(primary_key=True, max_length=40)
+    next_index: int = 1
+
+
+class Payment(SQLModel, table=True):
+    """A transfer matched to an invoice. Unique per (network, tx hash, log index)."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("network", "tx_hash", "log_index", name="uq_payment_transfer"),
+        Index("ix_payment_network_block", "network", "block_number"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoices.id", index=True, max_length=40)
+    network: str = Field(max_length=40)
+    tx_hash: str = Field(max_length=80)
+    log_index: int
+    from_address: str = Field(max_length=64)
+    to_address: str = Field(max_length=64)
+    asset_key: str = Field(max_length=64)
+    amount: int = _amount()
+    memo: str | None = Field(default=None, max_length=256)
+    block_number: int
+    block_hash: str = Field(max_length=80)
+    block_time: datetime = _when()
+    success: bool = True
+    orphaned: bool = False
+    late: bool = False
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class UnmatchedTransfer(SQLModel, table=True):
+    """A transfer to a watched address that no invoice claimed; an admin may attach it."""
+
+    __tablename__ = "unmatched_transfers"
+    __table_args__ = (UniqueConstraint("network", "tx_hash", "log_index", name="uq_unmatched_transfer"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    network: str = Field(max_length=40)
+    tx_hash: str = Field(max_length=80)
+    log_index: int
+    from_address: str = Field(max_length=64)
+    to_address: str = Field(max_length=64)
+    asset_key: str = Field(max_length=64)
+    amount: int = _amount()
+    memo: str | None = Field(default=None, max_length=256)
+    block_number: int
+    block_hash: str = Field(max_length=80)
+    block_time: datetime = _when()
+    reason: str = Field(max_length=40)
+    hint_invoice_id: str | None = Field(default=None, max_length=40)
+    orphaned: bool = False
+    attached_invoice_id: str | None = Field(default=None, max_length=40)
+    attached_at: datetime | None = _when(default=None)
+    created_at: datetime = _when()
+
+
+class StatusHistory(SQLModel, table=True):
+    """One row per change of an invoice's status or flags."""
+
+    __tablename__ = "status_history"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoices.id", index=True, max_length=40)
+    status: str = Field(max_length=32)
+    status_version: int
+    flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reason: str = Field(max_length=200)
+    at: datetime = _when()
+
+
+class CallbackEvent(SQLModel, table=True):
+    """The transactional outbox: one row per event, written with the change that caused it.
+
+    ``webhook_id`` is stable across retries; ``body`` holds the exact bytes that get signed.
+    """
+
+    __tablename__ = "callback_events"
+    __table_args__ = (Index("ix_callback_due", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: str = Field(unique=True, max_length=40)
+    store_id: str = Field(foreign_key="stores.id", index=True, max_length=40)
+    invoice_id: str | None = Field(default=None, foreign_key="invoices.id", index=True, max_length=40)
+    type: str = Field(max_length=60)
+    status_version: int
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _when(default=None)
+    last_attempt_at: datetime | None = _when(default=None)
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=1000)
+    delivered_at: datetime | None = _when(default=None)
+    created_at: datetime = _when()
+
+
+class CallbackAttempt(SQLModel, table=True):
+    """One delivery attempt of a callback event (the delivery log)."""
+
+    __tablename__ = "callback_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(foreign_key="callback_events.id", index=True)
+    url: str = Field(max_length=2048)
+    at: datetime = _when()
+    status_code: int | None = None
+    latency_ms: int = 0
+    error: str | None = Field(default=None, max_length=1000)
+    response_excerpt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class NetworkState(SQLModel, table=True):
+    """A network's scan cursor and the heights last read from its node."""
+
+    __tablename__ = "network_states"
+
+    network: str = Field(primary_key=True, max_length=40)
+    cursor_height: int | None = None
+    cursor_hash: str | None = Field(default=None, max_length=80)
+    tip_height: int | None = None
+    final_height: int | None = None
+    tip_time: datetime | None = _when(default=None)
+    last_scan_at: datetime | None = _when(default=None)
+    last_error: str | None = Field(default=None, max_length=1000)
+
+
+class ScannedBlock(SQLModel, table=True):
+    """Hashes of recently scanned blocks, for the parent-hash check and reorg walk-back."""
+
+    __tablename__ = "scanned_blocks"
+
+    network: str = Field(primary_key=True, max_length=40)
+    number: int = Field(primary_key=True)
+    hash: str = Field(max_length=80)
+    parent_hash: str = Field(max_length=80)
+    timestamp: datetime = _when()
+
+
+class AuditLog(SQLModel, table=True):
+    """Admin actions that change money state (attach, mark-paid, cancel, redeliver)."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when()
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=60)
+    subject: str = Field(max_length=100)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
