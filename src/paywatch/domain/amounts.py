@@ -17,16 +17,14 @@ def parse_amount(text: object, decimals: int, *, field: str = "amount") -> int:
     strictly positive and fits in 256 bits.
     """
     if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise AmountError(f"{field} must be a decimal string such as \"25.5\"", field=field)
+        raise AmountError(f'{field} must be a decimal string such as "25.5"', field=field)
     raw = str(text).strip()
     match = _DECIMAL.match(raw)
     if match is None:
         raise AmountError(f"{field} is not a decimal number: {raw[:40]!r}", field=field)
     frac = (match.group("frac") or "").rstrip("0")
     if len(frac) > decimals:
-        raise AmountError(
-            f"{field} has {len(frac)} decimal places; this asset allows at most {decimals}", field=field
-        )
+        raise AmountError(f"{field} has {len(frac)} decimal places; this asset allows at most {decimals}", field=field)
     units: int = int(match.group("int")) * 10**decimals + (int(frac.ljust(decimals, "0")) if frac else 0)
     if units <= 0:
         raise AmountError(f"{field} must be greater than zero", field=field)

@@ -145,9 +145,7 @@ def evaluate(
     due = amount_due(invoice.amount, policy.underpaid_tolerance)
     counted = [p for p in payments if counts(p, invoice, policy)]
     seen = sum(p.amount for p in counted)
-    confirmed = sum(
-        p.amount for p in counted if is_confirmed(p.block_number, invoice.confirmations_required, heights)
-    )
+    confirmed = sum(p.amount for p in counted if is_confirmed(p.block_number, invoice.confirmations_required, heights))
     flags = set(invoice.flags)
     valid = [p for p in payments if p.succeeded and p.amount > 0 and p.asset_key == invoice.asset_key]
     if any(p.orphaned for p in valid):

@@ -1,0 +1,207 @@
+"""Invoice use cases shared by the API and the CLI: create, cancel, mark paid, list."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from paywatch.addresses import allocate_index, new_memo, require_shared, unique_amount
+from paywatch.config import AppConfig
+from paywatch.domain.amounts import parse_amount
+from paywatch.domain.matching import Strategy
+from paywatch.domain.status import TERMINAL, InvoiceStatus
+from paywatch.domain.transfer import NATIVE, address_key
+from paywatch.errors import ConflictError, InputError, NotFoundError
+from paywatch.keys import derive_address
+from paywatch.ledger import Ledger
+from paywatch.netguard import validate_callback_url
+from paywatch.outbox import emit
+from paywatch.store.models import AuditLog, DepositAddress, Invoice, StatusHistory, Store
+
+DEFAULT_EXPIRY = timedelta(hours=24)
+MIN_EXPIRY = timedelta(minutes=1)
+MAX_EXPIRY = timedelta(days=30)
+_HHMM = re.compile(r"^(?P<h>[0-9]{1,3}):(?P<m>[0-5][0-9])$")
+
+
+@dataclass(frozen=True)
+class InvoiceRequest:
+    """What a merchant asks for; strings as received, validated by :func:`create_invoice`."""
+
+    network: str
+    asset: str
+    amount: Any
+    expires_in: Any = None
+    order_id: str | None = None
+    description: str | None = None
+    customer_email: str | None = None
+    callback_url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    match: str | None = None
+
+
+def parse_expires_in(value: Any) -> timedelta:
+    """Seconds (int or digit string) or ``"HH:MM"``; between 1 minute and 30 days."""
+    if value is None:
+        return DEFAULT_EXPIRY
+    if isinstance(value, bool):
+        raise InputError('expires_in must be seconds or "HH:MM"', field="expires_in")
+    if isinstance(value, int):
+        span = timedelta(seconds=value)
+    elif isinstance(value, str) and value.isdigit() and len(value) < 10:
+        span = timedelta(seconds=int(value))
+    elif isinstance(value, str) and (m := _HHMM.match(value)):
+        span = timedelta(hours=int(m.group("h")), minutes=int(m.group("m")))
+    else:
+        raise InputError('expires_in must be seconds or "HH:MM"', field="expires_in")
+    if not MIN_EXPIRY <= span <= MAX_EXPIRY:
+        raise InputError("expires_in must be between 1 minute and 30 days", field="expires_in")
+    return span
+
+
+def create_invoice(session: Session, config: AppConfig, store: Store, req: InvoiceRequest, now: datetime) -> Invoice:
+    """Validate the request, allocate the deposit target, write the invoice and its created event."""
+    network = config.networks.get(req.network)
+    if network is None:
+        raise InputError(
+            f"unknown network {req.network!r}; configured: {', '.join(sorted(config.networks))}", field="network"
+        )
+    asset = network.asset(req.asset)
+    if asset is None:
+        raise InputError(
+            f"unknown asset {req.asset!r} on {req.network}; configured: {', '.join(network.assets)}", field="asset"
+        )
+    amount = parse_amount(req.amount, asset.decimals)
+    expires_at = now + parse_expires_in(req.expires_in)
+    try:
+        strategy = Strategy(req.match) if req.match is not None else network.default_match
+    except ValueError:
+        raise InputError("match must be one of address, memo, amount", field="match") from None
+    if req.callback_url is not None:
+        validate_callback_url(req.callback_url, allow_private=config.settings.allow_private_callbacks)
+    asset_key = NATIVE if asset.native else address_key(asset.contract or "")
+    invoice = Invoice(
+        id="inv_" + secrets.token_hex(10),
+        store_id=store.id,
+        network=network.name,
+        asset=req.asset,
+        asset_key=asset_key,
+        decimals=asset.decimals,
+        amount=amount,
+        match_strategy=strategy.value,
+        address="",
+        address_key="",
+        confirmations_required=network.confirmations_required,
+        status=InvoiceStatus.PENDING.value,
+        expires_at=expires_at,
+        created_at=now,
+        updated_at=now,
+        order_id=req.order_id,
+        description=req.description,
+        customer_email=req.customer_email,
+        callback_url=req.callback_url,
+        metadata_=req.metadata,
+    )
+    if strategy is Strategy.ADDRESS:
+        if not network.xpub:
+            raise InputError(
+                f"network {network.name} has no xpub configured; cannot issue a fresh address", field="network"
+            )
+        index = allocate_index(session, network.name)
+        invoice.address = derive_address(network.xpub, network.family, index)
+        invoice.address_index = index
+    else:
+        invoice.address = require_shared(network, strategy)
+    invoice.address_key = address_key(invoice.address)
+    if strategy is Strategy.MEMO:
+        invoice.memo = new_memo()
+    elif strategy is Strategy.AMOUNT:
+        invoice.amount = unique_amount(session, network.name, invoice.address, asset_key, amount)
+        invoice.open_amount = invoice.amount
+    try:
+        with session.begin_nested():
+            session.add(invoice)
+            session.flush()
+            if strategy is Strategy.ADDRESS:
+                session.add(
+                    DepositAddress(
+                        network=network.name,
+                        address=invoice.address,
+                        address_key=invoice.address_key,
+                        derivation_index=invoice.address_index,
+                        invoice_id=invoice.id,
+                        created_at=now,
+                    )
+                )
+    except IntegrityError as exc:
+        raise ConflictError("the deposit target was taken concurrently; retry the request") from exc
+    session.add(
+        StatusHistory(
+            invoice_id=invoice.id, status=invoice.status, status_version=1, flags=[], reason="created", at=now
+        )
+    )
+    emit(session, invoice, ["invoice.created"], now, network)
+    return invoice
+
+
+def get_invoice(session: Session, store_id: str | None, invoice_id: str) -> Invoice:
+    """The invoice, if it exists and belongs to ``store_id`` (None: any store, for admins)."""
+    invoice = session.get(Invoice, invoice_id)
+    if invoice is None or (store_id is not None and invoice.store_id != store_id):
+        raise NotFoundError(f"no invoice {invoice_id!r}", field="id")
+    return invoice
+
+
+def cancel_invoice(session: Session, ledger: Ledger, invoice: Invoice, now: datetime, *, actor: str) -> Invoice:
+    if InvoiceStatus(invoice.status) in TERMINAL:
+        raise ConflictError(f"invoice is already {invoice.status}", field="status")
+    if invoice.amount_paid > 0:
+        raise ConflictError("invoice has received payments; it cannot be cancelled", field="status")
+    ledger.set_status(session, invoice, InvoiceStatus.CANCELLED, now, reason=f"cancelled by {actor}")
+    _audit(session, now, actor, "invoice.cancel", invoice.id)
+    return invoice
+
+
+def mark_paid(session: Session, ledger: Ledger, invoice: Invoice, now: datetime, *, actor: str) -> Invoice:
+    if InvoiceStatus(invoice.status) in TERMINAL:
+        raise ConflictError(f"invoice is already {invoice.status}", field="status")
+    ledger.set_status(
+        session, invoice, InvoiceStatus.COMPLETED, now, reason=f"marked paid by {actor}", flag="marked_paid"
+    )
+    _audit(session, now, actor, "invoice.mark_paid", invoice.id)
+    return invoice
+
+
+def list_invoices(
+    session: Session, store_id: str | None, *, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Invoice], str | None]:
+    """Newest first; ``cursor`` is the id of the last invoice of the previous page."""
+    query = select(Invoice)
+    if store_id is not None:
+        query = query.where(Invoice.store_id == store_id)
+    if status is not None:
+        try:
+            query = query.where(Invoice.status == InvoiceStatus(status).value)
+        except ValueError:
+            raise InputError(f"unknown status {status!r}", field="status") from None
+    if cursor is not None:
+        anchor = session.get(Invoice, cursor)
+        if anchor is None or (store_id is not None and anchor.store_id != store_id):
+            raise InputError("cursor does not name an invoice of this store", field="cursor")
+        query = query.where(
+            (col(Invoice.created_at) < anchor.created_at)
+            | ((col(Invoice.created_at) == anchor.created_at) & (col(Invoice.id) < anchor.id))
+        )
+    rows = list(session.exec(query.order_by(col(Invoice.created_at).desc(), col(Invoice.id).desc()).limit(limit + 1)))
+    next_cursor = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def _audit(session: Session, now: datetime, actor: str, action: str, subject: str, **details: Any) -> None:
+    session.add(AuditLog(at=now, actor=actor, action=action, subject=subject, details=details))

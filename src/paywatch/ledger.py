@@ -1,0 +1,303 @@
+"""Every change to money state goes through here, inside the caller's transaction.
+
+Each change runs ``evaluate()``, appends to the status history when status or flags move, and
+writes the callback events to the outbox, all in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, or_, select, update
+
+from paywatch.config import NetworkConfig
+from paywatch.domain.events import change_events
+from paywatch.domain.matching import Match, Unmatched
+from paywatch.domain.status import OPEN, TERMINAL, InvoiceStatus, evaluate
+from paywatch.domain.transfer import Transfer
+from paywatch.outbox import emit
+from paywatch.policy import invoice_facts, payment_facts, store_policy, stored_heights
+from paywatch.store.models import Invoice, Payment, StatusHistory, Store, UnmatchedTransfer
+
+
+class Ledger:
+    """Records payments and re-evaluates invoices for a set of configured networks."""
+
+    def __init__(self, networks: dict[str, NetworkConfig]) -> None:
+        self.networks = networks
+
+    # --- evaluation -------------------------------------------------------------------------
+
+    def reevaluate(
+        self,
+        session: Session,
+        invoice: Invoice,
+        now: datetime,
+        *,
+        reason: str,
+        new_payments_late: Iterable[bool] = (),
+        reverted: int = 0,
+        extra_events: Iterable[str] = (),
+    ) -> bool:
+        """Evaluate one invoice and persist what changed; True if anything did."""
+        network = self.networks[invoice.network]
+        store = session.get(Store, invoice.store_id)
+        assert store is not None
+        payments = list(session.exec(select(Payment).where(Payment.invoice_id == invoice.id)))
+        heights = stored_heights(session, invoice.network, uses_finality=network.finality is not None)
+        decision = evaluate(
+            invoice_facts(invoice), [payment_facts(p) for p in payments], now, heights, store_policy(store)
+        )
+        before = InvoiceStatus(invoice.status)
+        events = [
+            *extra_events,
+            *change_events(before, decision.status, new_payments_late=new_payments_late, reverted=reverted),
+        ]
+        flags = sorted(decision.flags)
+        moved = decision.status != before or flags != sorted(invoice.flags)
+        sums_changed = (invoice.amount_paid, invoice.amount_confirmed) != (decision.seen, decision.confirmed)
+        if not (moved or sums_changed or events):
+            return False
+        invoice.status = decision.status.value
+        invoice.flags = flags
+        invoice.amount_paid = decision.seen
+        invoice.amount_confirmed = decision.confirmed
+        invoice.updated_at = now
+        if decision.status in TERMINAL:
+            invoice.open_amount = None
+        session.add(invoice)
+        if moved and not events:
+            invoice.status_version += 1  # a change without an event still moves the version
+        if moved:
+            why = reason if decision.status == before else f"{reason}: {decision.reason}"
+            session.add(
+                StatusHistory(
+                    invoice_id=invoice.id,
+                    status=invoice.status,
+                    status_version=invoice.status_version + len(events),
+                    flags=flags,
+                    reason=why[:200],
+                    at=now,
+                )
+            )
+        emit(session, invoice, events, now, network)
+        return True
+
+    def set_status(
+        self,
+        session: Session,
+        invoice: Invoice,
+        status: InvoiceStatus,
+        now: datetime,
+        *,
+        reason: str,
+        flag: str | None = None,
+    ) -> None:
+        """A manual terminal move (cancel, mark-paid): history and outbox like any other change."""
+        invoice.status = status.value
+        if flag and flag not in invoice.flags:
+            invoice.flags = sorted([*invoice.flags, flag])
+        invoice.open_amount = None
+        invoice.updated_at = now
+        session.add(
+            StatusHistory(
+                invoice_id=invoice.id,
+                status=status.value,
+                status_version=invoice.status_version + 1,
+                flags=list(invoice.flags),
+                reason=reason[:200],
+                at=now,
+            )
+        )
+        event = "invoice.cancelled" if status is InvoiceStatus.CANCELLED else "invoice.completed"
+        emit(session, invoice, [event], now, self.networks[invoice.network])
+
+    # --- payments from scanners ------------------------------------------------------------------
+
+    def record_matches(self, session: Session, matches: Iterable[Match], now: datetime) -> set[str]:
+        """Store matched transfers idempotently and re-evaluate their invoices; return those touched."""
+        late_by_invoice: dict[str, list[bool]] = defaultdict(list)
+        touched: set[str] = set()
+        for match in matches:
+            invoice = session.get(Invoice, match.invoice_id)
+            if invoice is None:
+                continue
+            outcome = self._store_payment(session, invoice, match.transfer, now)
+            if outcome is None:
+                continue
+            touched.add(invoice.id)
+            if outcome:
+                late_by_invoice[invoice.id].append(match.transfer.block_time > invoice.expires_at)
+        for invoice_id in sorted(touched):
+            invoice = self._locked(session, invoice_id)
+            self.reevaluate(session, invoice, now, reason="payment", new_payments_late=late_by_invoice[invoice_id])
+        return touched
+
+    def _store_payment(self, session: Session, invoice: Invoice, transfer: Transfer, now: datetime) -> bool | None:
+        """True: a new payment; False: an existing one moved (re-mined); None: nothing changed."""
+        existing = self._payment(session, transfer)
+        if existing is None:
+            payment = Payment(
+                invoice_id=invoice.id,
+                network=transfer.network,
+                tx_hash=transfer.tx_hash,
+                log_index=transfer.log_index,
+                from_address=transfer.from_address,
+                to_address=transfer.to_address,
+                asset_key=transfer.asset_key,
+                amount=transfer.amount,
+                memo=transfer.memo,
+                block_number=transfer.block_number,
+                block_hash=transfer.block_hash,
+                block_time=transfer.block_time,
+                success=transfer.success,
+                late=transfer.block_time > invoice.expires_at,
+                created_at=now,
+                updated_at=now,
+            )
+            try:
+                with session.begin_nested():
+                    session.add(payment)
+            except IntegrityError:  # another writer stored it first
+                existing = self._payment(session, transfer)
+                if existing is None:
+                    raise
+            else:
+                return True
+        if not existing.orphaned and existing.block_hash == transfer.block_hash:
+            return None
+        existing.orphaned = False
+        existing.block_number = transfer.block_number
+        existing.block_hash = transfer.block_hash
+        existing.block_time = transfer.block_time
+        existing.late = transfer.block_time > invoice.expires_at
+        existing.updated_at = now
+        session.add(existing)
+        return False
+
+    @staticmethod
+    def _payment(session: Session, transfer: Transfer) -> Payment | None:
+        return session.exec(
+            select(Payment).where(
+                Payment.network == transfer.network,
+                Payment.tx_hash == transfer.tx_hash,
+                Payment.log_index == transfer.log_index,
+            )
+        ).first()
+
+    @staticmethod
+    def _locked(session: Session, invoice_id: str) -> Invoice:
+        invoice = session.exec(select(Invoice).where(Invoice.id == invoice_id).with_for_update()).one()
+        return invoice
+
+    def record_unmatched(self, session: Session, items: Iterable[Unmatched], now: datetime) -> int:
+        """Put unattributed transfers in the inbox, idempotently; return how many were new or revived."""
+        count = 0
+        for item in items:
+            t = item.transfer
+            row = session.exec(
+                select(UnmatchedTransfer).where(
+                    UnmatchedTransfer.network == t.network,
+                    UnmatchedTransfer.tx_hash == t.tx_hash,
+                    UnmatchedTransfer.log_index == t.log_index,
+                )
+            ).first()
+            if row is None:
+                row = UnmatchedTransfer(
+                    network=t.network,
+                    tx_hash=t.tx_hash,
+                    log_index=t.log_index,
+                    from_address=t.from_address,
+                    to_address=t.to_address,
+                    asset_key=t.asset_key,
+                    amount=t.amount,
+                    memo=t.memo,
+                    block_number=t.block_number,
+                    block_hash=t.block_hash,
+                    block_time=t.block_time,
+                    reason=item.reason.value,
+                    hint_invoice_id=item.invoice_id,
+                    created_at=now,
+                )
+            elif not row.orphaned and row.block_hash == t.block_hash:
+                continue
+            else:
+                row.orphaned = False
+                row.block_number, row.block_hash, row.block_time = t.block_number, t.block_hash, t.block_time
+            session.add(row)
+            count += 1
+        return count
+
+    # --- reorgs, confirmations, expiry ------------------------------------------------------------
+
+    def orphan_from(self, session: Session, network: str, height: int, now: datetime) -> set[str]:
+        """Mark everything credited at or above ``height`` as orphaned and re-evaluate its invoices."""
+        orphaned = list(
+            session.exec(
+                select(Payment).where(
+                    Payment.network == network, Payment.block_number >= height, col(Payment.orphaned).is_(False)
+                )
+            )
+        )
+        per_invoice: dict[str, int] = defaultdict(int)
+        for payment in orphaned:
+            payment.orphaned = True
+            payment.updated_at = now
+            session.add(payment)
+            per_invoice[payment.invoice_id] += 1
+        session.exec(
+            update(UnmatchedTransfer)
+            .where(col(UnmatchedTransfer.network) == network, col(UnmatchedTransfer.block_number) >= height)
+            .values(orphaned=True)
+        )
+        session.flush()
+        for invoice_id, count in sorted(per_invoice.items()):
+            self.reevaluate(session, self._locked(session, invoice_id), now, reason="reorg", reverted=count)
+        return set(per_invoice)
+
+    def refresh_confirmations(self, session: Session, network: str, now: datetime) -> int:
+        """Re-evaluate the invoices of ``network`` whose payments may have crossed the threshold."""
+        waiting = session.exec(
+            select(Invoice.id).where(
+                Invoice.network == network,
+                or_(
+                    col(Invoice.status) == InvoiceStatus.WAITING_FOR_CONFIRMATIONS.value,
+                    col(Invoice.amount_paid) != col(Invoice.amount_confirmed),
+                ),
+            )
+        ).all()
+        changed = 0
+        for invoice_id in waiting:
+            changed += self.reevaluate(session, self._locked(session, invoice_id), now, reason="confirmations")
+        return changed
+
+    def expiry_sweep(self, session: Session, now: datetime) -> int:
+        """Evaluate every open invoice whose window has closed; release reserved unique amounts."""
+        due = session.exec(
+            select(Invoice.id).where(
+                col(Invoice.status).in_([s.value for s in OPEN if s is not InvoiceStatus.WAITING_FOR_CONFIRMATIONS]),
+                col(Invoice.expires_at) <= now,
+            )
+        ).all()
+        changed = 0
+        for invoice_id in due:
+            invoice = self._locked(session, invoice_id)
+            if invoice.network in self.networks:
+                changed += self.reevaluate(session, invoice, now, reason="expiry sweep")
+        self._release_amounts(session, now)
+        return changed
+
+    @staticmethod
+    def _release_amounts(session: Session, now: datetime) -> None:
+        rows = session.exec(
+            select(Invoice, Store)
+            .join(Store, col(Store.id) == col(Invoice.store_id))
+            .where(col(Invoice.open_amount).is_not(None), col(Invoice.expires_at) <= now)
+        ).all()
+        for invoice, store in rows:
+            if invoice.expires_at + timedelta(seconds=store.late_window_seconds) <= now:
+                invoice.open_amount = None
+                session.add(invoice)

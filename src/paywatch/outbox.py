@@ -1,0 +1,57 @@
+"""Write callback events into the transactional outbox, in the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from paywatch.config import NetworkConfig
+from paywatch.policy import stored_heights
+from paywatch.store.models import CallbackEvent, Invoice, Payment, StatusHistory
+from paywatch.views import invoice_view, iso
+
+
+def new_webhook_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def load_view(session: Session, invoice: Invoice, network: NetworkConfig) -> dict[str, object]:
+    """The invoice JSON, read fresh from the session (used by the API and the outbox)."""
+    payments = list(session.exec(select(Payment).where(Payment.invoice_id == invoice.id).order_by(col(Payment.id))))
+    history = list(
+        session.exec(
+            select(StatusHistory).where(StatusHistory.invoice_id == invoice.id).order_by(col(StatusHistory.id))
+        )
+    )
+    heights = stored_heights(session, invoice.network, uses_finality=network.finality is not None)
+    return invoice_view(invoice, payments, history, heights, network)
+
+
+def emit(session: Session, invoice: Invoice, event_types: list[str], now: datetime, network: NetworkConfig) -> None:
+    """Append one outbox row per event; each bumps ``status_version`` so receivers can order them."""
+    if not event_types:
+        return
+    session.flush()
+    data = load_view(session, invoice, network)
+    for event_type in event_types:
+        invoice.status_version += 1
+        data["status_version"] = invoice.status_version
+        body = json.dumps(
+            {"type": event_type, "timestamp": iso(now), "data": data}, separators=(",", ":"), ensure_ascii=False
+        )
+        session.add(
+            CallbackEvent(
+                webhook_id=new_webhook_id(),
+                store_id=invoice.store_id,
+                invoice_id=invoice.id,
+                type=event_type,
+                status_version=invoice.status_version,
+                body=body,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    session.add(invoice)

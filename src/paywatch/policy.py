@@ -1,0 +1,51 @@
+"""Translate stored rows into the pure domain's inputs (no decisions made here)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlmodel import Session
+
+from paywatch.domain.status import Heights, InvoiceFacts, InvoiceStatus, PaymentFacts, Policy
+from paywatch.store.models import Invoice, NetworkState, Payment, Store
+
+
+def store_policy(store: Store) -> Policy:
+    return Policy(
+        underpaid_tolerance=Decimal(store.underpaid_tolerance),
+        accept_late_payments=store.accept_late_payments,
+        late_window=timedelta(seconds=store.late_window_seconds),
+    )
+
+
+def invoice_facts(invoice: Invoice) -> InvoiceFacts:
+    return InvoiceFacts(
+        amount=invoice.amount,
+        asset_key=invoice.asset_key,
+        expires_at=invoice.expires_at,
+        confirmations_required=invoice.confirmations_required,
+        status=InvoiceStatus(invoice.status),
+        flags=frozenset(invoice.flags),
+    )
+
+
+def payment_facts(payment: Payment) -> PaymentFacts:
+    return PaymentFacts(
+        key=f"{payment.tx_hash}:{payment.log_index}",
+        asset_key=payment.asset_key,
+        amount=payment.amount,
+        block_number=payment.block_number,
+        block_time=payment.block_time,
+        succeeded=payment.success,
+        orphaned=payment.orphaned,
+    )
+
+
+def stored_heights(session: Session, network: str, *, uses_finality: bool) -> Heights:
+    """The heights the scanner last recorded; nothing is confirmed before the first scan."""
+    state = session.get(NetworkState, network)
+    if state is None or state.tip_height is None:
+        return Heights(tip=-1, final=-1 if uses_finality else None)
+    final = (state.final_height if state.final_height is not None else -1) if uses_finality else None
+    return Heights(tip=state.tip_height, final=final)

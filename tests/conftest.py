@@ -1,0 +1,102 @@
+"""Shared fixtures: a fresh database per test (SQLite always, PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import Engine, make_url
+
+from paywatch.config import AppConfig, NetworkConfig, Settings, parse_networks
+from paywatch.store.db import make_engine, normalize_url, upgrade
+
+PG_URL = os.environ.get("PAYWATCH_TEST_DATABASE_URL")
+
+# The BIP-39 test mnemonic "abandon ... about": public test vectors, never real funds.
+EVM_XPUB = (
+    "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt"
+)
+TRON_XPUB = (
+    "xpub6D1AabNHCupeiLM65ZR9UStMhJ1vCpyV4XbZdyhMZBiJXALQtmn9p42VTQckoHVn8WNqS7dqnJokZHAHcHGoaQgmv8D45oNUKx6DZMNZBCd"
+)
+USDT_ETH = "0xdAC17F958D2ee523a2206206994597C13D831ec7"
+USDT_TRON = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
+
+TEST_NETWORKS = f"""
+networks:
+  ethereum:
+    family: evm
+    chain_id: 1
+    rpc_urls: ["http://127.0.0.1:1"]
+    confirmations: 3
+    xpub: "{EVM_XPUB}"
+    explorer_tx_url: "https://etherscan.io/tx/{{tx}}"
+    assets:
+      ETH: {{native: true, decimals: 18}}
+      USDT: {{contract: "{USDT_ETH}", decimals: 6}}
+  tron:
+    family: tron
+    rpc_urls: ["http://127.0.0.1:1"]
+    finality: solidified
+    xpub: "{TRON_XPUB}"
+    assets:
+      TRX: {{native: true, decimals: 6}}
+      USDT: {{contract: "{USDT_TRON}", decimals: 6}}
+"""
+
+
+def database_params() -> list[str]:
+    return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+@pytest.fixture(params=database_params())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database; PostgreSQL ones are created and dropped around the test."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'paywatch.db'}"
+        upgrade(url)
+        yield url
+        return
+    yield from fresh_postgres_database()
+
+
+def fresh_postgres_database() -> Iterator[str]:
+    assert PG_URL is not None
+    base = make_url(normalize_url(PG_URL))
+    name = "pw_test_" + secrets.token_hex(6)
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def networks() -> dict[str, NetworkConfig]:
+    return parse_networks(TEST_NETWORKS, source="test-networks.yaml", env={})
+
+
+@pytest.fixture
+def app_config(db_url: str, networks: dict[str, NetworkConfig], tmp_path: Path) -> AppConfig:
+    settings = Settings(database_url=db_url, networks=tmp_path / "networks.yaml", allow_private_callbacks=False)
+    return AppConfig(settings=settings, networks=networks)
+
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
