@@ -1,0 +1,17 @@
+"""Pick the adapter for a network's chain family."""
+
+from __future__ import annotations
+
+from paywatch.chains.base import ChainAdapter
+from paywatch.config import NetworkConfig
+
+
+def make_adapter(network: NetworkConfig) -> ChainAdapter:
+    """The production adapter for ``network`` (imports are lazy so one family's deps don't load the other's)."""
+    if network.family == "evm":
+        from paywatch.chains.evm import EvmAdapter
+
+        return EvmAdapter(network)
+    from paywatch.chains.tron import TronAdapter
+
+    return TronAdapter(network)
