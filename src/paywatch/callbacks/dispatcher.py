@@ -1,0 +1,369 @@
+"""Deliver outbox events: claim, sign, send through the SSRF guard, log the attempt, reschedule.
+
+Claiming pushes an event's ``next_attempt_at`` forward by a lease in a short transaction
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas never claim the same row; SQLite serialises
+writers). The HTTP request runs outside any transaction; its result is recorded afterwards, in
+small batches. A process killed in between leaves the event claimed until the lease ends, when it
+is claimed again: delivery is at least once, with the same ``webhook-id``.
+
+Only the oldest pending event of an invoice is claimable, so one invoice's events go out strictly
+in order (a dead event no longer holds the queue; ``data.status_version`` lets receivers drop
+stale ones). Each :meth:`Dispatcher.run_once` repeats claim-and-deliver rounds until nothing is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import exists, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
+
+from paywatch.callbacks.guard import BlockedDestinationError, Resolver, SystemResolver, vet
+from paywatch.callbacks.schedule import EventState, Verdict, judge, parse_retry_after
+from paywatch.callbacks.signing import active_secrets, webhook_headers
+from paywatch.callbacks.transport import PinnedTransport, pinned
+from paywatch.config import Settings
+from paywatch.store.db import session_scope
+from paywatch.store.models import AuditLog, CallbackAttempt, CallbackEvent, Invoice, Store
+
+Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
+
+EXCERPT_BYTES = 1024
+USER_AGENT = "paywatch-callbacks/1"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed event with everything needed to send it."""
+
+    event_id: int
+    webhook_id: str
+    store_id: str
+    body: bytes
+    url: str
+    secrets: tuple[str, ...]
+    attempt: int  # the number of this attempt (1 for the first)
+    store_endpoint: bool  # the URL is the store's default (a 410 disables the store's callbacks)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt, as logged."""
+
+    job: Job
+    at: datetime
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    excerpt: str | None
+    retry_after: str | None = None
+
+
+@dataclass
+class _Run:
+    """Per-call concurrency state."""
+
+    overall: asyncio.Semaphore
+    per_host: int
+    hosts: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)  # stores whose endpoint answered 410 during this run
+
+    def host(self, key: str) -> asyncio.Semaphore:
+        sem = self.hosts.get(key)
+        if sem is None:
+            sem = self.hosts[key] = asyncio.Semaphore(self.per_host)
+        return sem
+
+
+class Dispatcher:
+    """Delivers due callback events; call :meth:`run_once` periodically (the worker does).
+
+    ``resolver`` and ``transport`` are injectable for tests; the default transport pins every
+    connection to the addresses the SSRF guard vetted (an injected one should be a
+    :class:`~paywatch.callbacks.transport.PinnedTransport` too, or the pinning is lost).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock,
+        *,
+        resolver: Resolver | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+        concurrency: int = 64,
+        per_host: int = 16,
+        timeout: float = 15.0,
+        batch_size: int = 256,
+        lease: timedelta | None = None,
+        max_rounds: int = 50,
+    ) -> None:
+        self._engine = engine
+        self._allow_private = settings.allow_private_callbacks
+        self._clock = clock
+        self._resolver: Resolver = resolver or SystemResolver()
+        self._transport = transport
+        self._rng = rng or random.Random()
+        self._concurrency = concurrency
+        self._per_host = per_host
+        self._timeout = timeout
+        self._batch_size = batch_size
+        # A claim must outlast the slowest wave of its batch, or another replica re-sends it early.
+        waves = -(-batch_size // max(1, min(per_host, concurrency)))
+        self._lease = lease if lease is not None else timedelta(seconds=waves * timeout + 10)
+        self._lease = max(self._lease, timedelta(seconds=timeout + 5))
+        self._max_rounds = max_rounds
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ public
+
+    async def run_once(self) -> int:
+        """Deliver everything due now; returns the number of attempts made."""
+        run = _Run(asyncio.Semaphore(self._concurrency), self._per_host)
+        total = 0
+        for _ in range(self._max_rounds):
+            jobs = await asyncio.to_thread(self._claim, self._clock(), None)
+            if not jobs:
+                break
+            total += await self._deliver_all(jobs, run)
+        return total
+
+    async def deliver_now(self, event_id: int) -> Outcome | None:
+        """Send one pending event immediately (used by ``callbacks test``); None if not sendable."""
+        jobs = await asyncio.to_thread(self._claim, self._clock(), event_id)
+        if not jobs:
+            return None
+        outcome = await self._attempt(jobs[0], _Run(asyncio.Semaphore(1), 1))
+        if outcome is not None:
+            await asyncio.to_thread(self._record, [outcome])
+        return outcome
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (and with it the default transport's connections)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # ------------------------------------------------------------------ claim
+
+    def _claim(self, now: datetime, only: int | None) -> list[Job]:
+        earlier = aliased(CallbackEvent)
+        blocked = exists().where(
+            col(earlier.invoice_id) == col(CallbackEvent.invoice_id),
+            col(earlier.state) == EventState.PENDING.value,
+            col(earlier.id) < col(CallbackEvent.id),
+        )
+        stmt = (
+            select(CallbackEvent)
+            .join(Store, col(Store.id) == col(CallbackEvent.store_id))
+            .where(CallbackEvent.state == EventState.PENDING.value, col(Store.callbacks_disabled_at).is_(None))
+        )
+        if only is None:
+            stmt = stmt.where(col(CallbackEvent.next_attempt_at) <= now, ~blocked)
+            stmt = stmt.order_by(col(CallbackEvent.next_attempt_at), col(CallbackEvent.id)).limit(self._batch_size)
+        else:
+            stmt = stmt.where(CallbackEvent.id == only)
+        stmt = stmt.with_for_update(skip_locked=True, of=CallbackEvent)
+        jobs: list[Job] = []
+        with session_scope(self._engine) as session:
+            events = list(session.exec(stmt))
+            if not events:
+                return []
+            store_ids = {e.store_id for e in events}
+            stores = {s.id: s for s in session.exec(select(Store).where(col(Store.id).in_(store_ids)))}
+            invoice_ids = {e.invoice_id for e in events if e.invoice_id is not None}
+            invoice_urls: dict[str, str | None] = {}
+            if invoice_ids:
+                rows = session.exec(select(Invoice.id, Invoice.callback_url).where(col(Invoice.id).in_(invoice_ids)))
+                invoice_urls = {row[0]: row[1] for row in rows}
+            for event in events:
+                assert event.id is not None
+                store = stores[event.store_id]
+                own_url = invoice_urls.get(event.invoice_id) if event.invoice_id is not None else None
+                url = own_url or store.callback_url
+                if not url:
+                    event.state = EventState.SKIPPED.value
+                    event.next_attempt_at = None
+                    event.last_error = "no callback URL configured for the invoice or its store"
+                    session.add(event)
+                    continue
+                event.next_attempt_at = now + self._lease
+                session.add(event)
+                jobs.append(
+                    Job(
+                        event_id=event.id,
+                        webhook_id=event.webhook_id,
+                        store_id=event.store_id,
+                        body=event.body.encode("utf-8"),
+                        url=url,
+                        secrets=tuple(active_secrets(store, now)),
+                        attempt=event.attempts + 1,
+                        store_endpoint=own_url is None or own_url == store.callback_url,
+                    )
+                )
+        return jobs
+
+    # ------------------------------------------------------------------ deliver
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            transport = self._transport or PinnedTransport()
+            self._client = httpx.AsyncClient(
+                transport=transport,
+                timeout=httpx.Timeout(self._timeout),
+                follow_redirects=False,
+                trust_env=False,
+                headers={"user-agent": USER_AGENT},
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def _deliver_all(self, jobs: list[Job], run: _Run) -> int:
+        tasks = [asyncio.create_task(self._attempt(job, run)) for job in jobs]
+        buffer: list[Outcome] = []
+        last_flush = time.monotonic()
+        sent = 0
+        for next_done in asyncio.as_completed(tasks):
+            outcome = await next_done
+            if outcome is None:
+                continue
+            sent += 1
+            buffer.append(outcome)
+            if len(buffer) >= 64 or time.monotonic() - last_flush > 0.25:
+                await asyncio.to_thread(self._record, buffer)
+                buffer, last_flush = [], time.monotonic()
+        if buffer:
+            await asyncio.to_thread(self._record, buffer)
+        return sent
+
+    async def _attempt(self, job: Job, run: _Run) -> Outcome | None:
+        """Send one job; None when it was not sent because its endpoint just answered 410."""
+        parts = urlsplit(job.url)
+        async with run.host(f"{parts.hostname}:{parts.port}"), run.overall:
+            if job.store_endpoint and job.store_id in run.gone:
+                return None  # stays claimed until the lease ends; the disabled store is not claimed again
+            at = self._clock()
+            started = time.perf_counter()
+            status: int | None = None
+            error: str | None = None
+            excerpt: str | None = None
+            retry_after: str | None = None
+            try:
+                headers = webhook_headers(job.secrets, job.webhook_id, int(at.timestamp()), job.body)
+                headers["content-type"] = "application/json"
+                async with asyncio.timeout(self._timeout):
+                    destination = await vet(job.url, self._resolver, allow_private=self._allow_private)
+                    with pinned(destination):
+                        request = self._http().build_request("POST", job.url, content=job.body, headers=headers)
+                        response = await self._http().send(request, stream=True)
+                        try:
+                            status = response.status_code
+                            retry_after = response.headers.get("retry-after")
+                            excerpt = await _read_prefix(response)
+                        finally:
+                            await response.aclose()
+                if status == 410 and job.store_endpoint:
+                    run.gone.add(job.store_id)
+                if 300 <= status < 400:
+                    error = f"redirect not followed (location: {response.headers.get('location', '-')})"
+                elif not 200 <= status < 300:
+                    error = f"HTTP {status}"
+            except BlockedDestinationError as exc:
+                error = f"blocked by the SSRF guard: {exc}"
+            except (TimeoutError, httpx.TimeoutException):
+                error = f"no complete answer within {self._timeout:g} s"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            latency = int((time.perf_counter() - started) * 1000)
+        return Outcome(job, at, status, latency, error[:1000] if error else None, excerpt, retry_after)
+
+    # ------------------------------------------------------------------ record
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        with session_scope(self._engine) as session:
+            for outcome in outcomes:
+                self._record_one(session, outcome)
+
+    def _record_one(self, session: Session, outcome: Outcome) -> None:
+        job = outcome.job
+        session.add(
+            CallbackAttempt(
+                event_id=job.event_id,
+                url=job.url[:2048],
+                at=outcome.at,
+                status_code=outcome.status_code,
+                latency_ms=outcome.latency_ms,
+                error=outcome.error,
+                response_excerpt=outcome.excerpt,
+            )
+        )
+        event = session.exec(
+            select(CallbackEvent).where(CallbackEvent.id == job.event_id).with_for_update()
+        ).one()
+        if event.state != EventState.PENDING.value:
+            return  # delivered meanwhile by another claim (after a lease ran out); keep the log only
+        now = self._clock()
+        verdict: Verdict = judge(
+            job.attempt,
+            outcome.status_code,
+            parse_retry_after(outcome.retry_after, now),
+            now,
+            self._rng.random(),
+        )
+        event.attempts = max(event.attempts, job.attempt)
+        event.last_attempt_at = outcome.at
+        event.last_status_code = outcome.status_code
+        event.last_error = outcome.error
+        event.state = verdict.state.value
+        event.next_attempt_at = verdict.next_attempt_at
+        if verdict.state is EventState.DELIVERED:
+            event.delivered_at = now
+        session.add(event)
+        if verdict.disable_endpoint:
+            self._disable(session, outcome, now)
+
+    def _disable(self, session: Session, outcome: Outcome, now: datetime) -> None:
+        job = outcome.job
+        if not job.store_endpoint:
+            log.warning("callback URL %s of event %s answered 410 Gone; event is dead", job.url, job.webhook_id)
+            return
+        changed = session.exec(
+            update(Store)
+            .where(col(Store.id) == job.store_id, col(Store.callbacks_disabled_at).is_(None))
+            .values(callbacks_disabled_at=now)
+        )
+        if changed.rowcount:
+            log.warning("store %s: callback endpoint %s answered 410 Gone; callbacks disabled", job.store_id, job.url)
+            session.add(
+                AuditLog(
+                    at=now,
+                    actor="dispatcher",
+                    action="callbacks.disabled",
+                    subject=job.store_id,
+                    details={"url": job.url, "webhook_id": job.webhook_id, "status_code": 410},
+                )
+            )
+
+
+async def _read_prefix(response: httpx.Response) -> str:
+    """The first KB of the body, decoded leniently; the rest is not read."""
+    data = b""
+    async for chunk in response.aiter_raw():
+        data += chunk
+        if len(data) >= EXCERPT_BYTES:
+            break
+    return data[:EXCERPT_BYTES].decode("utf-8", errors="replace")

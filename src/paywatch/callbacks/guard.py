@@ -1,0 +1,92 @@
+"""The SSRF guard at send time: resolve the callback host and require every address to be public.
+
+DNS can change between invoice creation and delivery (rebinding), so the host is resolved right
+before each attempt, every returned address is vetted, and the connection is then made to a vetted
+address (see :mod:`.transport`), never to whatever a second lookup would say. Literal IPs in any
+legacy spelling (``2130706433``, ``0177.0.0.1``, ``[::ffff:127.0.0.1]``) are judged as the address
+they denote. ``allow_private`` (``PAYWATCH_ALLOW_PRIVATE_CALLBACKS=1``) lifts the address check for
+local development and tests; the scheme and form checks remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from paywatch.errors import InputError, PaywatchError
+from paywatch.netguard import IPAddress, is_public, literal_ip, validate_callback_url
+
+
+class BlockedDestinationError(PaywatchError):
+    """The callback URL may not be contacted (bad form, unresolvable, or a non-public address)."""
+
+
+class Resolver(Protocol):
+    """Turns a host name into the addresses a connection may use."""
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """Every address ``host`` resolves to (empty when it does not resolve)."""
+        ...
+
+
+class SystemResolver:
+    """The operating system's resolver (``getaddrinfo``), without blocking the event loop."""
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            return []
+        found: list[IPAddress] = []
+        for _family, _type, _proto, _name, sockaddr in infos:
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            if ip not in found:
+                found.append(ip)
+        return found
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A vetted callback target: connect only to ``addresses`` for ``host``:``port``.
+
+    ``host`` is the ASCII host as the HTTP client sees it (punycode, IPv6 without brackets).
+    """
+
+    url: str
+    host: str
+    port: int
+    addresses: tuple[IPAddress, ...]
+
+
+async def vet(url: str, resolver: Resolver, *, allow_private: bool) -> Destination:
+    """Check ``url`` and resolve it; BlockedDestinationError unless every address is allowed."""
+    try:
+        validate_callback_url(url, allow_private=allow_private)
+        parsed = httpx.URL(url)
+    except InputError as exc:
+        raise BlockedDestinationError(exc.message) from None
+    except httpx.InvalidURL as exc:
+        raise BlockedDestinationError(f"callback URL is malformed: {exc}") from None
+    host = parsed.raw_host.decode("ascii")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    literal = literal_ip(urlsplit(url).hostname or host) or literal_ip(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        addresses = await resolver.resolve(host, port)
+        if not addresses:
+            raise BlockedDestinationError(f"callback host {host} does not resolve")
+    if not allow_private:
+        for ip in addresses:
+            if not is_public(ip):
+                raise BlockedDestinationError(
+                    f"callback host {host} resolves to {ip}, a private, loopback or reserved address"
+                )
+    return Destination(url=url, host=host, port=port, addresses=tuple(addresses))
