@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import ssl
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import httpcore
 
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -61,7 +65,9 @@ class Received:
 class Receiver:
     """A threaded HTTP/1.1 server on 127.0.0.1 with per-path scripts; use as a context manager."""
 
-    def __init__(self, default: Reply | None = None, *, record: bool = True, port: int = 0) -> None:
+    def __init__(
+        self, default: Reply | None = None, *, record: bool = True, port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.default = default or Reply()
         self.record = record
         self.received: list[Received] = []
@@ -71,7 +77,15 @@ class Receiver:
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
+        self.sni_names: list[str | None] = []
+        if tls is not None:
+            tls.sni_callback = self._note_sni
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def _note_sni(self, _sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
+        with self._lock:
+            self.sni_names.append(name)
 
     @property
     def port(self) -> int:
@@ -235,3 +249,32 @@ def attempts_of(engine: Engine, event_id: int) -> list[CallbackAttempt]:
     with session_scope(engine) as session:
         stmt = select(CallbackAttempt).where(CallbackAttempt.event_id == event_id).order_by(col(CallbackAttempt.id))
         return list(session.exec(stmt))
+
+
+class RoutedNetwork(httpcore.AsyncNetworkBackend):
+    """A test network: connects to listed (public-looking) addresses reach a local port instead.
+
+    Lets the SSRF guard stay on while the bytes still go to a receiver on 127.0.0.1. Records every
+    address a connect was asked for; any other address has no route.
+    """
+
+    def __init__(self, routes: dict[str, int]) -> None:
+        self.routes = routes
+        self.connects: list[tuple[str, int]] = []
+        self._real = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        self.connects.append((host, port))
+        if host not in self.routes:
+            raise httpcore.ConnectError(f"test network: no route to {host}")
+        return await self._real.connect_tcp("127.0.0.1", self.routes[host], timeout, local_address, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._real.sleep(seconds)

@@ -74,9 +74,18 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 
 
 class PinnedTransport(httpx.AsyncHTTPTransport):
-    """``httpx.AsyncHTTPTransport`` over a :class:`PinnedBackend` (HTTP/1.1, no env proxies)."""
+    """``httpx.AsyncHTTPTransport`` over a :class:`PinnedBackend` (HTTP/1.1, no env proxies).
 
-    def __init__(self, *, verify: ssl.SSLContext | bool = True, limits: httpx.Limits | None = None) -> None:
+    ``network`` is the backend that makes the pinned connects (the real one by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        limits: httpx.Limits | None = None,
+        network: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
         limits = limits or httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0)
         super().__init__(verify=verify, trust_env=False, limits=limits)
         ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
@@ -87,5 +96,5 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             http1=True,
             http2=False,
-            network_backend=PinnedBackend(),
+            network_backend=PinnedBackend(network),
         )
