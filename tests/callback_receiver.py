@@ -24,7 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpcore
-
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -62,6 +61,15 @@ class Received:
         return self.headers.get("webhook-id", "")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the default backlog of 5 drops connections under a burst
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a killed client is part of the tests
+            super().handle_error(request, client_address)
+
+
 class Receiver:
     """A threaded HTTP/1.1 server on 127.0.0.1 with per-path scripts; use as a context manager."""
 
@@ -75,8 +83,7 @@ class Receiver:
         self._plans: dict[str, deque[Reply]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self.sni_names: list[str | None] = []
         if tls is not None:
             tls.sni_callback = self._note_sni
