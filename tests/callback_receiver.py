@@ -136,6 +136,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

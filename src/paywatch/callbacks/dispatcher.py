@@ -23,13 +23,13 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import exists, update
+from sqlalchemy import exists, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from paywatch.callbacks.guard import BlockedDestinationError, Resolver, SystemResolver, vet
-from paywatch.callbacks.schedule import EventState, Verdict, judge, parse_retry_after
+from paywatch.callbacks.schedule import EventState, judge, parse_retry_after
 from paywatch.callbacks.signing import active_secrets, webhook_headers
 from paywatch.callbacks.transport import PinnedTransport, pinned
 from paywatch.config import Settings
@@ -189,19 +189,15 @@ class Dispatcher:
             if invoice_ids:
                 rows = session.exec(select(Invoice.id, Invoice.callback_url).where(col(Invoice.id).in_(invoice_ids)))
                 invoice_urls = {row[0]: row[1] for row in rows}
+            skipped: list[int] = []
             for event in events:
                 assert event.id is not None
                 store = stores[event.store_id]
                 own_url = invoice_urls.get(event.invoice_id) if event.invoice_id is not None else None
                 url = own_url or store.callback_url
                 if not url:
-                    event.state = EventState.SKIPPED.value
-                    event.next_attempt_at = None
-                    event.last_error = "no callback URL configured for the invoice or its store"
-                    session.add(event)
+                    skipped.append(event.id)
                     continue
-                event.next_attempt_at = now + self._lease
-                session.add(event)
                 jobs.append(
                     Job(
                         event_id=event.id,
@@ -212,6 +208,23 @@ class Dispatcher:
                         secrets=tuple(active_secrets(store, now)),
                         attempt=event.attempts + 1,
                         store_endpoint=own_url is None or own_url == store.callback_url,
+                    )
+                )
+            session.expunge_all()
+            if jobs:
+                claimed = [job.event_id for job in jobs]
+                lease_end = now + self._lease
+                session.exec(
+                    update(CallbackEvent).where(col(CallbackEvent.id).in_(claimed)).values(next_attempt_at=lease_end)
+                )
+            if skipped:
+                session.exec(
+                    update(CallbackEvent)
+                    .where(col(CallbackEvent.id).in_(skipped))
+                    .values(
+                        state=EventState.SKIPPED.value,
+                        next_attempt_at=None,
+                        last_error="no callback URL configured for the invoice or its store",
                     )
                 )
         return jobs
@@ -294,47 +307,60 @@ class Dispatcher:
     # ------------------------------------------------------------------ record
 
     def _record(self, outcomes: list[Outcome]) -> None:
-        with session_scope(self._engine) as session:
-            for outcome in outcomes:
-                self._record_one(session, outcome)
-
-    def _record_one(self, session: Session, outcome: Outcome) -> None:
-        job = outcome.job
-        session.add(
-            CallbackAttempt(
-                event_id=job.event_id,
-                url=job.url[:2048],
-                at=outcome.at,
-                status_code=outcome.status_code,
-                latency_ms=outcome.latency_ms,
-                error=outcome.error,
-                response_excerpt=outcome.excerpt,
-            )
-        )
-        event = session.exec(
-            select(CallbackEvent).where(CallbackEvent.id == job.event_id).with_for_update()
-        ).one()
-        if event.state != EventState.PENDING.value:
-            return  # delivered meanwhile by another claim (after a lease ran out); keep the log only
+        """Log the attempts and apply the verdicts, in one transaction, with bulk statements."""
         now = self._clock()
-        verdict: Verdict = judge(
-            job.attempt,
-            outcome.status_code,
-            parse_retry_after(outcome.retry_after, now),
-            now,
-            self._rng.random(),
-        )
-        event.attempts = max(event.attempts, job.attempt)
-        event.last_attempt_at = outcome.at
-        event.last_status_code = outcome.status_code
-        event.last_error = outcome.error
-        event.state = verdict.state.value
-        event.next_attempt_at = verdict.next_attempt_at
-        if verdict.state is EventState.DELIVERED:
-            event.delivered_at = now
-        session.add(event)
-        if verdict.disable_endpoint:
-            self._disable(session, outcome, now)
+        with session_scope(self._engine) as session:
+            session.execute(
+                insert(CallbackAttempt),
+                [
+                    {
+                        "event_id": o.job.event_id,
+                        "url": o.job.url[:2048],
+                        "at": o.at,
+                        "status_code": o.status_code,
+                        "latency_ms": o.latency_ms,
+                        "error": o.error,
+                        "response_excerpt": o.excerpt,
+                    }
+                    for o in outcomes
+                ],
+            )
+            ids = sorted({o.job.event_id for o in outcomes})
+            rows = session.execute(
+                select(CallbackEvent.id, CallbackEvent.state, CallbackEvent.attempts)
+                .where(col(CallbackEvent.id).in_(ids))
+                .with_for_update()
+            ).all()
+            current = {row[0]: (row[1], row[2]) for row in rows}
+            changes: dict[int, dict[str, object]] = {}
+            for outcome in outcomes:
+                job = outcome.job
+                state, attempts = current[job.event_id]
+                if state != EventState.PENDING.value:
+                    continue  # delivered meanwhile by another claim (after a lease ran out); keep the log only
+                verdict = judge(
+                    job.attempt,
+                    outcome.status_code,
+                    parse_retry_after(outcome.retry_after, now),
+                    now,
+                    self._rng.random(),
+                )
+                attempts = max(attempts, job.attempt)
+                current[job.event_id] = (verdict.state.value, attempts)
+                changes[job.event_id] = {
+                    "id": job.event_id,
+                    "attempts": attempts,
+                    "last_attempt_at": outcome.at,
+                    "last_status_code": outcome.status_code,
+                    "last_error": outcome.error,
+                    "state": verdict.state.value,
+                    "next_attempt_at": verdict.next_attempt_at,
+                    "delivered_at": now if verdict.state is EventState.DELIVERED else None,
+                }
+                if verdict.disable_endpoint:
+                    self._disable(session, outcome, now)
+            if changes:
+                session.execute(update(CallbackEvent), list(changes.values()))
 
     def _disable(self, session: Session, outcome: Outcome, now: datetime) -> None:
         job = outcome.job
