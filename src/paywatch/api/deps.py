@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from paywatch.api.context import AppContext
@@ -31,15 +32,16 @@ def get_session(context: Context) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session)]
 
 
+_api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="The store's API key")
+_bearer = HTTPBearer(auto_error=False, description="The store's API key as a bearer token")
+
+
 def current_store(
     session: DbSession,
-    x_api_key: Annotated[str | None, Header(description="The store's API key")] = None,
-    authorization: Annotated[str | None, Header(description="`Bearer <API key>` instead of X-Api-Key")] = None,
+    api_key: Annotated[str | None, Security(_api_key)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Store:
-    key = x_api_key
-    if key is None and authorization is not None:
-        scheme, _, token = authorization.partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else None
+    key = api_key or (bearer.credentials if bearer is not None else None)
     return authenticate(session, key)
 
 
