@@ -29,7 +29,6 @@ app.add_typer(store_app, name="store")
 app.add_typer(invoice_app, name="invoice")
 
 console = Console()
-err = Console(stderr=True)
 
 
 @cache
@@ -43,7 +42,7 @@ def now() -> datetime:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
 
