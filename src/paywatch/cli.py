@@ -189,4 +189,3 @@ def invoice_cancel(invoice_id: str) -> None:
 def invoice_mark_paid(invoice_id: str) -> None:
     """Mark an invoice paid by hand (COMPLETED with the marked_paid flag)."""
     _admin_change(invoice_id, mark_paid)
-

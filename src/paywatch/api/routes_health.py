@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from paywatch.api.deps import Context
 from paywatch.health import network_lags
+from paywatch.metrics import DatabaseCollector, render
 from paywatch.store.db import session_scope
 
 router = APIRouter(tags=["health"])
@@ -40,3 +41,9 @@ def healthz(context: Context) -> JSONResponse:
         if stalled:
             body["status"] = "degraded"
     return JSONResponse(status_code=200, content=body)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(context: Context) -> Response:
+    body = render(DatabaseCollector(context.engine, context.config, context.clock))
+    return Response(content=body, media_type="text/plain; version=0.0.4; charset=utf-8")
