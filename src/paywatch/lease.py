@@ -24,13 +24,14 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"paywatch:{name}".encode()).digest()[:8], "big", signed=True)
 
 
-class NetworkLease:
-    """The right to scan one network, held until released or until this process dies."""
+class Lease:
+    """The right to run one singleton job (a network's scan, the expiry sweep), held until released
+    or until this process dies. Without PostgreSQL there is one worker, so it is always held."""
 
-    def __init__(self, engine: Engine, network: str) -> None:
+    def __init__(self, engine: Engine, name: str) -> None:
         self.engine = engine
-        self.network = network
-        self.key = lock_key(f"scan:{network}")
+        self.name = name
+        self.key = lock_key(name)
         self._conn: Connection | None = None
         self.postgres = engine.dialect.name == "postgresql"
 
