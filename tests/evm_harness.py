@@ -60,6 +60,15 @@ class Harness:
                 s, self.config, self.store, InvoiceRequest(self.network.name, asset, amount, **kw), self.clock()
             )
 
+    def invoices(self, requests: list[tuple[str, str]]) -> list[Invoice]:
+        """Many invoices in one transaction: (asset, amount) each."""
+        now = self.clock()
+        with session_scope(self.engine) as s:
+            return [
+                create_invoice(s, self.config, self.store, InvoiceRequest(self.network.name, asset, amount), now)
+                for asset, amount in requests
+            ]
+
     def scan(self) -> list[StepResult]:
         return self.scanner.run_until_caught_up(max_steps=1000)
 
