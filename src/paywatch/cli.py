@@ -189,3 +189,129 @@ def invoice_cancel(invoice_id: str) -> None:
 def invoice_mark_paid(invoice_id: str) -> None:
     """Mark an invoice paid by hand (COMPLETED with the marked_paid flag)."""
     _admin_change(invoice_id, mark_paid)
+
+
+unmatched_app = typer.Typer(help="Transfers to watched addresses that matched no invoice.", no_args_is_help=True)
+app.add_typer(unmatched_app, name="unmatched")
+
+
+@unmatched_app.command("list")
+def unmatched_list(
+    network: Annotated[str | None, typer.Option(help="Only this network")] = None,
+    include_attached: Annotated[bool, typer.Option("--all", help="Include already attached transfers")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List the unmatched inbox, newest first."""
+    from paywatch.unmatched import list_unmatched
+    from paywatch.views import iso
+
+    config = run_guarded(get_config)
+    engine = run_guarded(lambda: open_database(config))
+    with session_scope(engine) as session:
+        rows = [
+            {
+                "id": r.id,
+                "network": r.network,
+                "tx_hash": r.tx_hash,
+                "log_index": r.log_index,
+                "to_address": r.to_address,
+                "asset_key": r.asset_key,
+                "amount_units": str(r.amount),
+                "memo": r.memo,
+                "block_number": r.block_number,
+                "block_time": iso(r.block_time),
+                "reason": r.reason,
+                "hint_invoice_id": r.hint_invoice_id,
+                "orphaned": r.orphaned,
+                "attached_invoice_id": r.attached_invoice_id,
+            }
+            for r in list_unmatched(session, network=network, include_attached=include_attached)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{len(rows)} unmatched transfers")
+    for column in ("id", "network", "tx", "to", "asset", "amount (base units)", "reason", "hint"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["network"]),
+            f"{r['tx_hash']}:{r['log_index']}",
+            str(r["to_address"]),
+            str(r["asset_key"]),
+            str(r["amount_units"]),
+            str(r["reason"]),
+            str(r["hint_invoice_id"] or ""),
+        )
+    console.print(table)
+
+
+@unmatched_app.command("attach")
+def unmatched_attach(transfer_id: int, invoice_id: str) -> None:
+    """Credit an unmatched transfer to an invoice (audited; re-evaluates and fires callbacks)."""
+    from paywatch.unmatched import attach
+
+    config = run_guarded(get_config)
+    engine = run_guarded(lambda: open_database(config))
+    ledger = Ledger(config.networks)
+
+    def change() -> str:
+        with session_scope(engine) as session:
+            attach(session, ledger, transfer_id, invoice_id, now(), actor="cli")
+            return get_invoice(session, None, invoice_id).status
+
+    status = run_guarded(change)
+    console.print(f"transfer {transfer_id} attached to {invoice_id}: {status}")
+
+
+def _configure_logging(config: AppConfig) -> None:
+    from paywatch.logs import configure
+
+    configure(json_lines=config.settings.log_json)
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run the scanners, the expiry sweep and callback delivery until SIGTERM."""
+    import asyncio
+
+    from paywatch.worker import Worker
+
+    config = run_guarded(get_config)
+    _configure_logging(config)
+    engine = run_guarded(lambda: open_database(config))
+    run_guarded(lambda: asyncio.run(Worker(config, engine).run()))
+
+
+@app.command("run")
+def run(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+) -> None:
+    """Run the API and the worker in one process."""
+    import asyncio
+
+    config = run_guarded(get_config)
+    _configure_logging(config)
+    engine = run_guarded(lambda: open_database(config))
+    run_guarded(lambda: asyncio.run(serve_all(config, engine, host, port)))
+
+
+async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> None:
+    """The API (uvicorn) and the worker on one event loop; uvicorn's signal handling stops both."""
+    import asyncio
+
+    import uvicorn
+
+    from paywatch.api.app import create_app
+    from paywatch.worker import Worker
+
+    worker = Worker(config, engine)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, engine=engine), host=host, port=port, log_config=None))
+    worker_task = asyncio.create_task(worker.run(install_signals=False))
+    try:
+        await server.serve()
+    finally:
+        worker.stop()
+        await worker_task

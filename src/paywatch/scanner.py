@@ -94,10 +94,15 @@ class WatchIndexCache:
         self.builds = 0
 
     def get(self, session: Session) -> WatchIndex:
-        row = session.connection().execute(
-            sa_select(func.count(col(Invoice.id)), func.max(col(Invoice.created_at)), func.count(col(Invoice.open_amount)))
-            .where(col(Invoice.network) == self._network.name)
-        ).one()
+        row = (
+            session.connection()
+            .execute(
+                sa_select(
+                    func.count(col(Invoice.id)), func.max(col(Invoice.created_at)), func.count(col(Invoice.open_amount))
+                ).where(col(Invoice.network) == self._network.name)
+            )
+            .one()
+        )
         fingerprint = tuple(row)
         if self._index is None or fingerprint != self._fingerprint:
             self._index = build_watch_index(session, self._network)
@@ -173,9 +178,7 @@ class Scanner:
             with session_scope(self.engine) as session:
                 self.ledger.orphan_from(session, name, ancestor + 1, now)
                 session.exec(
-                    delete(ScannedBlock).where(
-                        col(ScannedBlock.network) == name, col(ScannedBlock.number) > ancestor
-                    )
+                    delete(ScannedBlock).where(col(ScannedBlock.network) == name, col(ScannedBlock.number) > ancestor)
                 )
                 self._move_cursor(session, cursor, ancestor, ancestor_hash)
             cursor, cursor_hash, start = ancestor, ancestor_hash, ancestor + 1
@@ -189,7 +192,10 @@ class Scanner:
             for ref in scanned.blocks:
                 session.merge(
                     ScannedBlock(
-                        network=name, number=ref.number, hash=ref.hash, parent_hash=ref.parent_hash,
+                        network=name,
+                        number=ref.number,
+                        hash=ref.hash,
+                        parent_hash=ref.parent_hash,
                         timestamp=ref.timestamp,
                     )
                 )

@@ -138,10 +138,12 @@ class Worker:
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "next_run_time": utc_now()}
         for name in self.scanners:
             interval = self.config.networks[name].poll_interval
-            scheduler.add_job(self._threaded(self.scan, name), "interval", seconds=interval, id=f"scan:{name}",
-                              **common)
-            scheduler.add_job(self._threaded(self.refresh, name), "interval", seconds=interval,
-                              id=f"refresh:{name}", **common)
+            scheduler.add_job(
+                self._threaded(self.scan, name), "interval", seconds=interval, id=f"scan:{name}", **common
+            )
+            scheduler.add_job(
+                self._threaded(self.refresh, name), "interval", seconds=interval, id=f"refresh:{name}", **common
+            )
         scheduler.add_job(self._threaded(self.sweep), "interval", seconds=self.sweep_seconds, id="sweep", **common)
         scheduler.add_job(self._dispatch, "interval", seconds=self.dispatch_seconds, id="dispatch", **common)
         return scheduler
