@@ -15,7 +15,7 @@ from paywatch.callbacks.schedule import (
     next_delay,
     parse_retry_after,
 )
-from paywatch.callbacks.signing import active_secrets, decode_secret, sign, webhook_headers
+from paywatch.callbacks.signing import active_secrets, decode_secret, sign, verify, webhook_headers
 from paywatch.store.models import Store
 from paywatch.stores import new_webhook_secret
 
@@ -131,3 +131,18 @@ def test_active_secrets_follow_the_grace_period() -> None:
 def test_bad_secrets_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         decode_secret(bad)
+
+
+def test_receiver_side_verify_agrees_with_standardwebhooks() -> None:
+    secret, other = new_webhook_secret(), new_webhook_secret()
+    body = b'{"type":"invoice.completed"}'
+    now = datetime.now(UTC).replace(microsecond=0)
+    reference = Webhook(secret).sign("msg_9", now, body.decode())
+    headers = {"webhook-id": "msg_9", "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": reference}
+    assert verify(secret, headers, body, now)
+    assert verify(secret, {**headers, "webhook-signature": f"v1,AAAA {reference}"}, body, now)  # any one matches
+    assert not verify(other, headers, body, now)
+    assert not verify(secret, headers, body + b" ", now)
+    assert not verify(secret, {**headers, "webhook-id": "msg_8"}, body, now)
+    assert not verify(secret, headers, body, now + timedelta(minutes=6))  # replay outside the tolerance
+    assert not verify(secret, {k: v for k, v in headers.items() if k != "webhook-timestamp"}, body, now)

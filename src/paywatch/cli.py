@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from paywatch.cli_callbacks import callbacks_app, rotate_secret
 from paywatch.config import AppConfig, load_config
 from paywatch.errors import PaywatchError
 from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
@@ -28,6 +29,8 @@ invoice_app = typer.Typer(help="Invoices.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(store_app, name="store")
 app.add_typer(invoice_app, name="invoice")
+app.add_typer(callbacks_app, name="callbacks")
+store_app.command("rotate-secret")(rotate_secret)
 
 console = Console()
 

@@ -77,7 +77,7 @@ def _attempts_of(session: Session, event_ids: list[int]) -> dict[int, list[Callb
 
 def list_deliveries(session: Session, invoice_id: str, *, store_id: str | None = None) -> list[dict[str, object]]:
     """Every callback event of an invoice, oldest first, each with its attempts."""
-    invoice = session.get(Invoice, invoice_id)
+    invoice = session.get(Invoice, invoice_id) if _plausible(invoice_id) else None
     if invoice is None or (store_id is not None and invoice.store_id != store_id):
         raise NotFoundError(f"invoice {invoice_id} not found", field="invoice_id")
     stmt = select(CallbackEvent).where(CallbackEvent.invoice_id == invoice_id).order_by(col(CallbackEvent.id))
@@ -115,7 +115,9 @@ def list_events(
 def find_event(session: Session, delivery_id: str | int, *, store_id: str | None = None) -> CallbackEvent:
     """An event by numeric id or by ``webhook-id`` (``msg_...``)."""
     key = str(delivery_id).strip()
-    if key.isdigit():
+    if not _plausible(key):
+        event = None
+    elif key.isdigit() and len(key) <= 18:  # fits a 64-bit id column
         event = session.get(CallbackEvent, int(key))
     else:
         event = session.exec(select(CallbackEvent).where(CallbackEvent.webhook_id == key)).first()
@@ -124,8 +126,13 @@ def find_event(session: Session, delivery_id: str | int, *, store_id: str | None
     return event
 
 
+def _plausible(key: str) -> bool:
+    """Ids are short printable ASCII; anything else (a NUL byte breaks PostgreSQL) is simply unknown."""
+    return 0 < len(key) <= 64 and key.isascii() and key.isprintable()
+
+
 def _store(session: Session, store_id: str) -> Store:
-    store = session.get(Store, store_id)
+    store = session.get(Store, store_id) if _plausible(store_id) else None
     if store is None:
         raise NotFoundError(f"store {store_id} not found", field="store")
     return store

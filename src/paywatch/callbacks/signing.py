@@ -11,8 +11,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
 from paywatch.store.models import Store
 
@@ -51,3 +51,29 @@ def webhook_headers(secrets: Sequence[str], msg_id: str, timestamp: int, body: b
     """The three Standard Webhooks headers, signed with every given secret."""
     signature = " ".join(sign(decode_secret(s), msg_id, timestamp, body) for s in secrets)
     return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": signature}
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: datetime,
+    *,
+    tolerance: timedelta = timedelta(minutes=5),
+) -> bool:
+    """Receiver side: True when one ``v1`` signature matches and the timestamp is within tolerance.
+
+    ``headers`` must have lower-case names. Used by the demo's receiver; merchants can copy it.
+    """
+    msg_id = headers.get("webhook-id")
+    stamp = headers.get("webhook-timestamp", "")
+    signatures = headers.get("webhook-signature", "")
+    if not msg_id or not stamp.isdigit() or not signatures:
+        return False
+    if abs(now.timestamp() - int(stamp)) > tolerance.total_seconds():
+        return False
+    try:
+        expected = sign(decode_secret(secret), msg_id, int(stamp), body)
+    except ValueError:
+        return False
+    return any(hmac.compare_digest(expected, candidate) for candidate in signatures.split(" "))

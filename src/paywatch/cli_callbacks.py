@@ -1,0 +1,181 @@
+"""``paywatch callbacks ...`` and ``paywatch store rotate-secret``: thin commands over callbacks.admin."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import Engine
+
+from paywatch.callbacks import admin
+from paywatch.callbacks.dispatcher import Dispatcher, Outcome
+from paywatch.config import AppConfig, load_config
+from paywatch.errors import PaywatchError
+from paywatch.runtime import open_database
+from paywatch.store.db import session_scope
+
+callbacks_app = typer.Typer(help="Status callbacks: delivery log, redelivery, test events.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _guarded(func: Callable[[], T]) -> T:
+    """Run ``func``; paywatch errors become ``error: ...`` on stderr and exit code 2."""
+    try:
+        return func()
+    except PaywatchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _open() -> tuple[AppConfig, Engine]:
+    config = _guarded(load_config)
+    return config, _guarded(lambda: open_database(config))
+
+
+def _send_now(config: AppConfig, engine: Engine, event_id: int) -> Outcome | None:
+    async def send() -> Outcome | None:
+        dispatcher = Dispatcher(engine, config.settings, _now)
+        try:
+            return await dispatcher.deliver_now(event_id)
+        finally:
+            await dispatcher.aclose()
+
+    return asyncio.run(send())
+
+
+def _report(outcome: Outcome | None, webhook_id: str) -> None:
+    if outcome is None:
+        reason = "store callbacks disabled, or already claimed"
+        typer.echo(f"error: {webhook_id} could not be sent now ({reason})", err=True)
+        raise typer.Exit(1)
+    ok = outcome.status_code is not None and 200 <= outcome.status_code < 300
+    detail = f"HTTP {outcome.status_code}" if outcome.status_code is not None else "no answer"
+    if outcome.error:
+        detail += f" ({outcome.error})"
+    console.print(f"{webhook_id}: {'delivered' if ok else 'failed'}: {detail} in {outcome.latency_ms} ms")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@callbacks_app.command("list")
+def list_callbacks(
+    failed: Annotated[bool, typer.Option("--failed", help="Only dead events and pending ones that failed")] = False,
+    store: Annotated[str | None, typer.Option(help="Only this store id")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON with every attempt")] = False,
+) -> None:
+    """List callback events, newest first."""
+    _, engine = _open()
+
+    def read() -> list[dict[str, object]]:
+        with session_scope(engine) as session:
+            return admin.list_events(session, failed_only=failed, store_id=store, limit=limit, with_attempts=as_json)
+
+    rows = _guarded(read)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{len(rows)} callback events" + (" (failed)" if failed else ""))
+    for column in ("id", "webhook id", "type", "invoice", "state", "tries", "last", "next attempt"):
+        table.add_column(column)
+    for row in rows:
+        last = str(row["last_status_code"] or "") or str(row["last_error"] or "")
+        table.add_row(
+            str(row["id"]),
+            str(row["webhook_id"]),
+            str(row["type"]),
+            str(row["invoice_id"] or "-"),
+            str(row["state"]),
+            str(row["attempt_count"]),
+            last[:60],
+            str(row["next_attempt_at"] or "-"),
+        )
+    console.print(table)
+
+
+@callbacks_app.command("redeliver")
+def redeliver(
+    delivery_id: Annotated[str, typer.Argument(help="Event id or webhook-id (msg_...)")],
+    now: Annotated[bool, typer.Option("--now", help="Send it from this process instead of the worker")] = False,
+) -> None:
+    """Queue an event again (same webhook-id); the worker sends it on its next run."""
+    config, engine = _open()
+
+    def queue() -> tuple[int, str]:
+        with session_scope(engine) as session:
+            event = admin.redeliver(session, delivery_id, _now(), actor="cli")
+            assert event.id is not None
+            return event.id, event.webhook_id
+
+    event_id, webhook_id = _guarded(queue)
+    if now:
+        _report(_send_now(config, engine, event_id), webhook_id)
+    else:
+        console.print(f"{webhook_id}: queued for redelivery")
+
+
+@callbacks_app.command("test")
+def send_test(store: Annotated[str, typer.Argument(help="Store id")]) -> None:
+    """Send a signed webhook.test event to the store's callback URL now; exit 1 unless it gets a 2xx."""
+    config, engine = _open()
+
+    def queue() -> tuple[int, str]:
+        with session_scope(engine) as session:
+            event = admin.send_test_event(session, store, _now(), actor="cli")
+            assert event.id is not None
+            return event.id, event.webhook_id
+
+    event_id, webhook_id = _guarded(queue)
+    _report(_send_now(config, engine, event_id), webhook_id)
+
+
+@callbacks_app.command("enable")
+def enable(store: Annotated[str, typer.Argument(help="Store id")]) -> None:
+    """Re-enable a store's callbacks after its endpoint answered 410 Gone."""
+    _, engine = _open()
+
+    def change() -> None:
+        with session_scope(engine) as session:
+            admin.enable_callbacks(session, store, _now(), actor="cli")
+
+    _guarded(change)
+    console.print(f"{store}: callbacks enabled")
+
+
+def rotate_secret(
+    store: Annotated[str, typer.Argument(help="Store id")],
+    grace_hours: Annotated[
+        float, typer.Option(min=0, max=720, help="Hours the old secret keeps signing beside the new one")
+    ] = 24.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+) -> None:
+    """Give a store a new webhook secret (shown once); the old one stays valid for the grace period."""
+    _, engine = _open()
+
+    def change() -> admin.RotatedSecret:
+        with session_scope(engine) as session:
+            return admin.rotate_secret(session, store, _now(), grace=timedelta(hours=grace_hours), actor="cli")
+
+    rotated = _guarded(change)
+    until = rotated.previous_valid_until.isoformat() if rotated.previous_valid_until else None
+    out: dict[str, Any] = {
+        "store_id": rotated.store_id,
+        "webhook_secret": rotated.webhook_secret,
+        "previous_valid_until": until,
+    }
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    console.print(f"new webhook secret for {rotated.store_id} (shown once): {rotated.webhook_secret}")
+    console.print(f"the previous secret stays valid until {until}" if until else "the previous secret is revoked")
