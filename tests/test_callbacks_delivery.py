@@ -16,6 +16,7 @@ from paywatch.callbacks import admin
 from paywatch.callbacks.dispatcher import Dispatcher
 from paywatch.callbacks.schedule import MAX_ATTEMPTS, RETRY_DELAYS
 from paywatch.config import AppConfig, NetworkConfig, Settings
+from paywatch.metrics import REGISTRY
 from paywatch.store.db import session_scope
 from paywatch.store.models import AuditLog, Store
 from tests.callback_receiver import (
@@ -160,9 +161,12 @@ async def test_410_disables_the_store_endpoint(engine: Engine, config: AppConfig
     seed_invoice(engine, config, store_id, clock())
     receiver.plan("/gone", Reply(410, b"gone"))
     d = dispatcher(engine, config, clock, concurrency=1)
+    gone_before = REGISTRY.get_sample_value("paywatch_callback_deliveries_total", {"result": "gone"}) or 0
     assert await d.run_once() == 1  # the second event is not sent once the endpoint is gone
     events = events_of(engine)
     assert [e.state for e in events] == ["dead", "pending"]
+    assert "callbacks are disabled" in (events[0].last_error or "")
+    assert REGISTRY.get_sample_value("paywatch_callback_deliveries_total", {"result": "gone"}) == gone_before + 1
     with session_scope(engine) as s:
         store = s.get(Store, store_id)
         assert store is not None and store.callbacks_disabled_at == clock()

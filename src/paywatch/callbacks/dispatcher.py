@@ -33,6 +33,7 @@ from paywatch.callbacks.schedule import EventState, judge, parse_retry_after
 from paywatch.callbacks.signing import active_secrets, webhook_headers
 from paywatch.callbacks.transport import PinnedTransport, pinned
 from paywatch.config import Settings
+from paywatch.metrics import DELIVERIES
 from paywatch.store.db import session_scope
 from paywatch.store.models import AuditLog, CallbackAttempt, CallbackEvent, Invoice, Store
 
@@ -255,6 +256,7 @@ class Dispatcher:
             if outcome is None:
                 continue
             sent += 1
+            DELIVERIES.labels(_result_label(outcome.status_code)).inc()
             buffer.append(outcome)
             if len(buffer) >= 64 or time.monotonic() - last_flush > 0.25:
                 await asyncio.to_thread(self._record, buffer)
@@ -289,9 +291,13 @@ class Dispatcher:
                             excerpt = await _read_prefix(response)
                         finally:
                             await response.aclose()
-                if status == 410 and job.store_endpoint:
-                    run.gone.add(job.store_id)
-                if 300 <= status < 400:
+                if status == 410:
+                    error = "HTTP 410: endpoint gone; " + (
+                        "the store's callbacks are disabled" if job.store_endpoint else "event dropped"
+                    )
+                    if job.store_endpoint:
+                        run.gone.add(job.store_id)
+                elif 300 <= status < 400:
                     error = f"redirect not followed (location: {response.headers.get('location', '-')})"
                 elif not 200 <= status < 300:
                     error = f"HTTP {status}"
@@ -383,6 +389,12 @@ class Dispatcher:
                     details={"url": job.url, "webhook_id": job.webhook_id, "status_code": 410},
                 )
             )
+
+
+def _result_label(status_code: int | None) -> str:
+    if status_code is not None and 200 <= status_code < 300:
+        return "delivered"
+    return "gone" if status_code == 410 else "failed"
 
 
 async def _read_prefix(response: httpx.Response) -> str:
