@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Iterator
@@ -315,3 +316,31 @@ async def test_per_host_concurrency_is_limited(engine: Engine, config: AppConfig
         starts = sorted(r.at for r in slow.received)
         # with two at a time, the 3rd and 5th requests start only after a 0.2 s answer
         assert starts[2] - starts[0] >= 0.15 and starts[4] - starts[2] >= 0.15
+
+
+async def test_two_replicas_never_send_the_same_event_twice(
+    engine: Engine, config: AppConfig, db_url: str
+) -> None:
+    from paywatch.store.db import make_engine
+
+    with Receiver(Reply(200, delay=0.01)) as slow:
+        clock = FakeClock()
+        store_id, secret = seed_store(engine, slow.url("/replicas"), clock())
+        for n in range(24):
+            seed_invoice(engine, config, store_id, clock(), more_events=("invoice.completed",) if n % 2 else ())
+        other_engine = make_engine(db_url)
+        first = dispatcher(engine, config, clock, batch_size=8, per_host=4)
+        second = dispatcher(other_engine, config, clock, batch_size=8, per_host=4)
+        counts = await asyncio.gather(first.run_once(), second.run_once())
+        await first.aclose()
+        await second.aclose()
+        other_engine.dispose()
+    assert sum(counts) == 36 and min(counts) > 0  # both replicas worked
+    ids = [r.webhook_id for r in slow.received]
+    assert len(ids) == len(set(ids)) == 36
+    assert {e.state for e in events_of(engine)} == {"delivered"}
+    by_invoice: dict[str, list[int]] = {}
+    for got in slow.received:
+        data = verify(got, secret)["data"]
+        by_invoice.setdefault(data["id"], []).append(data["status_version"])
+    assert all(versions == sorted(versions) for versions in by_invoice.values())
