@@ -186,8 +186,15 @@ class SimTx:
     fee_limit: int | None = None
     nonce: int = 0
     info_override: dict[str, Any] = field(default_factory=dict)
+    _body: dict[str, Any] | None = field(default=None, repr=False)
 
     def body(self, ref_block: str, timestamp_ms: int) -> dict[str, Any]:
+        """The signed transaction; built once, so a fork can include the very same transaction again."""
+        if self._body is None:
+            self._body = self._build(ref_block, timestamp_ms)
+        return self._body
+
+    def _build(self, ref_block: str, timestamp_ms: int) -> dict[str, Any]:
         raw: dict[str, Any] = {
             "contract": [{"parameter": {"value": self.value, "type_url": TYPE_URL + self.kind}, "type": self.kind}],
             "ref_block_bytes": ref_block[12:16],
@@ -326,6 +333,12 @@ class StoredBlock:
         return str(self.block["blockID"])
 
 
+def block_time_of(stored: StoredBlock) -> datetime:
+    """A stored block's timestamp as an aware UTC datetime."""
+    ms = int(stored.block["block_header"]["raw_data"]["timestamp"])
+    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000)
+
+
 class TronChain:
     """Blocks by number (one canonical chain), the solidified height, and forks above it."""
 
@@ -455,6 +468,8 @@ class Fault:
     status: int
     headers: dict[str, str]
     body: bytes
+    path: str | None = None  # only requests to this path (None: any)
+    skip: int = 0  # let this many matching requests through first
 
 
 class _Server(ThreadingHTTPServer):
@@ -502,7 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, path: str, params: dict[str, Any]) -> None:
         node = self.server.node
         node._record(path, params, dict(self.headers))
-        fault = node._take_fault()
+        fault = node._take_fault(path.strip("/"))
         if fault is not None:
             self._send(fault.status, fault.headers, fault.body)
             return
@@ -580,23 +595,38 @@ class TronNode:
 
     # faults
     def fail_next(
-        self, count: int = 1, *, status: int = 429, retry_after: str | None = None, error: str | None = None
+        self,
+        count: int = 1,
+        *,
+        status: int = 429,
+        retry_after: str | None = None,
+        error: str | None = None,
+        path: str | None = None,
+        after: int = 0,
     ) -> None:
-        """The next ``count`` requests get ``status`` (with Retry-After), or 200 ``{"Error": error}``."""
+        """The next ``count`` requests (to ``path``, after ``after`` of them passed) get ``status``
+        (with Retry-After), or a java-tron ``200 {"Error": error}``."""
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
         if error is not None:
-            fault = Fault(200, {}, json.dumps({"Error": error}).encode())
+            status, body = 200, json.dumps({"Error": error}).encode()
         elif status == 403:
             body = b'{"Error":"Exceed the user daily usage (100000), the maximum query frequency is 1 time per second"}'
-            fault = Fault(403, headers, body)
         else:
-            fault = Fault(status, headers, b'{"Error":"too many requests"}' if status == 429 else b"")
+            body = b'{"Error":"too many requests"}' if status == 429 else b""
+        faults = [Fault(status, headers, body, path, after if i == 0 else 0) for i in range(count)]
         with self._lock:
-            self._faults.extend([fault] * count)
+            self._faults.extend(faults)
 
-    def _take_fault(self) -> Fault | None:
+    def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
-            return self._faults.pop(0) if self._faults else None
+            for i, fault in enumerate(self._faults):
+                if fault.path is not None and fault.path != path:
+                    continue
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
+                return self._faults.pop(i)
+            return None
 
     def _record(self, path: str, params: dict[str, Any], headers: dict[str, str]) -> None:
         if self.record_requests:
