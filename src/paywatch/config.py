@@ -144,8 +144,18 @@ class AppConfig:
     networks: dict[str, NetworkConfig]
 
 
-def expand_vars(text: str, env: dict[str, str], *, source: str) -> str:
-    """Expand ``${VAR}`` (required) and ``${VAR:-default}`` (optional) from ``env``."""
+def expand_vars(value: Any, env: dict[str, str], *, where: str) -> Any:
+    """Expand ``${VAR}`` (required) and ``${VAR:-default}`` (optional) in every string value.
+
+    Expansion happens after YAML parsing, so comments are untouched and an environment value can
+    never inject YAML structure.
+    """
+    if isinstance(value, dict):
+        return {k: expand_vars(v, env, where=f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_vars(v, env, where=f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group("name"), match.group("default")
@@ -153,33 +163,33 @@ def expand_vars(text: str, env: dict[str, str], *, source: str) -> str:
             return env[name]
         if default is not None:
             return default
-        line = text.count("\n", 0, match.start()) + 1
-        raise ConfigError(
-            f"{source}:{line}: environment variable {name} is not set (write ${{{name}:-}} to make it optional)"
-        )
+        raise ConfigError(f"{where}: environment variable {name} is not set (write ${{{name}:-}} to make it optional)")
 
-    return _VAR.sub(sub, text)
+    return _VAR.sub(sub, value)
 
 
 def parse_networks(text: str, *, source: str, env: dict[str, str] | None = None) -> dict[str, NetworkConfig]:
     """Parse and validate a networks file; errors name ``source``, the key path and the expectation."""
-    expanded = expand_vars(text, dict(os.environ) if env is None else env, source=source)
     try:
-        document = yaml.safe_load(expanded)
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("networks"), dict):
         raise ConfigError(f"{source}: networks: expected a mapping of network names")
+    environment = dict(os.environ) if env is None else env
     networks: dict[str, NetworkConfig] = {}
     for name, body in document["networks"].items():
         if not isinstance(body, dict):
             raise ConfigError(f"{source}: networks.{name}: expected a mapping")
         try:
+            body = expand_vars(body, environment, where=f"networks.{name}")
             networks[str(name)] = NetworkConfig.model_validate({**body, "name": str(name)})
         except ValidationError as exc:
             raise ConfigError(_describe(source, f"networks.{name}", exc)) from None
         except ConfigError as exc:
-            raise ConfigError(f"{source}: networks.{name}.{exc}") from None
+            message = str(exc)
+            path = message if message.startswith("networks.") else f"networks.{name}.{message}"
+            raise ConfigError(f"{source}: {path}") from None
     return networks
 
 
