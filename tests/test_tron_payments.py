@@ -290,3 +290,26 @@ def test_node_down_then_back_skips_no_block(h: TronHarness) -> None:
     numbers = h.scanned_numbers()
     assert numbers == list(range(numbers[0], h.chain.head + 1))
     assert all(h.get(i.id).status == "COMPLETED" for i in invoices)
+
+
+def test_blocks_on_top_do_not_confirm_what_is_not_solidified(h: TronHarness) -> None:
+    invoice = h.invoice("TRX", "1")
+    block = h.pay(trx_transfer(PAYER, invoice.address, TOKEN))
+    h.chain.mine_empty(30)  # far past any confirmations count, but the solidity node lags
+    h.chain.solidify(block.number - 1)
+    h.scan()
+    assert h.get(invoice.id).status == "WAITING_FOR_CONFIRMATIONS"
+
+
+def test_confirmations_count_when_finality_is_not_used(
+    engine: Engine, db_url: str, tmp_path: Path, node: TronNode
+) -> None:
+    h = TronHarness(engine, db_url, tmp_path, node, finality=None, confirmations=3)
+    invoice = h.invoice("USDT", "2")
+    h.pay(trc20_transfer(USDT, PAYER, invoice.address, 2 * TOKEN))
+    h.chain.mine_empty(1)
+    h.scan()
+    assert h.get(invoice.id).status == "WAITING_FOR_CONFIRMATIONS"
+    h.chain.mine_empty(1)  # the payment's block + 2 on top = 3 confirmations
+    h.scan()
+    assert h.get(invoice.id).status == "COMPLETED"
