@@ -293,6 +293,17 @@ def test_incomplete_transaction_infos_stop_the_scan(node: TronNode, adapter: Tro
         adapter.fetch_range(stored.number, stored.number, everyone)
 
 
+def test_a_lagging_backend_is_read_again(node: TronNode, adapter: TronAdapter, fake: FakeTime) -> None:
+    """Behind a load balancer the block can come from one node and its infos from a lagging one."""
+    stored = node.chain.mine(trc20_transfer(USDT, ALICE, SHOP, 4))
+    node.answer_next("wallet/gettransactioninfobyblocknum", [])
+    node.answer_next("wallet/getblockbynum", {})
+    scanned = adapter.fetch_range(stored.number, stored.number, everyone)
+    assert [t.amount for t in scanned.transfers] == [4]
+    assert node.calls("wallet/getblockbynum") == 3 and node.calls("wallet/gettransactioninfobyblocknum") == 2
+    assert [s for s in fake.sleeps if s > 0.005] == [FAST.delay(1), FAST.delay(2)]
+
+
 def test_transaction_lookup(node: TronNode, adapter: TronAdapter) -> None:
     sim: SimTx = trc20_transfer(USDT, ALICE, SHOP, 3, memo="M1")
     stored = node.chain.mine(sim)

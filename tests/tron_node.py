@@ -617,6 +617,12 @@ class TronNode:
         with self._lock:
             self._faults.extend(faults)
 
+    def answer_next(self, path: str, body: Any, count: int = 1) -> None:
+        """The next ``count`` requests to ``path`` get ``200 body`` (a lagging or forked backend)."""
+        encoded = json.dumps(body).encode()
+        with self._lock:
+            self._faults.extend(Fault(200, {}, encoded, path) for _ in range(count))
+
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self._faults):

@@ -16,12 +16,14 @@ What is reported:
 * ``memo``: the transaction's ``raw_data.data`` decoded as UTF-8 (None when absent or undecodable).
 
 Every answer is checked for coherence (the block number asked for, one transaction info per
-transaction of that very block); a node that answers incompletely raises RetryableChainError
-so that the scan stops and retries instead of skipping anything.
+transaction of that very block). Answers that do not fit together yet (common behind a load
+balancer at the tip) are re-read a few times with backoff, then raise RetryableChainError so that
+the scan stops and retries instead of skipping anything.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -49,6 +51,11 @@ SUCCESS = "SUCCESS"
 MAX_MEMO_CHARS = 256  # the memo columns' size; longer memos are cut (they cannot match an invoice anyway)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _T = TypeVar("_T")
+
+
+class IncoherentAnswer(RetryableChainError):
+    """The node's answers do not fit together yet (a block not there, infos missing or of another
+    version of the block): typical of load-balanced providers at the tip; re-read shortly."""
 
 
 def block_time(milliseconds: int) -> datetime:
@@ -113,6 +120,7 @@ class TronAdapter:
             timing["clock"] = clock
         if sleep is not None:
             timing["sleep"] = sleep
+        self._sleep: Callable[[float], None] = sleep or time.sleep
         self.http = TronHttp(
             network.rpc_urls,
             api_key=network.api_key,
@@ -148,19 +156,34 @@ class TronAdapter:
         return Heights(tip=tip, final=min(solid, tip))
 
     def block_ref(self, number: int) -> BlockRef:
-        return block_ref(self._block(number))
+        return self._coherent(lambda: block_ref(self._block(number)))
 
     def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
         """Two calls per block; raises before returning anything if one block cannot be read whole."""
         refs: list[BlockRef] = []
         transfers: list[Transfer] = []
         for number in range(start, end + 1):
-            block = self._block(number)
-            infos = self._block_infos(number)
-            ref, found = self._guard(f"block {number}", partial(self._parse_block, block, infos, watched))
+            ref, found = self._coherent(partial(self._read_block, number, watched))
             refs.append(ref)
             transfers.extend(found)
         return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
+
+    def _read_block(self, number: int, watched: WatchPredicate) -> tuple[BlockRef, list[Transfer]]:
+        block = self._block(number)
+        infos = self._block_infos(number)
+        return self._guard(f"block {number}", partial(self._parse_block, block, infos, watched))
+
+    def _coherent(self, read: Callable[[], _T]) -> _T:
+        """Re-read (with backoff) while the node's answers do not fit together; then give up retryably."""
+        policy = self.http.policy
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                return read()
+            except IncoherentAnswer:
+                if attempt == policy.attempts:
+                    raise
+                self._sleep(policy.delay(attempt))
+        raise AssertionError("unreachable")
 
     def transaction_transfers(self, tx_hash: str, watched: WatchPredicate) -> ScannedRange:
         """One transaction's transfers and its block's ref; empty when the node cannot find it."""
@@ -172,17 +195,21 @@ class TronAdapter:
         except TransactionNotFound:
             return ScannedRange(blocks=(), transfers=())  # pending or unknown: never credited
         number = self._guard("wallet/gettransactioninfobyid", lambda: int(info["blockNumber"]))
-        block = self._block(number)
-        txs = [tx for tx in block.get("transactions", ()) if tx.get("txID") == txid]
-        if not txs:
-            raise RetryableChainError(f"{self.network}: transaction {txid} is not in block {number} (reorg?)")
 
-        def parse() -> ScannedRange:
-            ref = block_ref(block)
-            self._check_info(info, ref)
-            return ScannedRange(blocks=(ref,), transfers=tuple(self._parse_tx(txs[0], info, ref, watched)))
+        def read() -> ScannedRange:
+            block = self._block(number)
+            txs = [tx for tx in block.get("transactions", ()) if tx.get("txID") == txid]
+            if not txs:
+                raise IncoherentAnswer(f"{self.network}: transaction {txid} is not in block {number} (reorg?)")
 
-        return self._guard(f"transaction {txid}", parse)
+            def parse() -> ScannedRange:
+                ref = block_ref(block)
+                self._check_info(info, ref)
+                return ScannedRange(blocks=(ref,), transfers=tuple(self._parse_tx(txs[0], info, ref, watched)))
+
+            return self._guard(f"transaction {txid}", parse)
+
+        return self._coherent(read)
 
     # --- node calls ------------------------------------------------------------------------------
 
@@ -192,7 +219,7 @@ class TronAdapter:
                 f"wallet/getblockbynum {number}", lambda: self._tron.get_block(number, visible=False)
             )
         except BlockNotFound:
-            raise RetryableChainError(f"{self.network}: block {number} is not on the node yet") from None
+            raise IncoherentAnswer(f"{self.network}: block {number} is not on the node yet") from None
         got = self._guard(f"block {number}", lambda: block_ref(block).number)
         if got != number:
             raise ChainError(f"{self.network}: asked for block {number}, the node answered block {got}")
@@ -226,7 +253,7 @@ class TronAdapter:
         txs: list[dict[str, Any]] = block.get("transactions") or []
         by_id = {str(info.get("id")): info for info in infos}
         if len(by_id) != len(txs) or len(infos) != len(txs):
-            raise RetryableChainError(
+            raise IncoherentAnswer(
                 f"{self.network}: block {ref.number} has {len(txs)} transactions but the node gave "
                 f"{len(infos)} transaction infos"
             )
@@ -234,7 +261,7 @@ class TronAdapter:
         for tx in txs:
             info = by_id.get(tx["txID"])
             if info is None:
-                raise RetryableChainError(
+                raise IncoherentAnswer(
                     f"{self.network}: no transaction info for {tx['txID']} in block {ref.number} (reorg?)"
                 )
             self._check_info(info, ref)
@@ -243,7 +270,7 @@ class TronAdapter:
 
     def _check_info(self, info: dict[str, Any], ref: BlockRef) -> None:
         if int(info.get("blockNumber", -1)) != ref.number or block_time(info.get("blockTimeStamp", 0)) != ref.timestamp:
-            raise RetryableChainError(
+            raise IncoherentAnswer(
                 f"{self.network}: transaction info {info.get('id')} belongs to another version of block {ref.number}"
             )
 
