@@ -372,6 +372,23 @@ def test_failover_to_the_next_url(node: TronNode, fake: FakeTime) -> None:
     assert max(fake.sleeps) <= 0.0011  # the budget spacing only: failing over needs no backoff
 
 
+def test_back_to_the_first_url_after_a_while(node: TronNode, fake: FakeTime) -> None:
+    port = free_port()
+    adapter = TronAdapter(
+        tron_network([f"http://127.0.0.1:{port}", node.url]), policy=FAST, clock=fake.clock, sleep=fake.sleep
+    )
+    adapter.heights()
+    adapter.heights()
+    assert adapter.http.calls == 5  # one refused, then the second URL for everything
+    primary = TronNode(node.chain, port=port)
+    try:
+        fake.now += FAST.back_to_primary
+        adapter.heights()
+        assert adapter.http.calls == 7 and primary.calls() == 2
+    finally:
+        primary.stop()
+
+
 def test_node_down_then_back(node: TronNode, adapter: TronAdapter) -> None:
     adapter.heights()  # a kept-alive connection exists
     node.stop()

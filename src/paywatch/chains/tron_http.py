@@ -11,6 +11,9 @@ What happens to a failed request::
     429 / 403 (rate limited, TronGrid key limits) -> wait Retry-After (or backoff), then next URL
     other 4xx                                     -> next URL; ChainError if no URL accepts the call
     attempts exhausted                            -> RetryableChainError (nothing was changed)
+
+After a failover the next URL stays in use; the first one is tried again ``back_to_primary``
+seconds later.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class RetryPolicy:
     max_backoff: float = 30.0
     max_retry_after: float = 60.0
     timeout: float = 15.0
+    back_to_primary: float = 300.0
+    """Seconds after a failover before the first URL is tried again."""
 
     def delay(self, failures: int) -> float:
         """Exponential backoff for the ``failures``-th consecutive failure (1-based)."""
@@ -107,7 +112,9 @@ class TronHttp:
             self._headers[API_KEY_HEADER] = api_key
         self._sleep = sleep
         self._wall_clock = wall_clock
+        self._clock = clock
         self._current = 0
+        self._failed_over_at = 0.0
         self.calls = 0
         """HTTP requests sent, failed ones included (for benchmarks and tests)."""
 
@@ -121,6 +128,8 @@ class TronHttp:
         permanent_urls: set[int] = set()
         failures = 0
         tried_this_round = 0
+        if self._current and self._clock() - self._failed_over_at >= self.policy.back_to_primary:
+            self._current = 0
         for _ in range(self.policy.attempts):
             index = self._current
             url = f"{self.urls[index]}/{path.lstrip('/')}"
@@ -135,6 +144,7 @@ class TronHttp:
                         refusals = "; ".join(errors[-len(self.urls) :])
                         raise ChainError(f"{path}: refused by every node: {refusals}") from None
                 self._current = (index + 1) % len(self.urls)
+                self._failed_over_at = self._clock()
                 tried_this_round += 1
                 if failure.wait is not None:
                     self.budget.defer(failure.wait)
