@@ -4,7 +4,8 @@ Each block holds ``--tokens`` successful USDT transfers (about 300 on mainnet at
 ``--trx`` TRX transfers and ``--failed`` reverted USDT calls. The node (tests/tron_node.py) runs in
 a child process so that the peak RSS printed is the adapter's own. Printed: blocks/s without a
 request budget, HTTP calls per block (target 2: the block and its transaction infos), peak RSS,
-and blocks/s under the default budget of 10 requests per second.
+blocks/s under the default budget of 10 requests per second, and blocks/s through the real
+scanner into SQLite with one open invoice per paid address (5 payments per block).
 
     python bench/tron_scan.py [--blocks 40] [--tokens 300] [--trx 100] [--failed 5]
 """
@@ -16,13 +17,18 @@ import multiprocessing as mp
 import random
 import resource
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+from sqlmodel import col, func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from tests.conftest import TRON_XPUB  # noqa: E402
 from tests.tron_node import (  # noqa: E402
     USDT,
     SimTx,
@@ -36,14 +42,31 @@ from tests.tron_node import (  # noqa: E402
 
 from paywatch.chains.tron import TronAdapter  # noqa: E402
 from paywatch.chains.tron_http import RetryPolicy  # noqa: E402
+from paywatch.config import AppConfig, Settings  # noqa: E402
+from paywatch.invoices import InvoiceRequest, create_invoice  # noqa: E402
+from paywatch.keys import derive_address  # noqa: E402
+from paywatch.ledger import Ledger  # noqa: E402
+from paywatch.scanner import Scanner  # noqa: E402
+from paywatch.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from paywatch.store.models import Invoice  # noqa: E402
+from paywatch.stores import create_store  # noqa: E402
+
+PAYMENTS_PER_BLOCK = 5  # transfers to invoice addresses (HD indexes 1, 2, ...) in every block
+
+
+def invoice_address(index: int) -> str:
+    return derive_address(TRON_XPUB, "tron", index)
 
 
 def build_chain(blocks: int, tokens: int, trx: int, failed: int, seed: int = 7) -> TronChain:
     rng = random.Random(seed)
     people = [address_of(f"user {i}") for i in range(2000)]
     chain = TronChain()
-    for _ in range(blocks):
-        txs: list[SimTx] = []
+    for number in range(blocks):
+        txs: list[SimTx] = [
+            trc20_transfer(USDT, rng.choice(people), invoice_address(number * PAYMENTS_PER_BLOCK + k + 1), 10**6)
+            for k in range(PAYMENTS_PER_BLOCK)
+        ]
         for _ in range(tokens):
             txs.append(trc20_transfer(USDT, rng.choice(people), rng.choice(people), rng.randint(1, 10**10)))
         for _ in range(trx):
@@ -76,6 +99,7 @@ def main() -> None:
     parser.add_argument("--failed", type=int, default=5)
     parser.add_argument("--batch", type=int, default=10, help="blocks per fetch_range call (the scanner's batch)")
     parser.add_argument("--budget-blocks", type=int, default=10, help="blocks read under the 10 req/s budget")
+    parser.add_argument("--no-scanner", action="store_true", help="skip the run through the scanner and SQLite")
     args = parser.parse_args()
 
     parent, child = mp.get_context("fork").Pipe()
@@ -119,9 +143,44 @@ def main() -> None:
             f"(mainnet makes one block per 3 s = 0.33 blocks/s)"
         )
         budgeted.close()
+        if not args.no_scanner:
+            scan_with_database(url, first, last, args)
     finally:
         parent.send("done")
         process.join(timeout=10)
+
+
+def scan_with_database(url: str, first: int, last: int, args: argparse.Namespace) -> None:
+    """The same blocks through the real Scanner into SQLite, with one open invoice per paid address."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db_url = f"sqlite:///{tmp}/bench.db"
+        upgrade(db_url)
+        engine = make_engine(db_url)
+        network = tron_network(
+            [url], xpub=TRON_XPUB, start_block=first, batch_blocks=args.batch, requests_per_second=1_000_000
+        )
+        config = AppConfig(Settings(database_url=db_url, networks=Path(tmp) / "networks.yaml"), {"tron": network})
+        opened = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+        blocks = last - first + 1
+        with session_scope(engine) as session:
+            store = create_store(session, "bench", opened).store
+            for _ in range(blocks * PAYMENTS_PER_BLOCK):
+                create_invoice(session, config, store, InvoiceRequest("tron", "USDT", "1"), opened)
+        adapter = TronAdapter(network, policy=RetryPolicy(attempts=2, timeout=60))
+        scanner = Scanner(network, adapter, engine, Ledger(config.networks), lambda: opened + timedelta(hours=2))
+        began = time.perf_counter()
+        results = scanner.run_until_caught_up(max_steps=10_000)
+        elapsed = time.perf_counter() - began
+        matched = sum(r.matched for r in results)
+        with session_scope(engine) as session:
+            completed = session.exec(select(func.count()).where(col(Invoice.status) == "COMPLETED")).one()
+        print(
+            f"scanner + SQLite: {blocks} blocks in {elapsed:.2f} s = {blocks / elapsed:.1f} blocks/s, "
+            f"{matched} payments matched, {completed} invoices COMPLETED; "
+            f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+        )
+        adapter.close()
+        engine.dispose()
 
 
 if __name__ == "__main__":
