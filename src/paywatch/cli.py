@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -315,3 +316,16 @@ async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> Non
     finally:
         worker.stop()
         await worker_task
+
+
+@app.command("demo")
+def demo(
+    anvil: Annotated[Path | None, typer.Option(help="Path of the anvil binary (default: node_modules)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="Where to keep the demo database (default: a temp dir)")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds")] = 60.0,
+) -> None:
+    """Run the one-minute devnet demo: anvil, test USDT, API, worker, verified callbacks."""
+    from paywatch.demo import run_demo
+
+    ok = run_guarded(lambda: run_demo(anvil=anvil, workdir=workdir, timeout=timeout, console=console))
+    raise typer.Exit(0 if ok else 1)
