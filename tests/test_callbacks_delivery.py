@@ -344,3 +344,24 @@ async def test_two_replicas_never_send_the_same_event_twice(
         data = verify(got, secret)["data"]
         by_invoice.setdefault(data["id"], []).append(data["status_version"])
     assert all(versions == sorted(versions) for versions in by_invoice.values())
+
+
+async def test_a_corrupt_secret_fails_its_event_only(engine: Engine, config: AppConfig, receiver: Receiver) -> None:
+    clock = FakeClock()
+    bad_store, _ = seed_store(engine, receiver.url("/bad"), clock())
+    good_store, secret = seed_store(engine, receiver.url("/good"), clock())
+    seed_invoice(engine, config, bad_store, clock())
+    seed_invoice(engine, config, good_store, clock())
+    with session_scope(engine) as s:
+        store = s.get(Store, bad_store)
+        assert store is not None
+        store.webhook_secret = "not-a-secret"
+        s.add(store)
+    d = dispatcher(engine, config, clock)
+    assert await d.run_once() == 2
+    await d.aclose()
+    bad, good = events_of(engine)
+    assert bad.state == "pending" and bad.attempts == 1 and "unexpected ValueError" in (bad.last_error or "")
+    assert good.state == "delivered"
+    assert [r.path for r in receiver.received] == ["/good"]
+    verify(receiver.received[0], secret)

@@ -309,6 +309,9 @@ class Dispatcher:
                 error = f"no complete answer within {self._timeout:g} s"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except Exception as exc:  # one bad event (say, a corrupt secret) must not stop the batch
+                log.exception("callback %s: unexpected failure", job.webhook_id)
+                error = f"unexpected {type(exc).__name__}: {exc}"
             latency = int((time.perf_counter() - started) * 1000)
         return Outcome(job, at, status, latency, error[:1000] if error else None, excerpt, retry_after)
 
