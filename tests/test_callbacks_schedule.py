@@ -53,9 +53,10 @@ def test_schedule_ends() -> None:
         (1, None, None, EventState.PENDING, 5 * S, False),  # timeout / connection error
         (1, 410, None, EventState.DEAD, None, True),
         (1, 429, 120 * S, EventState.PENDING, 120 * S, False),
-        (4, 503, 10 * S, EventState.PENDING, 10 * S, False),  # Retry-After, not the 2 h step
-        (1, 429, 0 * S, EventState.PENDING, 1 * S, False),  # clamped below
-        (1, 503, 9 * 24 * H, EventState.PENDING, 24 * H, False),  # clamped above
+        (2, 503, 20 * M, EventState.PENDING, 20 * M, False),  # longer than the 5 min step
+        (4, 503, 10 * S, EventState.PENDING, 2 * H, False),  # never sooner than the schedule
+        (1, 429, 0 * S, EventState.PENDING, 5 * S, False),
+        (1, 503, 9 * 24 * H, EventState.PENDING, 24 * H, False),  # capped
         (1, 500, 60 * S, EventState.PENDING, 5 * S, False),  # Retry-After only on 429/503
         (1, 429, None, EventState.PENDING, 5 * S, False),
         (9, 500, None, EventState.PENDING, 24 * H, False),

@@ -5,8 +5,10 @@ Attempt 1 goes out at once; after failure number ``n`` the next attempt waits ``
 stretched or shrunk by up to ``JITTER`` so that a recovering receiver is not hit by a thundering
 herd. After ``MAX_ATTEMPTS`` failures the event is dead (visible, and redeliverable by an admin).
 
-A 429 or 503 with a ``Retry-After`` header waits what the receiver asked (clamped to 1 s .. 24 h)
-instead of the schedule's step; it still counts as an attempt, so the schedule keeps its end.
+A 429 or 503 with a ``Retry-After`` header never gets its next attempt sooner than the receiver
+asked (up to 24 h): the wait is the longer of the two. A receiver that keeps answering
+``Retry-After: 1`` therefore cannot burn the three-day schedule in seconds, and each such answer
+still counts as an attempt, so the schedule keeps its end.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ RETRY_DELAYS: tuple[timedelta, ...] = (
 )
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 JITTER = 0.1
-MIN_RETRY_AFTER = timedelta(seconds=1)
 MAX_RETRY_AFTER = timedelta(hours=24)
 
 
@@ -89,8 +90,8 @@ def judge(
     """The verdict after attempt number ``attempts`` answered ``status_code`` (None: no answer).
 
     2xx delivers; 410 kills the event and disables the endpoint; anything else (3xx included,
-    redirects are never followed) is a failure retried on the schedule, or after Retry-After on
-    429/503.
+    redirects are never followed) is a failure retried on the schedule, and on 429/503 not before
+    the receiver's Retry-After.
     """
     if status_code is not None and 200 <= status_code < 300:
         return Verdict(EventState.DELIVERED, None)
@@ -99,8 +100,8 @@ def judge(
     if attempts >= MAX_ATTEMPTS:
         return Verdict(EventState.DEAD, None)
     delay = next_delay(attempts, jitter_sample)
-    if status_code in (429, 503) and retry_after is not None:
-        delay = min(max(retry_after, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
     if delay is None:
         return Verdict(EventState.DEAD, None)
+    if status_code in (429, 503) and retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return Verdict(EventState.PENDING, now + delay)
