@@ -35,9 +35,7 @@ from paywatch.store.models import CallbackEvent, Invoice
 from paywatch.stores import create_store
 
 ROOT = Path(__file__).resolve().parent.parent
-XPUB = (
-    "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt"
-)
+XPUB = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt"
 NETWORKS = f"""
 networks:
   ethereum:

@@ -197,4 +197,3 @@ def test_cli_test_needs_a_callback_url(engine: Engine, cli_env: dict[str, str]) 
     assert result.exit_code == 2 and "no callback URL" in result.output
     unknown = CliRunner().invoke(cli_app, ["store", "rotate-secret", "st_nope"], env=cli_env)
     assert unknown.exit_code == 2 and "not found" in unknown.output
-

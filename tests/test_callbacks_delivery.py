@@ -318,9 +318,7 @@ async def test_per_host_concurrency_is_limited(engine: Engine, config: AppConfig
         assert starts[2] - starts[0] >= 0.15 and starts[4] - starts[2] >= 0.15
 
 
-async def test_two_replicas_never_send_the_same_event_twice(
-    engine: Engine, config: AppConfig, db_url: str
-) -> None:
+async def test_two_replicas_never_send_the_same_event_twice(engine: Engine, config: AppConfig, db_url: str) -> None:
     from paywatch.store.db import make_engine
 
     with Receiver(Reply(200, delay=0.01)) as slow:

@@ -13,9 +13,7 @@ from paywatch.callbacks import admin
 
 router = APIRouter(tags=["callbacks"], responses=ERROR_RESPONSES)
 InvoiceId = Annotated[str, Path(max_length=64, description="Invoice id (inv_...)")]
-DeliveryId = Annotated[
-    str, Path(max_length=64, description="The delivery's numeric id or its webhook-id (msg_...)")
-]
+DeliveryId = Annotated[str, Path(max_length=64, description="The delivery's numeric id or its webhook-id (msg_...)")]
 
 
 class CallbackAttemptOut(BaseModel):
