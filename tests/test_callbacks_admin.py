@@ -181,6 +181,8 @@ def test_cli_test_list_redeliver_rotate_enable(
         s.add(store)
     blocked = runner.invoke(cli_app, ["callbacks", "redeliver", str(row["id"])], env=cli_env)
     assert blocked.exit_code == 2 and "disabled" in blocked.output
+    report = runner.invoke(cli_app, ["callbacks", "list"], env=cli_env, terminal_width=250)
+    assert f"store {store_id}: callbacks disabled since" in report.output
     enabled = runner.invoke(cli_app, ["callbacks", "enable", store_id], env=cli_env)
     assert enabled.exit_code == 0
     assert runner.invoke(cli_app, ["callbacks", "redeliver", str(row["id"])], env=cli_env).exit_code == 0

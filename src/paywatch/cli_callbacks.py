@@ -78,11 +78,12 @@ def list_callbacks(
     """List callback events, newest first."""
     _, engine = _open()
 
-    def read() -> list[dict[str, object]]:
+    def read() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         with session_scope(engine) as session:
-            return admin.list_events(session, failed_only=failed, store_id=store, limit=limit, with_attempts=as_json)
+            events = admin.list_events(session, failed_only=failed, store_id=store, limit=limit, with_attempts=as_json)
+            return events, admin.disabled_stores(session)
 
-    rows = _guarded(read)
+    rows, disabled = _guarded(read)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -102,6 +103,11 @@ def list_callbacks(
             str(row["next_attempt_at"] or "-"),
         )
     console.print(table)
+    for off in disabled:
+        console.print(
+            f"[bold red]store {off['store_id']}[/]: callbacks disabled since {off['disabled_at']} "
+            f"({off['callback_url']} answered 410 Gone); `paywatch callbacks enable {off['store_id']}` resumes them"
+        )
 
 
 @callbacks_app.command("redeliver")

@@ -231,6 +231,17 @@ def rotate_secret(
     return RotatedSecret(store.id, store.webhook_secret, until)
 
 
+def disabled_stores(session: Session) -> list[dict[str, object]]:
+    """Stores whose callbacks are switched off because their endpoint answered 410 Gone."""
+    rows = session.exec(
+        select(Store).where(col(Store.callbacks_disabled_at).is_not(None)).order_by(col(Store.callbacks_disabled_at))
+    )
+    return [
+        {"store_id": s.id, "name": s.name, "callback_url": s.callback_url, "disabled_at": iso(s.callbacks_disabled_at)}
+        for s in rows
+    ]
+
+
 def enable_callbacks(session: Session, store_id: str, now: datetime, *, actor: str = "admin") -> Store:
     """Lift the 410 switch-off; the store's pending events become due now."""
     store = _store(session, store_id)
