@@ -114,3 +114,21 @@ def test_round_trip_property(units: int, decimals: int) -> None:
     assert "e" not in text.lower()
     if "." in text:
         assert not text.endswith("0")
+
+
+@pytest.mark.parametrize(
+    ("text", "units"),
+    [
+        pytest.param("1" * 5000, None, id="5000-digit-integer"),
+        pytest.param("0" * 5000 + "1", 1_000_000, id="5000-leading-zeros"),
+        pytest.param("9" * 79, None, id="79-digits"),
+        pytest.param("0." + "0" * 5000 + "1", None, id="5000-decimal-places"),
+    ],
+)
+def test_huge_inputs_are_input_errors(text: str, units: int | None) -> None:
+    """Python refuses int() of > 4300 digits with a bare ValueError; parse_amount must answer with AmountError."""
+    if units is not None:
+        assert parse_amount(text, 6) == units
+        return
+    with pytest.raises(AmountError):
+        parse_amount(text, 6)
