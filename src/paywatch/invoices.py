@@ -28,7 +28,8 @@ DEFAULT_EXPIRY = timedelta(hours=24)
 MIN_EXPIRY = timedelta(minutes=1)
 MAX_EXPIRY = timedelta(days=30)
 TARGET_ATTEMPTS = 50  # picks of a memo or unique amount before giving up under heavy concurrency
-_HHMM = re.compile(r"^(?P<h>[0-9]{1,3}):(?P<m>[0-5][0-9])$")
+_HHMM = re.compile(r"^(?P<h>[0-9]{1,3}):(?P<m>[0-5][0-9])\Z")
+_SECONDS = re.compile(r"^[0-9]{1,9}\Z")  # ASCII only: str.isdigit() also accepts "²", which int() refuses
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ def parse_expires_in(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise InputError('expires_in must be seconds or "HH:MM"', field="expires_in")
     if isinstance(value, int):
-        span = timedelta(seconds=value)
-    elif isinstance(value, str) and value.isdigit() and len(value) < 10:
+        # Clamp before timedelta(): a huge int overflows it (OverflowError, not a 4xx).
+        span = timedelta(seconds=max(-1, min(value, int(MAX_EXPIRY.total_seconds()) + 1)))
+    elif isinstance(value, str) and _SECONDS.match(value):
         span = timedelta(seconds=int(value))
     elif isinstance(value, str) and (m := _HHMM.match(value)):
         span = timedelta(hours=int(m.group("h")), minutes=int(m.group("m")))
