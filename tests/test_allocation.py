@@ -18,7 +18,7 @@ from paywatch.addresses import MAX_AMOUNT_OFFSET, build_watch_index, shared_addr
 from paywatch.config import AppConfig, Settings, parse_networks
 from paywatch.domain.matching import Strategy
 from paywatch.domain.transfer import address_key
-from paywatch.errors import ConflictError
+from paywatch.errors import ConflictError, InputError
 from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice
 from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
@@ -263,3 +263,32 @@ def test_address_strategy_index_zero_is_reserved(engine: Engine, app_config: App
         assert inv.address_index == 1
         assert address_key(inv.address) != address_key(shared_address(app_config.networks["ethereum"]) or "")
         assert inv.match_strategy == Strategy.ADDRESS.value
+
+
+@pytest.mark.parametrize(
+    "expires_in",
+    ["²", "١٢٠", 10**18, 2**70, -5, "999:59", "1e3", "00:00", "01:00\n", True, 59],
+    ids=[
+        "superscript-digit",
+        "arabic-digits",
+        "huge-int",
+        "2**70",
+        "negative",
+        "too-long",
+        "exponent",
+        "zero",
+        "trailing-newline",
+        "bool",
+        "59s",
+    ],
+)
+def test_bad_expires_in_is_an_input_error_naming_the_field(
+    engine: Engine, app_config: AppConfig, expires_in: object
+) -> None:
+    """These reached int()/timedelta() and raised bare ValueError/OverflowError (a 500) before the fix."""
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        with pytest.raises(InputError) as info:
+            create_invoice(s, app_config, store, InvoiceRequest("ethereum", "USDT", "1", expires_in), T0)
+        assert info.value.field == "expires_in"
+        assert s.exec(select(Invoice)).all() == []
