@@ -19,6 +19,7 @@ from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent, Invoice, NetworkState, Payment, StatusHistory, Store
 from paywatch.stores import create_store
 from tests.conftest import T0, USDT_ETH
+from tests.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
 
 EXPIRES = T0 + timedelta(hours=1)
 NOW = T0 + timedelta(minutes=20)
