@@ -303,10 +303,19 @@ class Ledger:
 
     @staticmethod
     def _release_amounts(session: Session, now: datetime) -> None:
+        """Free the unique amounts of closed invoices once their late window has passed.
+
+        An invoice still waiting for confirmations keeps its amount: its payment may yet be re-mined
+        after a reorg and must then match it again, not a newer invoice issued the same amount.
+        """
         rows = session.exec(
             select(Invoice, Store)
             .join(Store, col(Store.id) == col(Invoice.store_id))
-            .where(col(Invoice.open_amount).is_not(None), col(Invoice.expires_at) <= now)
+            .where(
+                col(Invoice.open_amount).is_not(None),
+                col(Invoice.expires_at) <= now,
+                col(Invoice.status).not_in([s.value for s in OPEN]),
+            )
         ).all()
         for invoice, store in rows:
             if invoice.expires_at + timedelta(seconds=store.late_window_seconds) <= now:
