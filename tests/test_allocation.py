@@ -17,13 +17,13 @@ from sqlmodel import Session, col, select
 from paywatch.addresses import MAX_AMOUNT_OFFSET, build_watch_index, shared_address, unique_amount
 from paywatch.config import AppConfig, Settings, parse_networks
 from paywatch.domain.matching import Strategy
-from paywatch.domain.transfer import address_key
+from paywatch.domain.transfer import Transfer, address_key
 from paywatch.errors import ConflictError, InputError
 from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice
 from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
 from paywatch.store.db import make_engine, session_scope
-from paywatch.store.models import DepositAddress, Invoice, Store
+from paywatch.store.models import DepositAddress, Invoice, NetworkState, Store
 from paywatch.stores import create_store
 from tests.conftest import EVM_XPUB, PG_URL, T0, TEST_NETWORKS, fresh_postgres_database
 from tests.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
@@ -300,3 +300,39 @@ def test_bad_expires_in_is_an_input_error_naming_the_field(
             create_invoice(s, app_config, store, InvoiceRequest("ethereum", "USDT", "1", expires_in), T0)
         assert info.value.field == "expires_in"
         assert s.exec(select(Invoice)).all() == []
+
+
+def test_waiting_invoice_keeps_its_unique_amount_past_the_late_window(engine: Engine, app_config: AppConfig) -> None:
+    """A payment seen near the deadline may wait for confirmations (or be re-mined after a reorg) past the
+    late window; while the invoice is still open its amount stays reserved so nobody else is issued it."""
+    ledger = Ledger(app_config.networks)
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        store.late_window_seconds = 0
+        inv = _create(s, app_config, store, "3", "amount")
+        inv_id, address = inv.id, inv.address
+        s.add(NetworkState(network="ethereum", tip_height=10))
+    transfer = Transfer(
+        network="ethereum",
+        tx_hash="0x" + "ab" * 32,
+        log_index=0,
+        block_number=10,
+        block_hash="0x" + "cd" * 32,
+        block_time=T0 + timedelta(minutes=9),
+        from_address="0x" + "11" * 20,
+        to_address=address,
+        asset_key=address_key(app_config.networks["ethereum"].assets["USDT"].contract or ""),
+        amount=3_000_001,
+    )
+    with session_scope(engine) as s:
+        matches, unmatched = build_watch_index(s, app_config.networks["ethereum"]).match_all([transfer])
+        assert unmatched == [] and [m.invoice_id for m in matches] == [inv_id]
+        ledger.record_matches(s, matches, T0 + timedelta(minutes=9))
+    with session_scope(engine) as s:
+        ledger.expiry_sweep(s, T0 + timedelta(hours=5))
+        waiting = s.get(Invoice, inv_id)
+        assert waiting is not None and waiting.status == "WAITING_FOR_CONFIRMATIONS"
+        assert waiting.open_amount == 3_000_001
+        store_row = s.get(Store, waiting.store_id)
+        assert store_row is not None
+        assert _create(s, app_config, store_row, "3", "amount").amount == 3_000_002
