@@ -18,6 +18,7 @@ from paywatch.domain.events import change_events
 from paywatch.domain.matching import Match, Unmatched
 from paywatch.domain.status import OPEN, TERMINAL, InvoiceStatus, evaluate
 from paywatch.domain.transfer import Transfer
+from paywatch.metrics import TRANSITIONS
 from paywatch.outbox import emit
 from paywatch.policy import invoice_facts, payment_facts, store_policy, stored_heights
 from paywatch.store.models import Invoice, Payment, StatusHistory, Store, UnmatchedTransfer
@@ -71,6 +72,8 @@ class Ledger:
         session.add(invoice)
         if moved and not events:
             invoice.status_version += 1  # a change without an event still moves the version
+        if decision.status != before:
+            TRANSITIONS.labels(decision.status.value).inc()
         if moved:
             why = reason if decision.status == before else f"{reason}: {decision.reason}"
             session.add(
@@ -133,7 +136,7 @@ class Ledger:
             if new:
                 late_by_invoice[owner_id].append(match.transfer.block_time > invoice.expires_at)
         for invoice_id in sorted(touched):
-            invoice = self._locked(session, invoice_id)
+            invoice = self.lock_invoice(session, invoice_id)
             self.reevaluate(session, invoice, now, reason="payment", new_payments_late=late_by_invoice[invoice_id])
         return touched
 
@@ -200,7 +203,8 @@ class Ledger:
         ).first()
 
     @staticmethod
-    def _locked(session: Session, invoice_id: str) -> Invoice:
+    def lock_invoice(session: Session, invoice_id: str) -> Invoice:
+        """The invoice row, locked for update until the transaction ends (PostgreSQL)."""
         invoice = session.exec(select(Invoice).where(Invoice.id == invoice_id).with_for_update()).one()
         return invoice
 
@@ -266,7 +270,7 @@ class Ledger:
         )
         session.flush()
         for invoice_id, count in sorted(per_invoice.items()):
-            self.reevaluate(session, self._locked(session, invoice_id), now, reason="reorg", reverted=count)
+            self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="reorg", reverted=count)
         return set(per_invoice)
 
     def refresh_confirmations(self, session: Session, network: str, now: datetime) -> int:
@@ -282,7 +286,7 @@ class Ledger:
         ).all()
         changed = 0
         for invoice_id in waiting:
-            changed += self.reevaluate(session, self._locked(session, invoice_id), now, reason="confirmations")
+            changed += self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="confirmations")
         return changed
 
     def expiry_sweep(self, session: Session, now: datetime) -> int:
@@ -295,7 +299,7 @@ class Ledger:
         ).all()
         changed = 0
         for invoice_id in due:
-            invoice = self._locked(session, invoice_id)
+            invoice = self.lock_invoice(session, invoice_id)
             if invoice.network in self.networks:
                 changed += self.reevaluate(session, invoice, now, reason="expiry sweep")
         self._release_amounts(session, now)

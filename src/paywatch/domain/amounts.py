@@ -20,6 +20,8 @@ def parse_amount(text: object, decimals: int, *, field: str = "amount") -> int:
         raise AmountError(f'{field} must be a decimal string such as "25.5"', field=field)
     raw = str(text).strip()
     match = _DECIMAL.match(raw)
+    if match is None and _DECIMAL.match(raw.removeprefix("-")):
+        raise AmountError(f"{field} must be greater than zero", field=field)
     if match is None:
         raise AmountError(f"{field} is not a decimal number: {raw[:40]!r}", field=field)
     frac = (match.group("frac") or "").rstrip("0")

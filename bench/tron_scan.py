@@ -1,0 +1,187 @@
+"""Benchmark: the production Tron adapter reading mainnet-shaped blocks from the local node.
+
+Each block holds ``--tokens`` successful USDT transfers (about 300 on mainnet at busy times),
+``--trx`` TRX transfers and ``--failed`` reverted USDT calls. The node (tests/tron_node.py) runs in
+a child process so that the peak RSS printed is the adapter's own. Printed: blocks/s without a
+request budget, HTTP calls per block (target 2: the block and its transaction infos), peak RSS,
+blocks/s under the default budget of 10 requests per second, and blocks/s through the real
+scanner into SQLite with one open invoice per paid address (5 payments per block).
+
+    python bench/tron_scan.py [--blocks 40] [--tokens 300] [--trx 100] [--failed 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from sqlmodel import col, func, select
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from tests.conftest import TRON_XPUB  # noqa: E402
+from tests.tron_node import (  # noqa: E402
+    USDT,
+    SimTx,
+    TronChain,
+    TronNode,
+    address_of,
+    trc20_transfer,
+    tron_network,
+    trx_transfer,
+)
+
+from paywatch.chains.tron import TronAdapter  # noqa: E402
+from paywatch.chains.tron_http import RetryPolicy  # noqa: E402
+from paywatch.config import AppConfig, Settings  # noqa: E402
+from paywatch.invoices import InvoiceRequest, create_invoice  # noqa: E402
+from paywatch.keys import derive_address  # noqa: E402
+from paywatch.ledger import Ledger  # noqa: E402
+from paywatch.scanner import Scanner  # noqa: E402
+from paywatch.store.db import make_engine, session_scope, upgrade  # noqa: E402
+from paywatch.store.models import Invoice  # noqa: E402
+from paywatch.stores import create_store  # noqa: E402
+
+PAYMENTS_PER_BLOCK = 5  # transfers to invoice addresses (HD indexes 1, 2, ...) in every block
+
+
+def invoice_address(index: int) -> str:
+    return derive_address(TRON_XPUB, "tron", index)
+
+
+def build_chain(blocks: int, tokens: int, trx: int, failed: int, seed: int = 7) -> TronChain:
+    rng = random.Random(seed)
+    people = [address_of(f"user {i}") for i in range(2000)]
+    chain = TronChain()
+    for number in range(blocks):
+        txs: list[SimTx] = [
+            trc20_transfer(USDT, rng.choice(people), invoice_address(number * PAYMENTS_PER_BLOCK + k + 1), 10**6)
+            for k in range(PAYMENTS_PER_BLOCK)
+        ]
+        for _ in range(tokens):
+            txs.append(trc20_transfer(USDT, rng.choice(people), rng.choice(people), rng.randint(1, 10**10)))
+        for _ in range(trx):
+            txs.append(trx_transfer(rng.choice(people), rng.choice(people), rng.randint(1, 10**9)))
+        for _ in range(failed):
+            txs.append(trc20_transfer(USDT, rng.choice(people), rng.choice(people), 5, result="REVERT"))
+        rng.shuffle(txs)
+        chain.mine(*txs)
+    chain.solidify(chain.head)
+    return chain
+
+
+def serve_chain(args: argparse.Namespace, conn: Connection) -> None:
+    chain = build_chain(args.blocks, args.tokens, args.trx, args.failed)
+    node = TronNode(chain)
+    node.record_requests = False
+    for number in range(chain.head - args.blocks + 1, chain.head + 1):  # serialise once, before timing
+        node.respond("wallet/getblockbynum", {"num": number, "visible": False})
+        node.respond("wallet/gettransactioninfobyblocknum", {"num": number})
+    conn.send((node.url, chain.head - args.blocks + 1, chain.head))
+    conn.recv()  # until the parent is done
+    node.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--blocks", type=int, default=40)
+    parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument("--trx", type=int, default=100)
+    parser.add_argument("--failed", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=10, help="blocks per fetch_range call (the scanner's batch)")
+    parser.add_argument("--budget-blocks", type=int, default=10, help="blocks read under the 10 req/s budget")
+    parser.add_argument("--no-scanner", action="store_true", help="skip the run through the scanner and SQLite")
+    args = parser.parse_args()
+
+    parent, child = mp.get_context("fork").Pipe()
+    process = mp.get_context("fork").Process(target=serve_chain, args=(args, child), daemon=True)
+    began = time.perf_counter()
+    process.start()
+    url, first, last = parent.recv()
+    print(
+        f"node ready in {time.perf_counter() - began:.1f} s: blocks {first}..{last}, "
+        f"{args.tokens} USDT + {args.trx} TRX + {args.failed} failed transactions per block"
+    )
+    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    watched = {address_of(f"user {i}") for i in range(0, 2000, 50)}  # 40 of the 2000 actors are ours
+    try:
+        adapter = TronAdapter(
+            tron_network([url], requests_per_second=1_000_000), policy=RetryPolicy(attempts=2, timeout=60)
+        )
+        transfers = 0
+        began = time.perf_counter()
+        for start in range(first, last + 1, args.batch):
+            scanned = adapter.fetch_range(start, min(last, start + args.batch - 1), watched.__contains__)
+            transfers += len(scanned.transfers)
+        elapsed = time.perf_counter() - began
+        blocks = last - first + 1
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"unthrottled: {blocks} blocks in {elapsed:.2f} s = {blocks / elapsed:.1f} blocks/s, "
+            f"{transfers / elapsed:,.0f} transfers/s ({transfers} reported)"
+        )
+        print(f"HTTP calls per block: {adapter.http.calls / blocks:.2f}")
+        print(f"peak RSS of the scanning process: {peak_mb:.0f} MB ({baseline_mb:.0f} MB after imports)")
+        adapter.close()
+
+        budgeted = TronAdapter(tron_network([url], requests_per_second=10), policy=RetryPolicy(attempts=2, timeout=60))
+        n = min(args.budget_blocks, blocks)
+        began = time.perf_counter()
+        budgeted.fetch_range(first, first + n - 1, watched.__contains__)
+        elapsed = time.perf_counter() - began
+        print(
+            f"default budget (10 req/s): {n} blocks in {elapsed:.2f} s = {n / elapsed:.2f} blocks/s "
+            f"(mainnet makes one block per 3 s = 0.33 blocks/s)"
+        )
+        budgeted.close()
+        if not args.no_scanner:
+            scan_with_database(url, first, last, args)
+    finally:
+        parent.send("done")
+        process.join(timeout=10)
+
+
+def scan_with_database(url: str, first: int, last: int, args: argparse.Namespace) -> None:
+    """The same blocks through the real Scanner into SQLite, with one open invoice per paid address."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db_url = f"sqlite:///{tmp}/bench.db"
+        upgrade(db_url)
+        engine = make_engine(db_url)
+        network = tron_network(
+            [url], xpub=TRON_XPUB, start_block=first, batch_blocks=args.batch, requests_per_second=1_000_000
+        )
+        config = AppConfig(Settings(database_url=db_url, networks=Path(tmp) / "networks.yaml"), {"tron": network})
+        opened = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+        blocks = last - first + 1
+        with session_scope(engine) as session:
+            store = create_store(session, "bench", opened).store
+            for _ in range(blocks * PAYMENTS_PER_BLOCK):
+                create_invoice(session, config, store, InvoiceRequest("tron", "USDT", "1"), opened)
+        adapter = TronAdapter(network, policy=RetryPolicy(attempts=2, timeout=60))
+        scanner = Scanner(network, adapter, engine, Ledger(config.networks), lambda: opened + timedelta(hours=2))
+        began = time.perf_counter()
+        results = scanner.run_until_caught_up(max_steps=10_000)
+        elapsed = time.perf_counter() - began
+        matched = sum(r.matched for r in results)
+        with session_scope(engine) as session:
+            completed = session.exec(select(func.count()).where(col(Invoice.status) == "COMPLETED")).one()
+        print(
+            f"scanner + SQLite: {blocks} blocks in {elapsed:.2f} s = {blocks / elapsed:.1f} blocks/s, "
+            f"{matched} payments matched, {completed} invoices COMPLETED; "
+            f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+        )
+        adapter.close()
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

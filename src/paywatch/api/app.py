@@ -1,0 +1,38 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from paywatch import __version__
+from paywatch.api import routes_health, routes_invoices
+from paywatch.api.context import AppContext, utc_now
+from paywatch.api.errors import install_error_handlers
+from paywatch.api.limits import BodyLimit
+from paywatch.config import AppConfig
+from paywatch.ledger import Ledger
+from paywatch.store.db import make_engine
+
+
+def create_app(config: AppConfig, *, engine: Engine | None = None, clock: Callable[[], datetime] = utc_now) -> FastAPI:
+    """Build the merchant API for ``config``; ``engine`` and ``clock`` are injectable for tests."""
+    app = FastAPI(
+        title="paywatch",
+        version=__version__,
+        description="Self-hosted crypto payment watcher: invoices, payments and signed status callbacks.",
+    )
+    app.state.context = AppContext(
+        config=config,
+        engine=engine or make_engine(config.settings.database_url),
+        ledger=Ledger(config.networks),
+        clock=clock,
+    )
+    install_error_handlers(app)
+    app.include_router(routes_invoices.router)
+    app.include_router(routes_health.router)
+    app.add_middleware(BodyLimit, max_bytes=config.settings.max_body_bytes)
+    return app

@@ -1,0 +1,26 @@
+"""What every request handler needs: config, engine, ledger and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+
+from paywatch.config import AppConfig
+from paywatch.ledger import Ledger
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class AppContext:
+    """Shared, read-only state of one API process."""
+
+    config: AppConfig
+    engine: Engine
+    ledger: Ledger
+    clock: Callable[[], datetime] = utc_now

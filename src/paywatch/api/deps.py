@@ -1,0 +1,48 @@
+"""FastAPI dependencies: the app context, a transactional session and the authenticated store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from paywatch.api.context import AppContext
+from paywatch.store.db import session_scope
+from paywatch.store.models import Store
+from paywatch.stores import authenticate
+
+
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(context: Context) -> Iterator[Session]:
+    """One transaction per request: committed when the handler returns, rolled back on error."""
+    with session_scope(context.engine) as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+_api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="The store's API key")
+_bearer = HTTPBearer(auto_error=False, description="The store's API key as a bearer token")
+
+
+def current_store(
+    session: DbSession,
+    api_key: Annotated[str | None, Security(_api_key)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> Store:
+    key = api_key or (bearer.credentials if bearer is not None else None)
+    return authenticate(session, key)
+
+
+CurrentStore = Annotated[Store, Depends(current_store)]

@@ -1,0 +1,248 @@
+"""The adapter for every EVM network (Ethereum, BSC, Polygon, Arbitrum, Base, anvil).
+
+* Native-coin transfers come from block bodies read with JSON-RPC batches; the receipts of the
+  transactions that pay a watched address are read in one more batch (status 0 = failed).
+* ERC-20 ``Transfer`` logs come from ``eth_getLogs`` over the range, for the configured contracts
+  only. A provider that refuses the range gets halves of it, down to single blocks; the span that
+  worked is remembered for the next calls. Nothing is skipped: a block that cannot be read fails
+  the whole call.
+* Every log must belong to a block body read in the same call (same hash), so a reorg between the
+  two reads fails the call instead of mixing two chains.
+* Native transfers made by contracts (internal calls) are not visible in block bodies and are not
+  reported; per-invoice addresses are EOAs that payers send to directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from paywatch.chains.base import BlockRef, ScannedRange, WatchPredicate
+from paywatch.chains.evm_rpc import ProviderFactory, QueryTooLarge, RpcClient
+from paywatch.config import NetworkConfig
+from paywatch.domain.status import Heights
+from paywatch.domain.transfer import NATIVE, NATIVE_INDEX, Transfer, address_key
+from paywatch.errors import ChainError, RetryableChainError
+
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+#: Requests per JSON-RPC batch for block bodies (full blocks are large) and for receipts.
+BODY_BATCH = 25
+RECEIPT_BATCH = 100
+
+
+def _int(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromtimestamp(_int(value), UTC)
+
+
+def _ref(block: dict[str, Any]) -> BlockRef:
+    return BlockRef(
+        number=_int(block["number"]),
+        hash=str(block["hash"]).lower(),
+        parent_hash=str(block["parentHash"]).lower(),
+        timestamp=_time(block["timestamp"]),
+    )
+
+
+class EvmAdapter:
+    """Read-only access to one EVM network through its ``rpc_urls`` (failover in order).
+
+    ``provider_factory`` builds the JSON-RPC provider for a URL (default: web3's HTTPProvider);
+    ``sleep`` is the backoff's sleep, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        network: NetworkConfig,
+        *,
+        provider_factory: ProviderFactory | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = 4,
+        timeout: float = 15.0,
+    ) -> None:
+        if network.family != "evm":
+            raise ValueError(f"network {network.name} is not an evm network")
+        self.network = network.name
+        self._config = network
+        self.rpc = RpcClient(
+            network.rpc_urls, provider_factory=provider_factory, attempts=attempts, sleep=sleep, timeout=timeout
+        )
+        self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
+        self._native = any(a.native for a in network.assets.values())
+        self._log_span = network.max_block_range
+
+    @property
+    def log_span(self) -> int:
+        """The ``eth_getLogs`` span currently used (shrinks after a provider refused a larger one)."""
+        return self._log_span
+
+    # --- ChainAdapter ----------------------------------------------------------------------------
+
+    def heights(self) -> Heights:
+        if self._config.finality != "finalized":
+            return Heights(tip=_int(self.rpc.call("eth_blockNumber", [])))
+        tip, final = self.rpc.batch([("eth_blockNumber", []), ("eth_getBlockByNumber", ["finalized", False])])
+        if not isinstance(final, dict):
+            raise ChainError(f"{self.network}: the node has no `finalized` block; use `confirmations` instead")
+        return Heights(tip=_int(tip), final=_int(final["number"]))
+
+    def block_ref(self, number: int) -> BlockRef:
+        block = self.rpc.call("eth_getBlockByNumber", [hex(number), False])
+        if not isinstance(block, dict):
+            raise RetryableChainError(f"{self.network}: block {number} is not available yet")
+        return _ref(block)
+
+    def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
+        if start > end:
+            raise ValueError(f"empty range {start}..{end}")
+        bodies = self.rpc.batch(
+            [("eth_getBlockByNumber", [hex(n), self._native]) for n in range(start, end + 1)], chunk=BODY_BATCH
+        )
+        refs: list[BlockRef] = []
+        natives: list[tuple[dict[str, Any], BlockRef]] = []
+        for number, body in zip(range(start, end + 1), bodies, strict=True):
+            if not isinstance(body, dict):
+                raise RetryableChainError(f"{self.network}: block {number} is not available yet")
+            ref = _ref(body)
+            if ref.number != number:
+                raise ChainError(f"{self.network}: asked for block {number}, got {ref.number}")
+            if refs and ref.parent_hash != refs[-1].hash:
+                raise RetryableChainError(f"{self.network}: the chain changed while reading block {number}")
+            refs.append(ref)
+            if self._native:
+                natives.extend((tx, ref) for tx in body.get("transactions", ()) if _pays_watched(tx, watched))
+        by_hash = {ref.hash: ref for ref in refs}
+        transfers = self._native_transfers(natives)
+        if self._tokens:
+            transfers.extend(self._token_transfers(start, end, by_hash, watched))
+        transfers.sort(key=lambda t: (t.block_number, t.log_index, t.tx_hash))
+        return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
+
+    def transaction_transfers(self, tx_hash: str, watched: WatchPredicate) -> ScannedRange:
+        tx, receipt = self.rpc.batch(
+            [("eth_getTransactionByHash", [tx_hash]), ("eth_getTransactionReceipt", [tx_hash])]
+        )
+        if not isinstance(tx, dict):
+            raise ChainError(f"{self.network}: transaction {tx_hash} not found")
+        if not isinstance(receipt, dict) or receipt.get("blockHash") is None:
+            raise ChainError(f"{self.network}: transaction {tx_hash} is not mined yet")
+        ref = self.block_ref(_int(receipt["blockNumber"]))
+        if ref.hash != str(receipt["blockHash"]).lower():
+            raise RetryableChainError(f"{self.network}: the block of {tx_hash} changed while reading it")
+        success = _int(receipt.get("status", "0x1")) == 1
+        transfers: list[Transfer] = []
+        if self._native and _pays_watched(tx, watched):
+            transfers.append(self._native_transfer(tx, ref, success))
+        tokens = set(self._tokens)
+        for log in receipt.get("logs", ()):
+            if str(log.get("address", "")).lower() in tokens:
+                transfer = self._log_transfer(log, ref, watched)
+                if transfer is not None:
+                    transfers.append(transfer)
+        return ScannedRange(blocks=(ref,), transfers=tuple(transfers))
+
+    # --- native ----------------------------------------------------------------------------------
+
+    def _native_transfers(self, natives: list[tuple[dict[str, Any], BlockRef]]) -> list[Transfer]:
+        if not natives:
+            return []
+        receipts = self.rpc.batch(
+            [("eth_getTransactionReceipt", [tx["hash"]]) for tx, _ in natives], chunk=RECEIPT_BATCH
+        )
+        transfers = []
+        for (tx, ref), receipt in zip(natives, receipts, strict=True):
+            if not isinstance(receipt, dict) or str(receipt.get("blockHash", "")).lower() != ref.hash:
+                raise RetryableChainError(f"{self.network}: receipt of {tx['hash']} is missing or moved")
+            transfers.append(self._native_transfer(tx, ref, _int(receipt.get("status", "0x1")) == 1))
+        return transfers
+
+    def _native_transfer(self, tx: dict[str, Any], ref: BlockRef, success: bool) -> Transfer:
+        return Transfer(
+            network=self.network,
+            tx_hash=str(tx["hash"]).lower(),
+            log_index=NATIVE_INDEX,
+            block_number=ref.number,
+            block_hash=ref.hash,
+            block_time=ref.timestamp,
+            from_address=str(tx["from"]).lower(),
+            to_address=str(tx["to"]).lower(),
+            asset_key=NATIVE,
+            amount=_int(tx["value"]),
+            success=success,
+        )
+
+    # --- tokens ----------------------------------------------------------------------------------
+
+    def _token_transfers(
+        self, start: int, end: int, by_hash: dict[str, BlockRef], watched: WatchPredicate
+    ) -> list[Transfer]:
+        transfers: list[Transfer] = []
+        for log in self._logs(start, end):
+            ref = by_hash.get(str(log.get("blockHash", "")).lower())
+            if ref is None or ref.number != _int(log["blockNumber"]):
+                raise RetryableChainError(f"{self.network}: logs and blocks {start}..{end} disagree (reorg?)")
+            transfer = self._log_transfer(log, ref, watched)
+            if transfer is not None:
+                transfers.append(transfer)
+        return transfers
+
+    def _logs(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Every Transfer log of the configured tokens in ``start..end``, splitting refused ranges."""
+        logs: list[dict[str, Any]] = []
+        pending = [(start, end)]
+        while pending:
+            lo, hi = pending.pop()
+            if hi - lo + 1 > self._log_span:
+                mid = lo + self._log_span - 1
+                pending.extend([(mid + 1, hi), (lo, mid)])
+                continue
+            query = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": self._tokens, "topics": [TRANSFER_TOPIC]}
+            try:
+                result = self.rpc.call("eth_getLogs", [query], split_on_timeout=True)
+            except QueryTooLarge:
+                if lo == hi:
+                    raise
+                self._log_span = max(1, (hi - lo + 1) // 2)
+                pending.append((lo, hi))
+                continue
+            if not isinstance(result, list):
+                raise RetryableChainError(f"{self.network}: eth_getLogs {lo}..{hi} answered {result!r:.200}")
+            logs.extend(result)
+        return logs
+
+    def _log_transfer(self, log: dict[str, Any], ref: BlockRef, watched: WatchPredicate) -> Transfer | None:
+        topics: Sequence[str] = log.get("topics") or ()
+        # ERC-20 Transfer: 3 topics and a 32-byte amount (ERC-721 puts the id in a 4th topic).
+        if len(topics) != 3 or str(topics[0]).lower() != TRANSFER_TOPIC or log.get("removed"):
+            return None
+        data = str(log.get("data", "0x"))
+        if len(data) != 66:
+            return None
+        amount = int(data, 16)
+        to_address = "0x" + str(topics[2])[-40:].lower()
+        if amount <= 0 or not watched(to_address):
+            return None
+        return Transfer(
+            network=self.network,
+            tx_hash=str(log["transactionHash"]).lower(),
+            log_index=_int(log["logIndex"]),
+            block_number=ref.number,
+            block_hash=ref.hash,
+            block_time=ref.timestamp,
+            from_address="0x" + str(topics[1])[-40:].lower(),
+            to_address=to_address,
+            asset_key=str(log["address"]).lower(),
+            amount=amount,
+        )
+
+
+def _pays_watched(tx: Any, watched: WatchPredicate) -> bool:
+    if not isinstance(tx, dict):
+        return False
+    to = tx.get("to")
+    return bool(to) and _int(tx.get("value", "0x0")) > 0 and watched(str(to).lower())

@@ -1,0 +1,340 @@
+"""The Tron adapter: TRX and TRC-20 transfers from a java-tron HTTP API (TronGrid or a full node).
+
+Per block it makes two calls, whatever the block holds: ``wallet/getblockbynum`` (through tronpy)
+for the transactions, their ``contractRet`` and memos, and ``wallet/gettransactioninfobyblocknum``
+(tronpy has no call for it) for every transaction's receipt and event logs. Heights come from
+``wallet/getnodeinfo`` (tip) and ``walletsolidity/getnowblock`` (solidified) when the network's
+``finality`` is ``solidified``.
+
+What is reported:
+
+* TRX: a ``TransferContract`` with a positive amount to a watched address;
+* TRC-20: a ``Transfer(address,address,uint256)`` log with a positive value emitted by a contract
+  configured in networks.yaml (never recognised by symbol), whoever the recipient is;
+* ``success`` only when the block says ``contractRet: SUCCESS`` and the transaction info does not
+  say ``result: FAILED`` and, for contract calls, its ``receipt.result`` is ``SUCCESS``;
+* ``memo``: the transaction's ``raw_data.data`` decoded as UTF-8 (None when absent or undecodable).
+
+Every answer is checked for coherence (the block number asked for, one transaction info per
+transaction of that very block). Answers that do not fit together yet (common behind a load
+balancer at the tip) are re-read a few times with backoff, then raise RetryableChainError so that
+the scan stops and retries instead of skipping anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+import httpx
+from tronpy import Tron
+from tronpy.exceptions import BlockNotFound, TransactionNotFound
+
+from paywatch.chains.base import NATIVE, NATIVE_INDEX, BlockRef, Heights, ScannedRange, Transfer, WatchPredicate
+from paywatch.chains.tron_addresses import (
+    BadTronAddress,
+    base58_to_account,
+    hex_to_base58,
+    log_address_to_account,
+    topic_to_base58,
+)
+from paywatch.chains.tron_http import RetryPolicy, TronHttp, TronpyProvider
+from paywatch.config import NetworkConfig
+from paywatch.errors import ChainError, RetryableChainError
+
+#: keccak256("Transfer(address,address,uint256)")
+TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+SUCCESS = "SUCCESS"
+MAX_MEMO_CHARS = 256  # the memo columns' size; longer memos are cut (they cannot match an invoice anyway)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_T = TypeVar("_T")
+
+
+class IncoherentAnswer(RetryableChainError):
+    """The node's answers do not fit together yet (a block not there, infos missing or of another
+    version of the block): typical of load-balanced providers at the tip; re-read shortly."""
+
+
+def block_time(milliseconds: int) -> datetime:
+    """A Tron timestamp (milliseconds since the epoch) as an aware UTC datetime, without floats."""
+    return _EPOCH + timedelta(milliseconds=int(milliseconds))
+
+
+def decode_memo(data: object) -> str | None:
+    """``raw_data.data`` (hex) -> the memo text; None when absent, empty, undecodable or holding NUL."""
+    if not isinstance(data, str) or not data:
+        return None
+    try:
+        text = bytes.fromhex(data).decode("utf-8")
+    except ValueError:  # odd length, not hex, or not UTF-8
+        return None
+    text = text.strip()
+    if not text or "\x00" in text:
+        return None
+    return text[:MAX_MEMO_CHARS]
+
+
+def block_ref(block: dict[str, Any]) -> BlockRef:
+    """The identity of a ``protocol.Block`` answer (hex or ``visible`` form alike)."""
+    raw = block["block_header"]["raw_data"]
+    return BlockRef(
+        number=int(raw.get("number", 0)),
+        hash=str(block["blockID"]),
+        parent_hash=str(raw["parentHash"]),
+        timestamp=block_time(raw.get("timestamp", 0)),
+    )
+
+
+def _parse_height(text: object) -> int:
+    """``"Num:71562193,ID:0000..."`` (getnodeinfo) -> 71562193."""
+    if not isinstance(text, str) or not text.startswith("Num:"):
+        raise ValueError(f"expected 'Num:<height>,ID:<hash>', got {text!r}")
+    return int(text[4:].split(",", 1)[0])
+
+
+class TronAdapter:
+    """Reads one Tron network through tronpy and a rate-limited httpx transport.
+
+    ``client`` (an ``httpx.Client``) and ``clock``/``sleep`` are injectable for tests; ``policy``
+    tunes retries. ``http.calls`` counts the HTTP requests sent.
+    """
+
+    def __init__(
+        self,
+        network: NetworkConfig,
+        *,
+        client: httpx.Client | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if network.family != "tron":
+            raise ValueError(f"network {network.name} is not a tron network")
+        self.network = network.name
+        self.solidified = network.finality == "solidified"
+        timing: dict[str, Any] = {}
+        if clock is not None:
+            timing["clock"] = clock
+        if sleep is not None:
+            timing["sleep"] = sleep
+        self._sleep: Callable[[float], None] = sleep or time.sleep
+        self.http = TronHttp(
+            network.rpc_urls,
+            api_key=network.api_key,
+            requests_per_second=network.requests_per_second,
+            client=client,
+            policy=policy,
+            **timing,
+        )
+        self._tron = Tron(provider=TronpyProvider(self.http))
+        # configured TRC-20 contracts: 20-byte account hex (the log form) -> base58 as in networks.yaml
+        self._tokens = {
+            base58_to_account(asset.contract): asset.contract
+            for asset in network.assets.values()
+            if asset.contract is not None
+        }
+
+    def close(self) -> None:
+        """Close the HTTP client if the adapter created it."""
+        self.http.close()
+
+    # --- the ChainAdapter Protocol -------------------------------------------------------------
+
+    def heights(self) -> Heights:
+        """Tip from ``wallet/getnodeinfo``; solidified height from ``walletsolidity/getnowblock``."""
+        info = self._guard("wallet/getnodeinfo", self._tron.get_node_info)
+        tip = self._guard("wallet/getnodeinfo", lambda: _parse_height(info.get("block")))
+        if not self.solidified:
+            return Heights(tip=tip)
+        solid_block = self._guard("walletsolidity/getnowblock", self._tron.get_latest_solid_block)
+        if not solid_block:
+            raise RetryableChainError(f"{self.network}: the solidity node has no block yet")
+        solid = self._guard("walletsolidity/getnowblock", lambda: block_ref(solid_block).number)
+        return Heights(tip=tip, final=min(solid, tip))
+
+    def block_ref(self, number: int) -> BlockRef:
+        return self._coherent(lambda: block_ref(self._block(number)))
+
+    def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
+        """Two calls per block; raises before returning anything if one block cannot be read whole."""
+        refs: list[BlockRef] = []
+        transfers: list[Transfer] = []
+        for number in range(start, end + 1):
+            ref, found = self._coherent(partial(self._read_block, number, watched))
+            refs.append(ref)
+            transfers.extend(found)
+        return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
+
+    def _read_block(self, number: int, watched: WatchPredicate) -> tuple[BlockRef, list[Transfer]]:
+        block = self._block(number)
+        infos = self._block_infos(number)
+        return self._guard(f"block {number}", partial(self._parse_block, block, infos, watched))
+
+    def _coherent(self, read: Callable[[], _T]) -> _T:
+        """Re-read (with backoff) while the node's answers do not fit together; then give up retryably."""
+        policy = self.http.policy
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                return read()
+            except IncoherentAnswer:
+                if attempt == policy.attempts:
+                    raise
+                self._sleep(policy.delay(attempt))
+        raise AssertionError("unreachable")
+
+    def transaction_transfers(self, tx_hash: str, watched: WatchPredicate) -> ScannedRange:
+        """One transaction's transfers and its block's ref; empty when the node cannot find it."""
+        txid = tx_hash.lower().removeprefix("0x")
+        if len(txid) != 64 or any(c not in "0123456789abcdef" for c in txid):
+            raise ChainError(f"{tx_hash!r} is not a Tron transaction id (64 hex digits)")
+        try:
+            info = self._guard("wallet/gettransactioninfobyid", lambda: self._tron.get_transaction_info(txid))
+        except TransactionNotFound:
+            return ScannedRange(blocks=(), transfers=())  # pending or unknown: never credited
+        number = self._guard("wallet/gettransactioninfobyid", lambda: int(info["blockNumber"]))
+
+        def read() -> ScannedRange:
+            block = self._block(number)
+            txs = [tx for tx in block.get("transactions", ()) if tx.get("txID") == txid]
+            if not txs:
+                raise IncoherentAnswer(f"{self.network}: transaction {txid} is not in block {number} (reorg?)")
+
+            def parse() -> ScannedRange:
+                ref = block_ref(block)
+                self._check_info(info, ref)
+                return ScannedRange(blocks=(ref,), transfers=tuple(self._parse_tx(txs[0], info, ref, watched)))
+
+            return self._guard(f"transaction {txid}", parse)
+
+        return self._coherent(read)
+
+    # --- node calls ------------------------------------------------------------------------------
+
+    def _block(self, number: int) -> dict[str, Any]:
+        try:
+            block: dict[str, Any] = self._guard(
+                f"wallet/getblockbynum {number}", lambda: self._tron.get_block(number, visible=False)
+            )
+        except BlockNotFound:
+            raise IncoherentAnswer(f"{self.network}: block {number} is not on the node yet") from None
+        got = self._guard(f"block {number}", lambda: block_ref(block).number)
+        if got != number:
+            raise ChainError(f"{self.network}: asked for block {number}, the node answered block {got}")
+        return block
+
+    def _block_infos(self, number: int) -> list[dict[str, Any]]:
+        answer = self.http.post("wallet/gettransactioninfobyblocknum", {"num": number})
+        if answer == {}:
+            return []  # java-tron's answer for a block without transaction infos
+        if not isinstance(answer, list):
+            raise ChainError(f"{self.network}: gettransactioninfobyblocknum {number}: expected a JSON array")
+        return answer
+
+    def _guard(self, what: str, call: Callable[[], _T]) -> _T:
+        """Run a node call or a parse; turn library and shape errors into ChainError."""
+        try:
+            return call()
+        except (ChainError, BlockNotFound, TransactionNotFound):
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, BadTronAddress) as exc:
+            raise ChainError(f"{self.network}: {what}: unexpected answer ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # tronpy's ApiError, BugInJavaTron, UnknownError...
+            raise ChainError(f"{self.network}: {what}: {type(exc).__name__}: {exc}") from None
+
+    # --- parsing -----------------------------------------------------------------------------------
+
+    def _parse_block(
+        self, block: dict[str, Any], infos: list[dict[str, Any]], watched: WatchPredicate
+    ) -> tuple[BlockRef, list[Transfer]]:
+        ref = block_ref(block)
+        txs: list[dict[str, Any]] = block.get("transactions") or []
+        by_id = {str(info.get("id")): info for info in infos}
+        if len(by_id) != len(txs) or len(infos) != len(txs):
+            raise IncoherentAnswer(
+                f"{self.network}: block {ref.number} has {len(txs)} transactions but the node gave "
+                f"{len(infos)} transaction infos"
+            )
+        transfers: list[Transfer] = []
+        for tx in txs:
+            info = by_id.get(tx["txID"])
+            if info is None:
+                raise IncoherentAnswer(
+                    f"{self.network}: no transaction info for {tx['txID']} in block {ref.number} (reorg?)"
+                )
+            self._check_info(info, ref)
+            transfers.extend(self._parse_tx(tx, info, ref, watched))
+        return ref, transfers
+
+    def _check_info(self, info: dict[str, Any], ref: BlockRef) -> None:
+        if int(info.get("blockNumber", -1)) != ref.number or block_time(info.get("blockTimeStamp", 0)) != ref.timestamp:
+            raise IncoherentAnswer(
+                f"{self.network}: transaction info {info.get('id')} belongs to another version of block {ref.number}"
+            )
+
+    def _parse_tx(
+        self, tx: dict[str, Any], info: dict[str, Any], ref: BlockRef, watched: WatchPredicate
+    ) -> list[Transfer]:
+        raw = tx["raw_data"]
+        contracts = raw.get("contract") or []
+        if not contracts:
+            return []
+        contract = contracts[0]  # java-tron accepts exactly one contract per transaction
+        rets = tx.get("ret") or [{}]
+        executed = rets[0].get("contractRet") == SUCCESS and info.get("result", SUCCESS) != "FAILED"
+        found: list[Transfer] = []
+        if contract.get("type") == "TransferContract":
+            value = contract["parameter"]["value"]
+            amount = int(value.get("amount", 0))
+            to_address = hex_to_base58(value["to_address"])
+            if amount > 0 and watched(to_address):
+                found.append(
+                    Transfer(
+                        network=self.network,
+                        tx_hash=tx["txID"],
+                        log_index=NATIVE_INDEX,
+                        block_number=ref.number,
+                        block_hash=ref.hash,
+                        block_time=ref.timestamp,
+                        from_address=hex_to_base58(value["owner_address"]),
+                        to_address=to_address,
+                        asset_key=NATIVE,
+                        amount=amount,
+                        memo=decode_memo(raw.get("data")),
+                        success=executed,
+                    )
+                )
+        logs = info.get("log")
+        if not logs:
+            return found
+        succeeded = executed and (info.get("receipt") or {}).get("result") == SUCCESS
+        for index, log in enumerate(logs):
+            topics: list[Any] = log.get("topics") or []
+            if len(topics) != 3 or str(topics[0]).lower() != TRANSFER_TOPIC:
+                continue
+            token = self._tokens.get(log_address_to_account(str(log.get("address", ""))))
+            data = str(log.get("data", ""))
+            if token is None or len(data) != 64:
+                continue
+            amount = int(data, 16)
+            if amount == 0:
+                continue
+            found.append(
+                Transfer(
+                    network=self.network,
+                    tx_hash=tx["txID"],
+                    log_index=index,
+                    block_number=ref.number,
+                    block_hash=ref.hash,
+                    block_time=ref.timestamp,
+                    from_address=topic_to_base58(str(topics[1])),
+                    to_address=topic_to_base58(str(topics[2])),
+                    asset_key=token,
+                    amount=amount,
+                    memo=decode_memo(raw.get("data")),
+                    success=succeeded,
+                )
+            )
+        return found

@@ -1,0 +1,210 @@
+"""The HTTP transport of the Tron adapter: request budget, backoff, Retry-After and failover.
+
+Every request of a network goes through one :class:`TronHttp`, whether tronpy builds it
+(through :class:`TronpyProvider`) or the adapter calls an endpoint tronpy lacks. So the budget
+(``requests_per_second``) and the failover order over ``rpc_urls`` hold for all of them.
+
+What happens to a failed request::
+
+    transport error, timeout, 5xx, garbage body,
+    a java-tron {"Error": ...} answer            -> next URL; backoff once every URL failed this round
+    429 / 403 (rate limited, TronGrid key limits) -> wait Retry-After (or backoff), then next URL
+    other 4xx                                     -> next URL; ChainError if no URL accepts the call
+    attempts exhausted                            -> RetryableChainError (nothing was changed)
+
+After a failover the next URL stays in use; the first one is tried again ``back_to_primary``
+seconds later.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tronpy.providers.http import HTTPProvider
+
+from paywatch.errors import ChainError, RetryableChainError
+
+API_KEY_HEADER = "TRON-PRO-API-KEY"
+_RATE_LIMITED = frozenset({403, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one request is tried before the caller sees RetryableChainError."""
+
+    attempts: int = 6
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_retry_after: float = 60.0
+    timeout: float = 15.0
+    back_to_primary: float = 300.0
+    """Seconds after a failover before the first URL is tried again."""
+
+    def delay(self, failures: int) -> float:
+        """Exponential backoff for the ``failures``-th consecutive failure (1-based)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** max(0, failures - 1)))
+
+
+class RateBudget:
+    """At most ``rate`` request starts per second, spaced evenly; shared by every caller of one network."""
+
+    def __init__(self, rate: float, *, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.interval = 1.0 / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next = float("-inf")
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Block until the next request may start."""
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            self._sleep(start - now)
+
+    def defer(self, seconds: float) -> None:
+        """Hold every request back for ``seconds`` (a server asked us to, with Retry-After)."""
+        with self._lock:
+            self._next = max(self._next, self._clock() + seconds)
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, *, permanent: bool = False, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.wait = wait
+
+
+class TronHttp:
+    """POSTs JSON bodies to a java-tron HTTP API over ``urls`` (failover in order)."""
+
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        *,
+        api_key: str | None = None,
+        requests_per_second: float = 10.0,
+        client: httpx.Client | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one URL is needed")
+        self.urls = tuple(u.rstrip("/") for u in urls)
+        self.policy = policy or RetryPolicy()
+        self.budget = RateBudget(requests_per_second, clock=clock, sleep=sleep)
+        self._own_client = client is None
+        self._client = client or httpx.Client(timeout=self.policy.timeout)
+        self._headers = {"Accept": "application/json"}
+        if api_key:
+            self._headers[API_KEY_HEADER] = api_key
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._current = 0
+        self._failed_over_at = 0.0
+        self.calls = 0
+        """HTTP requests sent, failed ones included (for benchmarks and tests)."""
+
+    def close(self) -> None:
+        if self._own_client:
+            self._client.close()
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The decoded JSON answer of ``POST {url}/{path}``; raises ChainError/RetryableChainError."""
+        errors: list[str] = []
+        permanent_urls: set[int] = set()
+        failures = 0
+        tried_this_round = 0
+        if self._current and self._clock() - self._failed_over_at >= self.policy.back_to_primary:
+            self._current = 0
+        for _ in range(self.policy.attempts):
+            index = self._current
+            url = f"{self.urls[index]}/{path.lstrip('/')}"
+            try:
+                return self._once(url, body or {})
+            except _Failure as failure:
+                failures += 1
+                errors.append(f"{self.urls[index]}: {failure}")
+                if failure.permanent:
+                    permanent_urls.add(index)
+                    if len(permanent_urls) == len(self.urls):
+                        refusals = "; ".join(errors[-len(self.urls) :])
+                        raise ChainError(f"{path}: refused by every node: {refusals}") from None
+                self._current = (index + 1) % len(self.urls)
+                self._failed_over_at = self._clock()
+                tried_this_round += 1
+                if failure.wait is not None:
+                    self.budget.defer(failure.wait)
+                elif tried_this_round >= len(self.urls):
+                    tried_this_round = 0
+                    self._sleep(self.policy.delay(failures))
+        raise RetryableChainError(f"{path}: no node answered after {self.policy.attempts} attempts: {errors[-1]}")
+
+    def _once(self, url: str, body: dict[str, Any]) -> Any:
+        self.budget.acquire()
+        self.calls += 1
+        try:
+            response = self._client.post(url, json=body, headers=self._headers)
+        except httpx.TransportError as exc:
+            raise _Failure(f"{type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status in _RATE_LIMITED:
+            wait = self._retry_after(response)
+            if wait is None:
+                wait = self.policy.backoff
+            raise _Failure(f"HTTP {status} (rate limited)", wait=min(wait, self.policy.max_retry_after))
+        if status >= 500:
+            raise _Failure(f"HTTP {status}")
+        if status >= 400:
+            raise _Failure(f"HTTP {status}", permanent=True)
+        try:
+            answer = response.json()
+        except ValueError:
+            raise _Failure(f"HTTP {status} with a body that is not JSON") from None
+        if isinstance(answer, dict) and "Error" in answer:  # java-tron reports its exceptions with 200
+            raise _Failure(f"node error: {str(answer['Error'])[:200]}")
+        return answer
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        value = response.headers.get("Retry-After")
+        if not value:
+            return None
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - self._wall_clock())
+
+
+class TronpyProvider(HTTPProvider):  # type: ignore[misc]  # tronpy is untyped
+    """A tronpy provider that sends every tronpy call through a :class:`TronHttp`.
+
+    tronpy's own provider uses ``requests``, reads the environment and rotates built-in public
+    API keys; this one keeps tronpy's call shapes and answers but none of that.
+    """
+
+    def __init__(self, http: TronHttp) -> None:  # no super().__init__: it would read the environment
+        self.http = http
+        self.endpoint_uri = http.urls[0]
+        self.use_api_key = False
+        self.jw_token = None
+        self.timeout = http.policy.timeout
+
+    def make_request(self, method: str, params: Any = None) -> Any:
+        return self.http.post(method, params or {})

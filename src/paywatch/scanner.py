@@ -1,0 +1,305 @@
+"""Scan one network, one step at a time: cursor -> range -> fetch -> reorg check -> persist.
+
+Chain-family neutral: everything chain-specific is behind the ChainAdapter. One :meth:`Scanner.step`
+
+1. reads the heights once;
+2. picks ``[cursor + 1, min(tip, cursor + batch_blocks)]`` (first start: the tip, or ``start_block``);
+3. fetches the range; if its first block's parent is not the stored cursor hash, walks back over
+   the stored block hashes to the common ancestor, orphans everything above it (the ledger moves
+   the invoices back) and reads the range again;
+4. in ONE transaction stores the block hashes, the payments and unmatched transfers, advances the
+   cursor and re-evaluates the invoices whose confirmations may have crossed the threshold.
+
+A failed read raises; the cursor never passes a block that was not stored. There is no cap on
+catch-up: call ``step()`` again while ``StepResult.caught_up`` is False.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from paywatch.addresses import build_watch_index
+from paywatch.chains.base import BlockRef, ChainAdapter, ScannedRange
+from paywatch.config import NetworkConfig
+from paywatch.domain.matching import Match, Unmatched, WatchIndex
+from paywatch.domain.status import Heights
+from paywatch.errors import ChainError, RetryableChainError
+from paywatch.ledger import Ledger
+from paywatch.store.db import session_scope
+from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock
+
+#: How many recent block hashes are kept per network (reorgs deeper than this stop the scan).
+KEEP_BLOCKS = 1024
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step did. ``start``/``end`` is the stored range (None when nothing was new)."""
+
+    network: str
+    tip: int
+    final: int | None
+    start: int | None = None
+    end: int | None = None
+    transfers: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    reorg_depth: int = 0
+    touched: frozenset[str] = frozenset()
+    caught_up: bool = True
+
+    @property
+    def blocks(self) -> int:
+        return 0 if self.start is None or self.end is None else self.end - self.start + 1
+
+
+@dataclass
+class Applied:
+    """The result of persisting one scanned range."""
+
+    matches: list[Match] = field(default_factory=list)
+    unmatched: list[Unmatched] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+
+
+def apply_transfers(
+    session: Session, ledger: Ledger, index: WatchIndex, scanned: ScannedRange, now: datetime
+) -> Applied:
+    """Match a range's transfers and record them idempotently (the path shared with rescans)."""
+    matches, unmatched = index.match_all(list(scanned.transfers))
+    touched = ledger.record_matches(session, matches, now) if matches else set()
+    if unmatched:
+        ledger.record_unmatched(session, unmatched, now)
+    return Applied(matches, unmatched, touched)
+
+
+class WatchIndexCache:
+    """Builds the network's WatchIndex from the database, again only when invoices changed.
+
+    The fingerprint (count, newest ``created_at``, count of reserved unique amounts) is one
+    aggregate query; the index itself is rebuilt only when it moves.
+    """
+
+    def __init__(self, network: NetworkConfig) -> None:
+        self._network = network
+        self._index: WatchIndex | None = None
+        self._fingerprint: tuple[Any, ...] | None = None
+        self.builds = 0
+
+    def get(self, session: Session) -> WatchIndex:
+        row = (
+            session.connection()
+            .execute(
+                sa_select(
+                    func.count(col(Invoice.id)), func.max(col(Invoice.created_at)), func.count(col(Invoice.open_amount))
+                ).where(col(Invoice.network) == self._network.name)
+            )
+            .one()
+        )
+        fingerprint = tuple(row)
+        if self._index is None or fingerprint != self._fingerprint:
+            self._index = build_watch_index(session, self._network)
+            self._fingerprint = fingerprint
+            self.builds += 1
+        return self._index
+
+
+class Scanner:
+    """Scans one network into the database; see the module docstring for one step's contract."""
+
+    def __init__(
+        self,
+        network: NetworkConfig,
+        adapter: ChainAdapter,
+        engine: Engine,
+        ledger: Ledger,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.network = network
+        self.adapter = adapter
+        self.engine = engine
+        self.ledger = ledger
+        self.clock = clock
+        self.watch = WatchIndexCache(network)
+
+    # --- one step --------------------------------------------------------------------------------
+
+    def step(self) -> StepResult:
+        """One poll: read heights, scan at most ``batch_blocks`` new blocks, persist them."""
+        now = self.clock()
+        heights: Heights | None = None
+        try:
+            heights = self.adapter.heights()
+            return self._step(heights, now)
+        except Exception as exc:
+            self._record_error(heights, now, exc)
+            raise
+
+    def run_until_caught_up(self, max_steps: int = 1_000_000) -> list[StepResult]:
+        """Step until the cursor reaches the tip (bounded by ``max_steps``)."""
+        results = []
+        for _ in range(max_steps):
+            result = self.step()
+            results.append(result)
+            if result.caught_up:
+                break
+        return results
+
+    def _step(self, heights: Heights, now: datetime) -> StepResult:
+        name = self.network.name
+        with session_scope(self.engine) as session:
+            state = session.get(NetworkState, name)
+            cursor = state.cursor_height if state else None
+            cursor_hash = state.cursor_hash if state else None
+            index = self.watch.get(session)
+        if cursor is None:
+            start = self.network.start_block if self.network.start_block is not None else heights.tip
+        else:
+            start = cursor + 1
+        if start > heights.tip:
+            with session_scope(self.engine) as session:
+                self._save_heights(session, heights, now, None)
+                self.ledger.refresh_confirmations(session, name, now)
+            return StepResult(name, heights.tip, heights.final)
+        end = min(heights.tip, start + self.network.batch_blocks - 1)
+        scanned = self.adapter.fetch_range(start, end, index.is_watched)
+        _check_range(scanned.blocks, start, end)
+        reorg_depth = 0
+        if cursor is not None and cursor_hash is not None and scanned.blocks[0].parent_hash != cursor_hash:
+            ancestor, ancestor_hash = self._common_ancestor(cursor)
+            reorg_depth = cursor - ancestor
+            with session_scope(self.engine) as session:
+                self.ledger.orphan_from(session, name, ancestor + 1, now)
+                session.exec(
+                    delete(ScannedBlock).where(col(ScannedBlock.network) == name, col(ScannedBlock.number) > ancestor)
+                )
+                self._move_cursor(session, cursor, ancestor, ancestor_hash)
+            cursor, cursor_hash, start = ancestor, ancestor_hash, ancestor + 1
+            end = min(heights.tip, start + self.network.batch_blocks - 1)
+            scanned = self.adapter.fetch_range(start, end, index.is_watched)
+            _check_range(scanned.blocks, start, end)
+            if cursor_hash is not None and scanned.blocks[0].parent_hash != cursor_hash:
+                raise RetryableChainError(f"{name}: the chain is still reorganising at block {start}")
+        with session_scope(self.engine) as session:
+            self._save_heights(session, heights, now, scanned.blocks[-1] if end == heights.tip else None)
+            for ref in scanned.blocks:
+                session.merge(
+                    ScannedBlock(
+                        network=name,
+                        number=ref.number,
+                        hash=ref.hash,
+                        parent_hash=ref.parent_hash,
+                        timestamp=ref.timestamp,
+                    )
+                )
+            applied = apply_transfers(session, self.ledger, index, scanned, now)
+            self._move_cursor(session, cursor, end, scanned.blocks[-1].hash)
+            session.exec(
+                delete(ScannedBlock).where(
+                    col(ScannedBlock.network) == name, col(ScannedBlock.number) <= end - KEEP_BLOCKS
+                )
+            )
+            session.flush()
+            self.ledger.refresh_confirmations(session, name, now)
+        return StepResult(
+            network=name,
+            tip=heights.tip,
+            final=heights.final,
+            start=start,
+            end=end,
+            transfers=len(scanned.transfers),
+            matched=len(applied.matches),
+            unmatched=len(applied.unmatched),
+            reorg_depth=reorg_depth,
+            touched=frozenset(applied.touched),
+            caught_up=end >= heights.tip,
+        )
+
+    # --- reorgs ----------------------------------------------------------------------------------
+
+    def _common_ancestor(self, cursor: int) -> tuple[int, str | None]:
+        """The highest stored block that is still canonical, walking back from the cursor."""
+        with session_scope(self.engine) as session:
+            stored = list(
+                session.exec(
+                    select(ScannedBlock.number, ScannedBlock.hash)
+                    .where(ScannedBlock.network == self.network.name, col(ScannedBlock.number) <= cursor)
+                    .order_by(col(ScannedBlock.number).desc())
+                )
+            )
+        for number, stored_hash in stored:
+            if self.adapter.block_ref(number).hash == stored_hash:
+                return number, stored_hash
+        if stored and len(stored) < KEEP_BLOCKS and stored[-1][0] == stored[0][0] - len(stored) + 1:
+            # Every block since the first scanned one was replaced: rescan all of them.
+            return stored[-1][0] - 1, None
+        raise ChainError(
+            f"{self.network.name}: reorg deeper than the {len(stored)} stored block hashes; "
+            "rescan the affected range with `paywatch rescan`"
+        )
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def _move_cursor(self, session: Session, expected: int | None, height: int, block_hash: str | None) -> None:
+        state = session.get(NetworkState, self.network.name, with_for_update=True)
+        if state is None:
+            state = NetworkState(network=self.network.name)
+        elif state.cursor_height != expected:
+            raise ChainError(
+                f"{self.network.name}: the cursor moved from {expected} to {state.cursor_height} "
+                "during the step (two scanners on one network?)"
+            )
+        state.cursor_height = height
+        state.cursor_hash = block_hash
+        session.add(state)
+
+    def _save_heights(self, session: Session, heights: Heights, now: datetime, tip_block: BlockRef | None) -> None:
+        state = session.get(NetworkState, self.network.name) or NetworkState(network=self.network.name)
+        state.tip_height = heights.tip
+        state.final_height = heights.final
+        if tip_block is not None:
+            state.tip_time = tip_block.timestamp
+        state.last_scan_at = now
+        state.last_error = None
+        session.add(state)
+        session.flush()
+
+    def _record_error(self, heights: Heights | None, now: datetime, exc: BaseException) -> None:
+        try:
+            with session_scope(self.engine) as session:
+                state = session.get(NetworkState, self.network.name) or NetworkState(network=self.network.name)
+                if heights is not None:
+                    state.tip_height = heights.tip
+                    state.final_height = heights.final
+                state.last_scan_at = now
+                state.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+                session.add(state)
+        except Exception:  # the original error matters more than a failed bookkeeping write
+            return
+
+
+def _check_range(blocks: Iterable[BlockRef], start: int, end: int) -> None:
+    refs = list(blocks)
+    if [b.number for b in refs] != list(range(start, end + 1)):
+        raise ChainError(f"adapter returned blocks {[b.number for b in refs][:5]}... for {start}..{end}")
+    for parent, child in zip(refs, refs[1:], strict=False):
+        if child.parent_hash != parent.hash:
+            raise RetryableChainError(f"block {child.number} does not extend block {parent.number}; retrying")
+
+
+def stored_payments(session: Session, network: str, start: int, end: int) -> list[Payment]:
+    """Payments of ``network`` in blocks ``start..end`` (used by reports and tests)."""
+    return list(
+        session.exec(
+            select(Payment).where(
+                Payment.network == network, col(Payment.block_number) >= start, col(Payment.block_number) <= end
+            )
+        )
+    )

@@ -1,0 +1,86 @@
+"""The unmatched inbox: transfers to watched addresses that no invoice claimed, and attaching them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from paywatch.errors import ConflictError, NotFoundError
+from paywatch.invoices import get_invoice
+from paywatch.ledger import Ledger
+from paywatch.store.models import AuditLog, Payment, UnmatchedTransfer
+
+
+def list_unmatched(
+    session: Session, *, network: str | None = None, include_attached: bool = False, limit: int = 100
+) -> list[UnmatchedTransfer]:
+    query = select(UnmatchedTransfer)
+    if network is not None:
+        query = query.where(UnmatchedTransfer.network == network)
+    if not include_attached:
+        query = query.where(col(UnmatchedTransfer.attached_invoice_id).is_(None))
+    return list(session.exec(query.order_by(col(UnmatchedTransfer.id).desc()).limit(limit)))
+
+
+def attach(
+    session: Session, ledger: Ledger, transfer_id: int, invoice_id: str, now: datetime, *, actor: str
+) -> Payment:
+    """Credit an unmatched transfer to an invoice: audited, re-evaluated, callbacks fired."""
+    row = session.get(UnmatchedTransfer, transfer_id)
+    if row is None:
+        raise NotFoundError(f"no unmatched transfer {transfer_id}", field="transfer")
+    invoice = get_invoice(session, None, invoice_id)
+    if row.attached_invoice_id is not None:
+        raise ConflictError(
+            f"transfer {transfer_id} is already attached to {row.attached_invoice_id}", field="transfer"
+        )
+    if row.orphaned:
+        raise ConflictError(f"transfer {transfer_id} was removed by a reorg; it cannot be credited", field="transfer")
+    if row.network != invoice.network:
+        raise ConflictError(f"transfer is on {row.network}, invoice on {invoice.network}", field="invoice")
+    if row.asset_key != invoice.asset_key:
+        raise ConflictError(f"transfer is in another asset than the invoice's {invoice.asset}", field="invoice")
+    payment = Payment(
+        invoice_id=invoice.id,
+        network=row.network,
+        tx_hash=row.tx_hash,
+        log_index=row.log_index,
+        from_address=row.from_address,
+        to_address=row.to_address,
+        asset_key=row.asset_key,
+        amount=row.amount,
+        memo=row.memo,
+        block_number=row.block_number,
+        block_hash=row.block_hash,
+        block_time=row.block_time,
+        late=row.block_time > invoice.expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(payment)
+    except IntegrityError:
+        raise ConflictError("this transfer is already credited to an invoice", field="transfer") from None
+    row.attached_invoice_id = invoice.id
+    row.attached_at = now
+    session.add(row)
+    session.add(
+        AuditLog(
+            at=now,
+            actor=actor,
+            action="unmatched.attach",
+            subject=invoice.id,
+            details={"transfer_id": transfer_id, "tx_hash": row.tx_hash, "log_index": row.log_index},
+        )
+    )
+    ledger.reevaluate(
+        session,
+        ledger.lock_invoice(session, invoice.id),
+        now,
+        reason=f"attached by {actor}",
+        new_payments_late=[payment.late],
+    )
+    return payment

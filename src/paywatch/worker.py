@@ -1,0 +1,173 @@
+"""The background worker: APScheduler wiring only.
+
+Jobs: each network's scan (at its poll interval, one instance, coalesced, only while this replica
+holds the network's lease), the confirmations refresh, the expiry sweep and callback dispatch.
+SIGTERM lets the running steps finish and commit, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.engine import Engine
+
+from paywatch.api.context import utc_now
+from paywatch.callbacks.dispatcher import Dispatcher
+from paywatch.chains.base import ChainAdapter
+from paywatch.chains.registry import make_adapter
+from paywatch.config import AppConfig
+from paywatch.lease import Lease, SingleWorkerLock
+from paywatch.ledger import Ledger
+from paywatch.metrics import BLOCKS_SCANNED, SCAN_ERRORS, TRANSFERS
+from paywatch.scanner import Scanner
+from paywatch.store.db import session_scope
+
+log = logging.getLogger("paywatch.worker")
+
+SWEEP_SECONDS = 15.0
+DISPATCH_SECONDS = 1.0
+MAX_STEPS_PER_RUN = 50
+
+
+class Worker:
+    """Runs every periodic job of one replica until stopped."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        adapters: dict[str, ChainAdapter] | None = None,
+        dispatcher: Dispatcher | None = None,
+        sweep_seconds: float = SWEEP_SECONDS,
+        dispatch_seconds: float = DISPATCH_SECONDS,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.ledger = Ledger(config.networks)
+        adapters = adapters or {name: make_adapter(net) for name, net in config.networks.items()}
+        self.scanners = {
+            name: Scanner(config.networks[name], adapter, engine, self.ledger, clock)
+            for name, adapter in adapters.items()
+        }
+        self.leases = {name: Lease(engine, f"scan:{name}") for name in self.scanners}
+        self.sweep_lease = Lease(engine, "expiry-sweep")
+        self.dispatcher = dispatcher or Dispatcher(engine, config.settings, clock)
+        self.sweep_seconds = sweep_seconds
+        self.dispatch_seconds = dispatch_seconds
+        self.stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._single = SingleWorkerLock(config.settings.database_url)
+
+    # --- jobs (each is safe to run concurrently with the others) --------------------------------
+
+    def scan(self, network: str) -> int:
+        """Scan ``network`` until caught up (bounded), if this replica holds its lease."""
+        if not self.leases[network].acquire():
+            return 0
+        scanner = self.scanners[network]
+        blocks = 0
+        for _ in range(MAX_STEPS_PER_RUN):
+            if self.stopping.is_set():
+                break
+            try:
+                result = scanner.step()
+            except Exception as exc:  # logged and retried next poll; the cursor has not moved
+                SCAN_ERRORS.labels(network).inc()
+                log.warning("scan step failed: %s", exc, extra={"network": network})
+                break
+            blocks += result.blocks
+            BLOCKS_SCANNED.labels(network).inc(result.blocks)
+            TRANSFERS.labels(network, "matched").inc(result.matched)
+            TRANSFERS.labels(network, "unmatched").inc(result.unmatched)
+            if result.caught_up:
+                break
+        return blocks
+
+    def refresh(self, network: str) -> int:
+        if not self.leases[network].held:
+            return 0
+        with session_scope(self.engine) as session:
+            return self.ledger.refresh_confirmations(session, network, self.clock())
+
+    def sweep(self) -> int:
+        if not self.sweep_lease.acquire():
+            return 0
+        with session_scope(self.engine) as session:
+            return self.ledger.expiry_sweep(session, self.clock())
+
+    # --- scheduling ------------------------------------------------------------------------------
+
+    def _threaded(self, func: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            if self.stopping.is_set():
+                return
+            task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+            self._inflight.add(task)
+            try:
+                await task
+            except Exception:
+                log.exception("job %s failed", getattr(func, "__name__", func))
+            finally:
+                self._inflight.discard(task)
+
+        return job
+
+    async def _dispatch(self) -> None:
+        if self.stopping.is_set():
+            return
+        task = asyncio.ensure_future(self.dispatcher.run_once())
+        self._inflight.add(task)
+        try:
+            await task
+        except Exception:
+            log.exception("callback dispatch failed")
+        finally:
+            self._inflight.discard(task)
+
+    def build_scheduler(self) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "next_run_time": utc_now()}
+        for name in self.scanners:
+            interval = self.config.networks[name].poll_interval
+            scheduler.add_job(
+                self._threaded(self.scan, name), "interval", seconds=interval, id=f"scan:{name}", **common
+            )
+            scheduler.add_job(
+                self._threaded(self.refresh, name), "interval", seconds=interval, id=f"refresh:{name}", **common
+            )
+        scheduler.add_job(self._threaded(self.sweep), "interval", seconds=self.sweep_seconds, id="sweep", **common)
+        scheduler.add_job(self._dispatch, "interval", seconds=self.dispatch_seconds, id="dispatch", **common)
+        return scheduler
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT); running steps finish and commit first."""
+        self._single.acquire()
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
+        scheduler = self.build_scheduler()
+        scheduler.start()
+        log.info("worker started: networks %s", ", ".join(self.scanners) or "none")
+        try:
+            await self.stopping.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            for lease in [*self.leases.values(), self.sweep_lease]:
+                await asyncio.to_thread(lease.release)
+            self._single.release()
+            log.info("worker stopped")
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,77 @@
+"""The admin CLI as an operator runs it: a real process, environment configuration, real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import TEST_NETWORKS
+
+PAYWATCH = [sys.executable, "-m", "paywatch"]
+
+
+def run(args: list[str], env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*PAYWATCH, *args], env=env, capture_output=True, text=True, timeout=60)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_store_and_invoice_commands(db_url: str, tmp_path: Path) -> None:
+    networks = tmp_path / "networks.yaml"
+    networks.write_text(TEST_NETWORKS)
+    env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks)}
+    run(["db", "upgrade"], env)
+    created = json.loads(run(["store", "create", "shop", "--json"], env).stdout)
+    assert set(created) == {"store_id", "api_key", "webhook_secret"}
+    assert created["webhook_secret"].startswith("whsec_")
+    table = run(["store", "create", "other"], env).stdout
+    assert "api_key" in table and "webhook_secret" in table
+
+    from paywatch.config import AppConfig, Settings, parse_networks
+    from paywatch.invoices import InvoiceRequest, create_invoice
+    from paywatch.store.db import make_engine, session_scope
+    from paywatch.store.models import Store
+    from tests.conftest import T0
+
+    config = AppConfig(Settings(database_url=db_url), parse_networks(TEST_NETWORKS, source="t", env={}))
+    engine = make_engine(db_url)
+    with session_scope(engine) as session:
+        store = session.get(Store, created["store_id"])
+        assert store is not None
+        ids = [create_invoice(session, config, store, InvoiceRequest("ethereum", "ETH", "1"), T0).id for _ in range(2)]
+    engine.dispose()
+
+    listed = json.loads(run(["invoice", "list", "--json"], env).stdout)
+    assert sorted(row["id"] for row in listed) == sorted(ids)
+    assert "PENDING" in run(["invoice", "list"], env).stdout
+    shown = json.loads(run(["invoice", "show", ids[0]], env).stdout)
+    assert shown["id"] == ids[0] and shown["amount"] == "1"
+    assert "CANCELLED" in run(["invoice", "cancel", ids[0]], env).stdout
+    assert "COMPLETED" in run(["invoice", "mark-paid", ids[1]], env).stdout
+    again = run(["invoice", "cancel", ids[1]], env, ok=False)
+    assert again.returncode == 2 and "already COMPLETED" in again.stderr
+    missing = run(["invoice", "show", "inv_nope"], env, ok=False)
+    assert missing.returncode == 2 and "inv_nope" in missing.stderr
+
+
+def test_bad_networks_file_fails_at_start_with_the_key_path(tmp_path: Path) -> None:
+    networks = tmp_path / "networks.yaml"
+    networks.write_text(TEST_NETWORKS.replace("decimals: 6}", "decimals: 99}", 1))
+    env = {**os.environ, "PAYWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PAYWATCH_NETWORKS": str(networks)}
+    result = run(["store", "create", "shop"], env, ok=False)
+    assert result.returncode == 2
+    assert f"{networks}: networks.ethereum.assets.USDT.decimals: expected an integer 0..77" in result.stderr
+
+
+def test_private_key_in_place_of_xpub_is_refused(tmp_path: Path) -> None:
+    networks = tmp_path / "networks.yaml"
+    mnemonic = " ".join(["abandon"] * 11 + ["about"])
+    networks.write_text(re.sub(r'xpub: "xpub[^"]+"', f'xpub: "{mnemonic}"', TEST_NETWORKS, count=1))
+    env = {**os.environ, "PAYWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PAYWATCH_NETWORKS": str(networks)}
+    result = run(["store", "create", "shop"], env, ok=False)
+    assert result.returncode == 2 and "mnemonic" in result.stderr and "networks.ethereum.xpub" in result.stderr
