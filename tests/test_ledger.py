@@ -11,12 +11,20 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from paywatch.config import AppConfig
-from paywatch.domain.matching import Match
+from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
 from paywatch.domain.transfer import Transfer, address_key
 from paywatch.invoices import InvoiceRequest, create_invoice, mark_paid
 from paywatch.ledger import Ledger
 from paywatch.store.db import session_scope
-from paywatch.store.models import CallbackEvent, Invoice, NetworkState, Payment, StatusHistory, Store
+from paywatch.store.models import (
+    CallbackEvent,
+    Invoice,
+    NetworkState,
+    Payment,
+    StatusHistory,
+    Store,
+    UnmatchedTransfer,
+)
 from paywatch.stores import create_store
 from tests.conftest import T0, USDT_ETH
 from tests.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
@@ -309,3 +317,61 @@ def test_remined_payment_of_another_invoice_reevaluates_its_owner(engine: Engine
     assert owner.invoice_id in touched
     assert owner.invoice().amount_paid == 25_500_000
     assert other.invoice().amount_paid == 0
+
+
+def test_finality_network_waits_for_the_solidified_height(engine: Engine, app_config: AppConfig) -> None:
+    """Tron relies on solidified blocks only (confirmations_required 0): depth alone never confirms."""
+    ledger = Ledger(app_config.networks)
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        inv = create_invoice(s, app_config, store, InvoiceRequest("tron", "USDT", "10", "01:00"), T0)
+        inv_id, address = inv.id, inv.address
+        assert inv.confirmations_required == 0
+        s.add(NetworkState(network="tron", tip_height=1_000, final_height=None))
+    t = Transfer(
+        network="tron",
+        tx_hash="ab" * 32,
+        log_index=0,
+        block_number=100,
+        block_hash="00" * 32,
+        block_time=T0 + timedelta(minutes=1),
+        from_address="TSeJkUh4Qv67VNFwY8LaAxERygNdy6NQZK",
+        to_address=address,
+        asset_key=app_config.networks["tron"].assets["USDT"].contract or "",
+        amount=10_000_000,
+    )
+    with session_scope(engine) as s:
+        ledger.record_matches(s, [Match(t, inv_id)], NOW)
+    for final, expected in ((None, "WAITING_FOR_CONFIRMATIONS"), (99, "WAITING_FOR_CONFIRMATIONS"), (100, "COMPLETED")):
+        with session_scope(engine) as s:
+            state = s.get(NetworkState, "tron")
+            assert state is not None
+            state.final_height = final
+            s.add(state)
+            ledger.refresh_confirmations(s, "tron", NOW)
+            row = s.get(Invoice, inv_id)
+            assert row is not None and row.status == expected, final
+
+
+def test_record_unmatched_is_idempotent_and_orphaned_by_reorg(fx: Fixture) -> None:
+    stray = fx.transfer(5, tx=9, block=12, to_address="0x" + "44" * 20)
+    item = Unmatched(stray, UnmatchedReason.NO_AMOUNT_MATCH)
+    with session_scope(fx.engine) as s:
+        assert fx.ledger.record_unmatched(s, [item, item], NOW) == 1
+    with session_scope(fx.engine) as s:
+        assert fx.ledger.record_unmatched(s, [item], NOW) == 0
+    with session_scope(fx.engine) as s:
+        fx.ledger.orphan_from(s, "ethereum", 12, NOW)
+    with Session(fx.engine) as s:
+        rows = s.exec(select(UnmatchedTransfer)).all()
+        assert len(rows) == 1 and rows[0].orphaned and rows[0].reason == "no_amount_match"
+    with session_scope(fx.engine) as s:  # re-mined elsewhere: revived, still one row
+        assert (
+            fx.ledger.record_unmatched(
+                s, [Unmatched(replace(stray, block_number=13, block_hash="0xb13"), item.reason)], NOW
+            )
+            == 1
+        )
+    with Session(fx.engine) as s:
+        rows = s.exec(select(UnmatchedTransfer)).all()
+        assert len(rows) == 1 and not rows[0].orphaned and rows[0].block_number == 13
