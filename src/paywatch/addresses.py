@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -23,6 +23,8 @@ from paywatch.store.models import AddressCounter, Invoice, Store
 
 MEMO_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 MAX_AMOUNT_OFFSET = 10_000
+# First key of the two-int advisory locks used here; that key space never overlaps single-bigint locks.
+AMOUNT_LOCK_CLASS = 0x70_77_61  # "pwa"
 
 
 def shared_address(network: NetworkConfig) -> str | None:
@@ -34,11 +36,14 @@ def shared_address(network: NetworkConfig) -> str | None:
     return None
 
 
+def _dialect(session: Session) -> str:
+    bind = session.get_bind()
+    return bind.dialect.name if isinstance(bind, Engine) else bind.engine.dialect.name
+
+
 def allocate_index(session: Session, network: str) -> int:
     """Take the next HD index for ``network`` atomically (index 0 is kept for the shared address)."""
-    bind = session.get_bind()
-    dialect = bind.dialect.name if isinstance(bind, Engine) else bind.engine.dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
     session.exec(insert(AddressCounter).values(network=network, next_index=1).on_conflict_do_nothing())
     taken = session.exec(
         update(AddressCounter)
@@ -55,7 +60,15 @@ def new_memo() -> str:
 
 
 def unique_amount(session: Session, network: str, address: str, asset_key: str, amount: int) -> int:
-    """The smallest ``amount + k`` (k >= 1) no open invoice on this shared address expects."""
+    """The smallest ``amount + k`` (k >= 1) no open invoice on this shared address expects.
+
+    On PostgreSQL the pick is serialised per (network, address, asset) with a transaction-level
+    advisory lock, so concurrent requests see each other's amounts instead of all picking the same
+    one and retrying (SQLite's BEGIN IMMEDIATE already serialises writers).
+    """
+    if _dialect(session) == "postgresql":
+        key = f"{network}:{address_key(address)}:{asset_key}"
+        session.connection().execute(sa_select(func.pg_advisory_xact_lock(AMOUNT_LOCK_CLASS, func.hashtext(key))))
     taken = set(
         session.exec(
             select(Invoice.open_amount).where(

@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from paywatch.domain.matching import Strategy
-from paywatch.errors import ConfigError
+from paywatch.errors import ConfigError, KeyMaterialError
 from paywatch.keys import check_watch_only_key
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TRON_ADDRESS = re.compile(r"^T[1-9A-HJ-NP-Za-km-z]{33}$")
+_LEADING_KEY = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*): (?P<rest>.+)$", re.DOTALL)
 
 
 class Settings(BaseSettings):
@@ -102,6 +103,14 @@ class NetworkConfig(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("xpub", mode="before")
+    @classmethod
+    def _xpub_not_number(cls, value: object) -> object:
+        # An unquoted 0x-hex private key reaches us as a YAML integer.
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise KeyMaterialError("xpub: this number looks like a private key; paywatch accepts only an xpub")
+        return value
 
     @model_validator(mode="after")
     def _coherent(self) -> NetworkConfig:
@@ -186,10 +195,10 @@ def parse_networks(text: str, *, source: str, env: dict[str, str] | None = None)
             networks[str(name)] = NetworkConfig.model_validate({**body, "name": str(name)})
         except ValidationError as exc:
             raise ConfigError(_describe(source, f"networks.{name}", exc)) from None
-        except ConfigError as exc:
+        except ConfigError as exc:  # a KeyMaterialError stays a KeyMaterialError
             message = str(exc)
             path = message if message.startswith("networks.") else f"networks.{name}.{message}"
-            raise ConfigError(f"{source}: {path}") from None
+            raise type(exc)(f"{source}: {path}") from None
     return networks
 
 
@@ -198,6 +207,9 @@ def _describe(source: str, prefix: str, exc: ValidationError) -> str:
     for error in exc.errors():
         path = ".".join(str(part) for part in (prefix, *error["loc"]))
         message = str(error["msg"]).removeprefix("Value error, ")
+        key = _LEADING_KEY.match(message) if not error["loc"] else None
+        if key is not None:  # a whole-network check that names its key: fold the key into the path
+            path, message = f"{path}.{key.group('key')}", key.group("rest")
         if error["type"] == "missing":
             message = "required key is missing"
         elif error["type"] == "extra_forbidden":

@@ -27,7 +27,9 @@ from paywatch.store.models import AuditLog, DepositAddress, Invoice, StatusHisto
 DEFAULT_EXPIRY = timedelta(hours=24)
 MIN_EXPIRY = timedelta(minutes=1)
 MAX_EXPIRY = timedelta(days=30)
-_HHMM = re.compile(r"^(?P<h>[0-9]{1,3}):(?P<m>[0-5][0-9])$")
+TARGET_ATTEMPTS = 50  # picks of a memo or unique amount before giving up under heavy concurrency
+_HHMM = re.compile(r"^(?P<h>[0-9]{1,3}):(?P<m>[0-5][0-9])\Z")
+_SECONDS = re.compile(r"^[0-9]{1,9}\Z")  # ASCII only: str.isdigit() also accepts "²", which int() refuses
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,9 @@ def parse_expires_in(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise InputError('expires_in must be seconds or "HH:MM"', field="expires_in")
     if isinstance(value, int):
-        span = timedelta(seconds=value)
-    elif isinstance(value, str) and value.isdigit() and len(value) < 10:
+        # Clamp before timedelta(): a huge int overflows it (OverflowError, not a 4xx).
+        span = timedelta(seconds=max(-1, min(value, int(MAX_EXPIRY.total_seconds()) + 1)))
+    elif isinstance(value, str) and _SECONDS.match(value):
         span = timedelta(seconds=int(value))
     elif isinstance(value, str) and (m := _HHMM.match(value)):
         span = timedelta(hours=int(m.group("h")), minutes=int(m.group("m")))
@@ -119,28 +122,33 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
     else:
         invoice.address = require_shared(network, strategy)
     invoice.address_key = address_key(invoice.address)
-    if strategy is Strategy.MEMO:
-        invoice.memo = new_memo()
-    elif strategy is Strategy.AMOUNT:
-        invoice.amount = unique_amount(session, network.name, invoice.address, asset_key, amount)
-        invoice.open_amount = invoice.amount
-    try:
-        with session.begin_nested():
-            session.add(invoice)
-            session.flush()
-            if strategy is Strategy.ADDRESS:
-                session.add(
-                    DepositAddress(
-                        network=network.name,
-                        address=invoice.address,
-                        address_key=invoice.address_key,
-                        derivation_index=invoice.address_index,
-                        invoice_id=invoice.id,
-                        created_at=now,
+    for attempt in range(1, TARGET_ATTEMPTS + 1):
+        if strategy is Strategy.MEMO:
+            invoice.memo = new_memo()
+        elif strategy is Strategy.AMOUNT:
+            invoice.amount = unique_amount(session, network.name, invoice.address, asset_key, amount)
+            invoice.open_amount = invoice.amount
+        try:
+            with session.begin_nested():
+                session.add(invoice)
+                session.flush()
+                if strategy is Strategy.ADDRESS:
+                    session.add(
+                        DepositAddress(
+                            network=network.name,
+                            address=invoice.address,
+                            address_key=invoice.address_key,
+                            derivation_index=invoice.address_index,
+                            invoice_id=invoice.id,
+                            created_at=now,
+                        )
                     )
-                )
-    except IntegrityError as exc:
-        raise ConflictError("the deposit target was taken concurrently; retry the request") from exc
+            break
+        except IntegrityError as exc:
+            # A concurrent request took the same memo or unique amount: its row is committed now
+            # (the unique index made us wait for it), so picking again sees it and moves on.
+            if strategy is Strategy.ADDRESS or attempt == TARGET_ATTEMPTS:
+                raise ConflictError("the deposit target was taken concurrently; retry the request") from exc
     session.add(
         StatusHistory(
             invoice_id=invoice.id, status=invoice.status, status_version=1, flags=[], reason="created", at=now

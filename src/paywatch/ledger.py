@@ -128,19 +128,26 @@ class Ledger:
             invoice = session.get(Invoice, match.invoice_id)
             if invoice is None:
                 continue
-            outcome = self._store_payment(session, invoice, match.transfer, now)
-            if outcome is None:
+            stored = self._store_payment(session, invoice, match.transfer, now)
+            if stored is None:
                 continue
-            touched.add(invoice.id)
-            if outcome:
-                late_by_invoice[invoice.id].append(match.transfer.block_time > invoice.expires_at)
+            new, owner_id = stored
+            touched.add(owner_id)
+            if new:
+                late_by_invoice[owner_id].append(match.transfer.block_time > invoice.expires_at)
         for invoice_id in sorted(touched):
             invoice = self.lock_invoice(session, invoice_id)
             self.reevaluate(session, invoice, now, reason="payment", new_payments_late=late_by_invoice[invoice_id])
         return touched
 
-    def _store_payment(self, session: Session, invoice: Invoice, transfer: Transfer, now: datetime) -> bool | None:
-        """True: a new payment; False: an existing one moved (re-mined); None: nothing changed."""
+    def _store_payment(
+        self, session: Session, invoice: Invoice, transfer: Transfer, now: datetime
+    ) -> tuple[bool, str] | None:
+        """(True, invoice): a new payment; (False, owner): an existing one moved (re-mined); None: no change.
+
+        A re-mined transfer keeps the payment row it already has, so the invoice to re-evaluate is
+        that row's owner, even if matching now points elsewhere.
+        """
         existing = self._payment(session, transfer)
         if existing is None:
             payment = Payment(
@@ -169,9 +176,13 @@ class Ledger:
                 if existing is None:
                     raise
             else:
-                return True
+                return True, invoice.id
         if not existing.orphaned and existing.block_hash == transfer.block_hash:
             return None
+        if existing.invoice_id != invoice.id:
+            owner = session.get(Invoice, existing.invoice_id)
+            assert owner is not None
+            invoice = owner
         existing.orphaned = False
         existing.block_number = transfer.block_number
         existing.block_hash = transfer.block_hash
@@ -179,7 +190,7 @@ class Ledger:
         existing.late = transfer.block_time > invoice.expires_at
         existing.updated_at = now
         session.add(existing)
-        return False
+        return False, existing.invoice_id
 
     @staticmethod
     def _payment(session: Session, transfer: Transfer) -> Payment | None:
@@ -296,10 +307,19 @@ class Ledger:
 
     @staticmethod
     def _release_amounts(session: Session, now: datetime) -> None:
+        """Free the unique amounts of closed invoices once their late window has passed.
+
+        An invoice still waiting for confirmations keeps its amount: its payment may yet be re-mined
+        after a reorg and must then match it again, not a newer invoice issued the same amount.
+        """
         rows = session.exec(
             select(Invoice, Store)
             .join(Store, col(Store.id) == col(Invoice.store_id))
-            .where(col(Invoice.open_amount).is_not(None), col(Invoice.expires_at) <= now)
+            .where(
+                col(Invoice.open_amount).is_not(None),
+                col(Invoice.expires_at) <= now,
+                col(Invoice.status).not_in([s.value for s in OPEN]),
+            )
         ).all()
         for invoice, store in rows:
             if invoice.expires_at + timedelta(seconds=store.late_window_seconds) <= now:

@@ -27,7 +27,10 @@ def parse_amount(text: object, decimals: int, *, field: str = "amount") -> int:
     frac = (match.group("frac") or "").rstrip("0")
     if len(frac) > decimals:
         raise AmountError(f"{field} has {len(frac)} decimal places; this asset allows at most {decimals}", field=field)
-    units: int = int(match.group("int")) * 10**decimals + (int(frac.ljust(decimals, "0")) if frac else 0)
+    whole = match.group("int").lstrip("0") or "0"
+    if len(whole) > len(str(MAX_UINT256)):  # also keeps int() below Python's 4300-digit conversion limit
+        raise AmountError(f"{field} is too large", field=field)
+    units: int = int(whole) * 10**decimals + (int(frac.ljust(decimals, "0")) if frac else 0)
     if units <= 0:
         raise AmountError(f"{field} must be greater than zero", field=field)
     if units > MAX_UINT256:

@@ -5,11 +5,11 @@ Time and chain heights are parameters; nothing here reads a clock, a database or
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 
 
 class InvoiceStatus(StrEnum):
@@ -102,8 +102,9 @@ def amount_due(amount: int, tolerance: Decimal) -> int:
     """The least amount that settles ``amount`` under ``tolerance`` (rounded up, never below 1)."""
     if not Decimal(0) <= tolerance < Decimal(1):
         raise ValueError("underpaid_tolerance must be in [0, 1)")
-    exact = Decimal(amount) * (Decimal(1) - tolerance)
-    return max(1, math.ceil(exact))
+    # Exact rational arithmetic: Decimal's default 28-digit context would round 2**256-sized amounts.
+    keep = 1 - Fraction(tolerance)
+    return max(1, -(-amount * keep.numerator // keep.denominator))
 
 
 def is_late(payment: PaymentFacts, invoice: InvoiceFacts) -> bool:

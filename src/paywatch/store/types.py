@@ -10,9 +10,15 @@ from sqlalchemy import DateTime, Numeric, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+AMOUNT_DIGITS = 78  # len(str(2**256 - 1))
+
 
 class Amount(TypeDecorator[int]):
-    """An unsigned integer up to 2**256-1: NUMERIC(78,0) on PostgreSQL, exact text on SQLite."""
+    """An unsigned integer up to 2**256-1: NUMERIC(78,0) on PostgreSQL, exact text on SQLite.
+
+    On SQLite the text is zero-padded to 78 digits so that SQL comparisons (``<``, ``>``,
+    ``ORDER BY``), which compare text there, agree with the numeric order.
+    """
 
     impl = String(80)
     cache_ok = True
@@ -27,7 +33,9 @@ class Amount(TypeDecorator[int]):
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"amounts are integers in base units, got {type(value).__name__}")
-        return Decimal(value) if dialect.name == "postgresql" else str(value)
+        if not 0 <= value < 10**AMOUNT_DIGITS:
+            raise ValueError(f"amounts are unsigned and at most {AMOUNT_DIGITS} digits, got {value}")
+        return Decimal(value) if dialect.name == "postgresql" else str(value).rjust(AMOUNT_DIGITS, "0")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
         if value is None:

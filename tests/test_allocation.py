@@ -1,0 +1,338 @@
+"""Deposit-target allocation: HD indexes, memos and unique amounts never collide, even across processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from datetime import timedelta
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+import pytest
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from paywatch.addresses import MAX_AMOUNT_OFFSET, build_watch_index, shared_address, unique_amount
+from paywatch.config import AppConfig, Settings, parse_networks
+from paywatch.domain.matching import Strategy
+from paywatch.domain.transfer import Transfer, address_key
+from paywatch.errors import ConflictError, InputError
+from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice
+from paywatch.keys import derive_address
+from paywatch.ledger import Ledger
+from paywatch.store.db import make_engine, session_scope
+from paywatch.store.models import DepositAddress, Invoice, NetworkState, Store
+from paywatch.stores import create_store
+from tests.conftest import EVM_XPUB, PG_URL, T0, TEST_NETWORKS, fresh_postgres_database
+from tests.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
+
+PER_PROCESS = 250  # address strategy: 2 x 250 = 500 invoices at once, as the issue asks
+SHARED_PER_PROCESS = 100  # memo and amount strategies: enough to collide constantly, cheaper to run
+THREADS_PER_PROCESS = 2
+
+
+def _config(url: str) -> AppConfig:
+    networks = parse_networks(TEST_NETWORKS, source="test-networks.yaml", env={})
+    return AppConfig(settings=Settings(database_url=url, allow_private_callbacks=False), networks=networks)
+
+
+def _new_store(engine: Engine) -> str:
+    with session_scope(engine) as s:
+        return create_store(s, "shop", T0).store.id
+
+
+def _create_many(url: str, store_id: str, count: int, threads: int, match: str, amount: str) -> list[str]:
+    """Create ``count`` invoices from ``threads`` threads of this process; return their ids."""
+    config = _config(url)
+    engine = (
+        make_engine(url, pool_size=threads, max_overflow=0, connect_args={"options": "-c synchronous_commit=off"})
+        if url.startswith("postgres")
+        else make_engine(url)
+    )
+    ids: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        try:
+            for _ in range(n):
+                with session_scope(engine) as s:
+                    store = s.get(Store, store_id)
+                    assert store is not None
+                    req = InvoiceRequest("ethereum", "USDT", amount, "01:00", match=match)
+                    inv = create_invoice(s, config, store, req, T0)
+                    inv_id = inv.id
+                with lock:
+                    ids.append(inv_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(count // threads + (i < count % threads),)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    engine.dispose()
+    if errors:
+        raise errors[0]
+    return ids
+
+
+def _process_main(
+    url: str, store_id: str, count: int, match: str, amount: str, barrier: Barrier, out: Any
+) -> None:  # pragma: no cover - runs in a child process
+    try:
+        barrier.wait(timeout=60)
+        out.put(("ok", _create_many(url, store_id, count, THREADS_PER_PROCESS, match, amount)))
+    except BaseException as exc:
+        out.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _two_processes(url: str, store_id: str, match: str, count: int, amount: str = "25.5") -> list[str]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_process_main, args=(url, store_id, count, match, amount, barrier, out)) for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert [r[0] for r in results] == ["ok", "ok"], results
+    return [inv_id for _, ids in results for inv_id in ids]
+
+
+@pytest.fixture
+def pg_url() -> Any:
+    if not PG_URL:
+        pytest.skip("PAYWATCH_TEST_DATABASE_URL is not set; the cross-process test needs PostgreSQL")
+    yield from fresh_postgres_database()
+
+
+def test_two_processes_never_share_an_address_postgres(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    store_id = _new_store(engine)
+    ids = _two_processes(pg_url, store_id, "address", PER_PROCESS)
+    assert len(ids) == 2 * PER_PROCESS
+    with Session(engine) as s:
+        rows = s.exec(select(Invoice).where(col(Invoice.id).in_(ids))).all()
+        deposits = s.exec(select(DepositAddress)).all()
+    engine.dispose()
+    assert len(rows) == 2 * PER_PROCESS
+    indexes = sorted(r.address_index for r in rows if r.address_index is not None)
+    assert indexes == list(range(1, 2 * PER_PROCESS + 1))  # no gaps, no repeats; 0 is the shared address
+    assert len({r.address for r in rows}) == 2 * PER_PROCESS
+    assert {r.address for r in rows} == {d.address for d in deposits}
+    for r in rows[:5]:
+        assert r.address_index is not None and r.address == derive_address(EVM_XPUB, "evm", r.address_index)
+
+
+def test_two_processes_memo_strategy_postgres(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    store_id = _new_store(engine)
+    ids = _two_processes(pg_url, store_id, "memo", SHARED_PER_PROCESS)
+    with Session(engine) as s:
+        rows = s.exec(select(Invoice).where(col(Invoice.id).in_(ids))).all()
+    engine.dispose()
+    assert len(rows) == 2 * SHARED_PER_PROCESS
+    assert len({r.memo for r in rows}) == 2 * SHARED_PER_PROCESS
+    assert {r.address for r in rows} == {derive_address(EVM_XPUB, "evm", 0)}
+
+
+def test_two_processes_amount_strategy_postgres(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    store_id = _new_store(engine)
+    ids = _two_processes(pg_url, store_id, "amount", SHARED_PER_PROCESS)
+    with Session(engine) as s:
+        rows = s.exec(select(Invoice).where(col(Invoice.id).in_(ids))).all()
+    engine.dispose()
+    amounts = sorted(r.amount for r in rows)
+    assert amounts == [25_500_000 + k for k in range(1, 2 * SHARED_PER_PROCESS + 1)]
+    assert all(r.open_amount == r.amount for r in rows)
+
+
+# --- single-process behaviour, on SQLite and PostgreSQL ------------------------------------------
+
+
+@pytest.mark.parametrize("match", ["address", "memo", "amount"])
+def test_threads_in_one_process_share_nothing(db_url: str, match: str) -> None:
+    engine = make_engine(db_url)
+    store_id = _new_store(engine)
+    ids = _create_many(db_url, store_id, 40, 4, match, "1")
+    with Session(engine) as s:
+        rows = s.exec(select(Invoice).where(col(Invoice.id).in_(ids))).all()
+    engine.dispose()
+    assert len(rows) == 40
+    if match == "address":
+        assert sorted(r.address_index or 0 for r in rows) == list(range(1, 41))
+    elif match == "memo":
+        assert len({r.memo for r in rows}) == 40
+    else:
+        assert sorted(r.amount for r in rows) == [1_000_000 + k for k in range(1, 41)]
+
+
+def _create(s: Session, config: AppConfig, store: Store, amount: str, match: str, asset: str = "USDT") -> Invoice:
+    return create_invoice(s, config, store, InvoiceRequest("ethereum", asset, amount, "00:10", match=match), T0)
+
+
+def test_memo_strategy_unique_memos_on_shared_address(engine: Engine, app_config: AppConfig) -> None:
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        rows = [_create(s, app_config, store, "5", "memo") for _ in range(50)]
+        assert len({r.memo for r in rows}) == 50
+        assert all(r.memo and len(r.memo) >= 8 and r.memo.isalnum() and r.memo.isupper() for r in rows)
+        shared = shared_address(app_config.networks["ethereum"])
+        assert {r.address for r in rows} == {shared}
+        assert all(r.address_index is None for r in rows)
+
+
+def test_amount_strategy_unique_among_open_and_released_when_closed(engine: Engine, app_config: AppConfig) -> None:
+    ledger = Ledger(app_config.networks)
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        a = _create(s, app_config, store, "25.5", "amount")
+        b = _create(s, app_config, store, "25.5", "amount")
+        c = _create(s, app_config, store, "25.500002", "amount")  # base collides with b's amount
+        eth = _create(s, app_config, store, "0.000000000000000001", "amount", asset="ETH")  # other asset, own range
+        assert (a.amount, b.amount, c.amount) == (25_500_001, 25_500_002, 25_500_003)
+        assert eth.amount == 2
+        cancel_invoice(s, ledger, a, T0, actor="test")
+        assert a.open_amount is None
+        again = _create(s, app_config, store, "25.5", "amount")
+        assert again.amount == 25_500_001  # released by the cancel, reused
+        index = build_watch_index(s, app_config.networks["ethereum"])
+        assert index.is_watched(again.address)
+
+
+def test_amount_released_after_expiry_and_late_window(engine: Engine, app_config: AppConfig) -> None:
+    ledger = Ledger(app_config.networks)
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        store.late_window_seconds = 3600
+        first = _create(s, app_config, store, "7", "amount")
+        first_id = first.id
+    with session_scope(engine) as s:
+        ledger.expiry_sweep(s, T0 + timedelta(minutes=11))
+        inv = s.get(Invoice, first_id)
+        assert inv is not None and inv.status == "EXPIRED"
+        assert inv.open_amount == 7_000_001  # still reserved: a late payment may arrive within the late window
+    with session_scope(engine) as s:
+        ledger.expiry_sweep(s, T0 + timedelta(minutes=10, hours=1))
+        inv = s.get(Invoice, first_id)
+        assert inv is not None and inv.open_amount is None
+        store_row = s.get(Store, inv.store_id)
+        assert store_row is not None
+        assert _create(s, app_config, store_row, "7", "amount").amount == 7_000_001
+
+
+def test_unique_amount_across_a_digit_boundary(engine: Engine, app_config: AppConfig) -> None:
+    """9.999999 -> 10.000000 changes the number of digits; text comparison on SQLite used to miss it."""
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        first = _create(s, app_config, store, "9.999999", "amount")
+        assert first.amount == 10_000_000
+        second = _create(s, app_config, store, "9.999999", "amount")
+        assert second.amount == 10_000_001
+        third = _create(s, app_config, store, "9.999998", "amount")
+        assert third.amount == 9_999_999
+        fourth = _create(s, app_config, store, "9.999998", "amount")
+        assert fourth.amount == 10_000_002
+
+
+def test_unique_amount_gives_up_with_conflict(engine: Engine, app_config: AppConfig) -> None:
+    shared = shared_address(app_config.networks["ethereum"])
+    assert shared is not None
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        first = _create(s, app_config, store, "1", "amount")
+        s.flush()
+        table = Invoice.__table__  # type: ignore[attr-defined]
+        row = dict(s.connection().execute(sa_select(table).where(table.c.id == first.id)).mappings().one())
+        fill = [
+            {**row, "id": f"inv_fill{k}", "amount": 1_000_000 + k, "open_amount": 1_000_000 + k}
+            for k in range(2, MAX_AMOUNT_OFFSET + 1)  # every other offset is taken
+        ]
+        s.connection().execute(sa_insert(table), fill)
+        with pytest.raises(ConflictError) as info:
+            unique_amount(s, "ethereum", shared, first.asset_key, 1_000_000)
+        assert info.value.field == "amount"
+        s.rollback()
+
+
+def test_address_strategy_index_zero_is_reserved(engine: Engine, app_config: AppConfig) -> None:
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        inv = _create(s, app_config, store, "1", "address")
+        assert inv.address_index == 1
+        assert address_key(inv.address) != address_key(shared_address(app_config.networks["ethereum"]) or "")
+        assert inv.match_strategy == Strategy.ADDRESS.value
+
+
+@pytest.mark.parametrize(
+    "expires_in",
+    ["²", "١٢٠", 10**18, 2**70, -5, "999:59", "1e3", "00:00", "01:00\n", True, 59],
+    ids=[
+        "superscript-digit",
+        "arabic-digits",
+        "huge-int",
+        "2**70",
+        "negative",
+        "too-long",
+        "exponent",
+        "zero",
+        "trailing-newline",
+        "bool",
+        "59s",
+    ],
+)
+def test_bad_expires_in_is_an_input_error_naming_the_field(
+    engine: Engine, app_config: AppConfig, expires_in: object
+) -> None:
+    """These reached int()/timedelta() and raised bare ValueError/OverflowError (a 500) before the fix."""
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        with pytest.raises(InputError) as info:
+            create_invoice(s, app_config, store, InvoiceRequest("ethereum", "USDT", "1", expires_in), T0)
+        assert info.value.field == "expires_in"
+        assert s.exec(select(Invoice)).all() == []
+
+
+def test_waiting_invoice_keeps_its_unique_amount_past_the_late_window(engine: Engine, app_config: AppConfig) -> None:
+    """A payment seen near the deadline may wait for confirmations (or be re-mined after a reorg) past the
+    late window; while the invoice is still open its amount stays reserved so nobody else is issued it."""
+    ledger = Ledger(app_config.networks)
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        store.late_window_seconds = 0
+        inv = _create(s, app_config, store, "3", "amount")
+        inv_id, address = inv.id, inv.address
+        s.add(NetworkState(network="ethereum", tip_height=10))
+    transfer = Transfer(
+        network="ethereum",
+        tx_hash="0x" + "ab" * 32,
+        log_index=0,
+        block_number=10,
+        block_hash="0x" + "cd" * 32,
+        block_time=T0 + timedelta(minutes=9),
+        from_address="0x" + "11" * 20,
+        to_address=address,
+        asset_key=address_key(app_config.networks["ethereum"].assets["USDT"].contract or ""),
+        amount=3_000_001,
+    )
+    with session_scope(engine) as s:
+        matches, unmatched = build_watch_index(s, app_config.networks["ethereum"]).match_all([transfer])
+        assert unmatched == [] and [m.invoice_id for m in matches] == [inv_id]
+        ledger.record_matches(s, matches, T0 + timedelta(minutes=9))
+    with session_scope(engine) as s:
+        ledger.expiry_sweep(s, T0 + timedelta(hours=5))
+        waiting = s.get(Invoice, inv_id)
+        assert waiting is not None and waiting.status == "WAITING_FOR_CONFIRMATIONS"
+        assert waiting.open_amount == 3_000_001
+        store_row = s.get(Store, waiting.store_id)
+        assert store_row is not None
+        assert _create(s, app_config, store_row, "3", "amount").amount == 3_000_002
