@@ -120,7 +120,7 @@ def write_networks(directory: Path, rpc_url: str, usdt: str) -> Path:
 
 def render(invoices: dict[str, dict[str, Any]], receiver: Receiver, notes: list[str], elapsed: float) -> Group:
     table = Table(title=f"paywatch demo: {elapsed:4.1f} s")
-    for column in ("invoice", "scenario", "amount", "paid", "status", "flags", "callbacks (verified)"):
+    for column in ("invoice", "scenario", "amount", "paid", "status", "flags", "callbacks verified"):
         table.add_column(column)
     for label, inv in invoices.items():
         events = receiver.for_invoice(inv["id"])
@@ -169,6 +169,7 @@ async def drive(
 
         async def pay(label: str, units: int) -> None:
             tx = await asyncio.to_thread(chain.token_transfer, token, invoices[label]["address"], units)
+            await asyncio.to_thread(chain.wait, tx)
             notes.append(f"paid {units / USDT:g} USDT to {label} in {tx[:14]}…")
 
         async def refresh() -> None:
@@ -226,7 +227,7 @@ def run_demo(
     try:
         chain = Chain(node)
         token = chain.deploy("TestToken", "Tether USD (demo)", "USDT", 6, 10**9 * USDT)
-        chain.token_transfer(token, chain.payer, 10**6 * USDT, sender=chain.accounts[0])
+        chain.wait(chain.token_transfer(token, chain.payer, 10**6 * USDT, sender=chain.accounts[0]))
         networks = write_networks(directory, node.url, token)
         settings = Settings(
             database_url=f"sqlite:///{directory / 'demo.db'}", networks=networks, allow_private_callbacks=True

@@ -160,7 +160,7 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
 
 def get_invoice(session: Session, store_id: str | None, invoice_id: str) -> Invoice:
     """The invoice, if it exists and belongs to ``store_id`` (None: any store, for admins)."""
-    invoice = session.get(Invoice, invoice_id)
+    invoice = session.get(Invoice, invoice_id) if "\x00" not in invoice_id else None
     if invoice is None or (store_id is not None and invoice.store_id != store_id):
         raise NotFoundError(f"no invoice {invoice_id!r}", field="id")
     return invoice
@@ -199,7 +199,7 @@ def list_invoices(
         except ValueError:
             raise InputError(f"unknown status {status!r}", field="status") from None
     if cursor is not None:
-        anchor = session.get(Invoice, cursor)
+        anchor = session.get(Invoice, cursor) if "\x00" not in cursor else None
         if anchor is None or (store_id is not None and anchor.store_id != store_id):
             raise InputError("cursor does not name an invoice of this store", field="cursor")
         query = query.where(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DecimalString = Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["25.5"])
 
@@ -26,6 +26,13 @@ class InvoiceCreate(BaseModel):
     callback_url: str | None = Field(default=None, max_length=2048)
     metadata: dict[str, Any] | None = None
     match: Literal["address", "memo", "amount"] | None = None
+
+    @field_validator("network", "asset", "amount", "order_id", "description", "customer_email", "callback_url")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class PaymentOut(BaseModel):

@@ -113,5 +113,10 @@ class Chain:
         tx_hash = contract.functions.transfer(Web3.to_checksum_address(to), amount).transact(params)  # type: ignore[arg-type]
         return "0x" + tx_hash.hex().removeprefix("0x")
 
+    def wait(self, tx_hash: str, timeout: float = 30.0) -> int:
+        """Wait until ``tx_hash`` is mined (needed when anvil mines on a timer); its receipt status."""
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.1)  # type: ignore[arg-type]
+        return int(receipt["status"])
+
     def receipt_status(self, tx_hash: str) -> int:
         return int(self.node.rpc("eth_getTransactionReceipt", tx_hash)["status"], 16)
