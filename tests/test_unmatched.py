@@ -1,0 +1,106 @@
+"""The unmatched inbox: listing and attaching, audited, re-evaluated, with callbacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from paywatch.config import AppConfig
+from paywatch.domain.matching import Unmatched, UnmatchedReason
+from paywatch.domain.transfer import Transfer, address_key
+from paywatch.errors import ConflictError
+from paywatch.invoices import InvoiceRequest, create_invoice
+from paywatch.ledger import Ledger
+from paywatch.store.db import session_scope
+from paywatch.store.models import AuditLog, CallbackEvent, Invoice, NetworkState, Payment, Store, UnmatchedTransfer
+from paywatch.stores import create_store
+from paywatch.unmatched import attach, list_unmatched
+from tests.conftest import T0, TEST_NETWORKS, USDT_TRON
+
+
+def stray(to: str, amount: int, *, memo: str | None = "WRONGMEMO", index: int = 0) -> Transfer:
+    return Transfer(
+        network="tron",
+        tx_hash=f"{index:064x}",
+        log_index=0,
+        block_number=100 + index,
+        block_hash="ab" * 32,
+        block_time=T0,
+        from_address="TXYZ",
+        to_address=to,
+        asset_key=address_key(USDT_TRON),
+        amount=amount,
+        memo=memo,
+    )
+
+
+def setup(engine: Engine, config: AppConfig) -> tuple[str, int, Ledger]:
+    ledger = Ledger(config.networks)
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        invoice = create_invoice(s, config, store, InvoiceRequest("tron", "USDT", "5", match="memo"), T0)
+        s.add(NetworkState(network="tron", tip_height=200, final_height=200, cursor_height=200, last_scan_at=T0))
+        ledger.record_unmatched(s, [Unmatched(stray(invoice.address, 5_000_000), UnmatchedReason.UNKNOWN_MEMO)], T0)
+        row = s.exec(select(UnmatchedTransfer)).one()
+        assert row.id is not None
+        return invoice.id, row.id, ledger
+
+
+def test_attach_credits_audits_and_fires_callbacks(engine: Engine, app_config: AppConfig) -> None:
+    invoice_id, transfer_id, ledger = setup(engine, app_config)
+    with session_scope(engine) as s:
+        assert [r.id for r in list_unmatched(s)] == [transfer_id]
+        attach(s, ledger, transfer_id, invoice_id, T0, actor="test")
+    with session_scope(engine) as s:
+        invoice = s.get(Invoice, invoice_id)
+        assert invoice is not None and invoice.status == "COMPLETED" and invoice.amount_paid == 5_000_000
+        assert len(s.exec(select(Payment)).all()) == 1
+        assert list_unmatched(s) == [] and len(list_unmatched(s, include_attached=True)) == 1
+        types = [e.type for e in s.exec(select(CallbackEvent).where(CallbackEvent.invoice_id == invoice_id))]
+        assert types[-2:] == ["invoice.payment_received", "invoice.completed"]
+        [audit] = s.exec(select(AuditLog).where(AuditLog.action == "unmatched.attach")).all()
+        assert audit.actor == "test" and audit.details["transfer_id"] == transfer_id
+    with session_scope(engine) as s, pytest.raises(ConflictError, match="already attached"):
+        attach(s, ledger, transfer_id, invoice_id, T0, actor="test")
+
+
+def test_attach_refuses_other_assets_and_orphans(engine: Engine, app_config: AppConfig) -> None:
+    invoice_id, transfer_id, ledger = setup(engine, app_config)
+    with session_scope(engine) as s:
+        store_id = s.exec(select(Invoice.store_id)).one()
+        store = s.exec(select(Store)).one()
+        assert store.id == store_id
+        trx = create_invoice(s, app_config, store, InvoiceRequest("tron", "TRX", "5"), T0)
+        trx_id = trx.id
+    with session_scope(engine) as s, pytest.raises(ConflictError, match="another asset"):
+        attach(s, ledger, transfer_id, trx_id, T0, actor="test")
+    with session_scope(engine) as s:
+        ledger.orphan_from(s, "tron", 0, T0)
+    with session_scope(engine) as s, pytest.raises(ConflictError, match="reorg"):
+        attach(s, ledger, transfer_id, invoice_id, T0, actor="test")
+
+
+def test_cli_lists_and_attaches(db_url: str, engine: Engine, app_config: AppConfig, tmp_path: Path) -> None:
+    invoice_id, transfer_id, _ = setup(engine, app_config)
+    networks = tmp_path / "networks.yaml"
+    networks.write_text(TEST_NETWORKS)
+    env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks)}
+
+    def paywatch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "paywatch", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    listed = json.loads(paywatch("unmatched", "list", "--json").stdout)
+    assert [(r["id"], r["reason"], r["amount_units"]) for r in listed] == [(transfer_id, "unknown_memo", "5000000")]
+    attached = paywatch("unmatched", "attach", str(transfer_id), invoice_id)
+    assert attached.returncode == 0 and "COMPLETED" in attached.stdout, attached.stderr
+    again = paywatch("unmatched", "attach", str(transfer_id), invoice_id)
+    assert again.returncode == 2 and "already attached" in again.stderr
