@@ -143,8 +143,14 @@ class Chain:
     def signed_eth(self, to: str, value: int, nonce: int) -> tuple[str, str]:
         """A raw signed native transfer from account 0 (same hash wherever it is mined)."""
         tx = {
-            "to": Web3.to_checksum_address(to), "value": value, "gas": 21_000, "nonce": nonce,
-            "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9, "chainId": CHAIN_ID, "type": 2,
+            "to": Web3.to_checksum_address(to),
+            "value": value,
+            "gas": 21_000,
+            "nonce": nonce,
+            "maxFeePerGas": 10**11,
+            "maxPriorityFeePerGas": 10**9,
+            "chainId": CHAIN_ID,
+            "type": 2,
         }
         signed = Account.sign_transaction(tx, KEY0)
         return "0x" + signed.raw_transaction.hex().removeprefix("0x"), "0x" + signed.hash.hex().removeprefix("0x")
@@ -192,8 +198,8 @@ def evm_network(url: str | Sequence[str], tokens: dict[str, str], **overrides: A
     return NetworkConfig.model_validate(body)
 
 
-@pytest.fixture(scope="module")
-def anvil_node() -> Iterator[AnvilNode]:
+@pytest.fixture(scope="module", name="anvil_node")
+def anvil_node_fixture() -> Iterator[AnvilNode]:
     node = AnvilNode().start()
     try:
         yield node

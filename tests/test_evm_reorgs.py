@@ -11,17 +11,17 @@ from sqlmodel import col, select
 
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent
-from tests.evm_fixtures import Deployed, chain_snapshot, deployed  # noqa: F401
+from tests.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture  # noqa: F401
 from tests.evm_harness import Harness
-from tests.evm_node import AnvilNode, Chain, anvil_node, evm_network  # noqa: F401
+from tests.evm_node import AnvilNode, Chain, anvil_node_fixture, evm_network  # noqa: F401
 
 pytestmark = pytest.mark.anvil
 
 ETH = 10**18
 
 
-@pytest.fixture
-def rh(chain_snapshot: Deployed, engine: Engine, db_url: str, tmp_path: Path) -> Harness:
+@pytest.fixture(name="rh")
+def rh_fixture(chain_snapshot: Deployed, engine: Engine, db_url: str, tmp_path: Path) -> Harness:
     """Confirmations set high so that a reorged payment is still WAITING (not terminal) when it goes."""
     d = chain_snapshot
     harness = Harness(engine, db_url, tmp_path, d.chain, evm_network(d.node.url, {"USDT": d.usdt}, confirmations=100))
@@ -84,8 +84,8 @@ def test_reorg_remines_the_same_transaction_in_another_block(rh: Harness) -> Non
     assert (got.status, got.amount_paid) == ("WAITING_FOR_CONFIRMATIONS", ETH // 2)
 
 
-@pytest.fixture(scope="module")
-def finality_node() -> Iterator[AnvilNode]:
+@pytest.fixture(scope="module", name="finality_node")
+def finality_node_fixture() -> Iterator[AnvilNode]:
     node = AnvilNode("--slots-in-an-epoch", "2").start()  # finalized = tip - 2 epochs = tip - 4
     try:
         yield node

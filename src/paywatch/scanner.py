@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import Engine, delete, func
@@ -74,6 +75,13 @@ def apply_transfers(
 ) -> Applied:
     """Match a range's transfers and record them idempotently (the path shared with rescans)."""
     matches, unmatched = index.match_all(list(scanned.transfers))
+    return record(session, ledger, matches, unmatched, now)
+
+
+def record(
+    session: Session, ledger: Ledger, matches: list[Match], unmatched: list[Unmatched], now: datetime
+) -> Applied:
+    """Store matched payments (re-evaluating their invoices) and the unmatched inbox, idempotently."""
     touched = ledger.record_matches(session, matches, now) if matches else set()
     if unmatched:
         ledger.record_unmatched(session, unmatched, now)
@@ -94,10 +102,15 @@ class WatchIndexCache:
         self.builds = 0
 
     def get(self, session: Session) -> WatchIndex:
-        row = session.connection().execute(
-            sa_select(func.count(col(Invoice.id)), func.max(col(Invoice.created_at)), func.count(col(Invoice.open_amount)))
-            .where(col(Invoice.network) == self._network.name)
-        ).one()
+        row = (
+            session.connection()
+            .execute(
+                sa_select(
+                    func.count(col(Invoice.id)), func.max(col(Invoice.created_at)), func.count(col(Invoice.open_amount))
+                ).where(col(Invoice.network) == self._network.name)
+            )
+            .one()
+        )
         fingerprint = tuple(row)
         if self._index is None or fingerprint != self._fingerprint:
             self._index = build_watch_index(session, self._network)
@@ -173,9 +186,7 @@ class Scanner:
             with session_scope(self.engine) as session:
                 self.ledger.orphan_from(session, name, ancestor + 1, now)
                 session.exec(
-                    delete(ScannedBlock).where(
-                        col(ScannedBlock.network) == name, col(ScannedBlock.number) > ancestor
-                    )
+                    delete(ScannedBlock).where(col(ScannedBlock.network) == name, col(ScannedBlock.number) > ancestor)
                 )
                 self._move_cursor(session, cursor, ancestor, ancestor_hash)
             cursor, cursor_hash, start = ancestor, ancestor_hash, ancestor + 1
@@ -189,7 +200,10 @@ class Scanner:
             for ref in scanned.blocks:
                 session.merge(
                     ScannedBlock(
-                        network=name, number=ref.number, hash=ref.hash, parent_hash=ref.parent_hash,
+                        network=name,
+                        number=ref.number,
+                        hash=ref.hash,
+                        parent_hash=ref.parent_hash,
                         timestamp=ref.timestamp,
                     )
                 )
@@ -283,7 +297,7 @@ def _check_range(blocks: Iterable[BlockRef], start: int, end: int) -> None:
     refs = list(blocks)
     if [b.number for b in refs] != list(range(start, end + 1)):
         raise ChainError(f"adapter returned blocks {[b.number for b in refs][:5]}... for {start}..{end}")
-    for parent, child in zip(refs, refs[1:], strict=False):
+    for parent, child in pairwise(refs):
         if child.parent_hash != parent.hash:
             raise RetryableChainError(f"block {child.number} does not extend block {parent.number}; retrying")
 
