@@ -134,11 +134,27 @@ class Chain:
         self.node.rpc("anvil_reorg", depth, [[raw, offset] for raw, offset in txs])
 
     # payments
-    def send_eth(self, to: str, value: int, *, sender: str | None = None, gas: int | None = None) -> str:
+    def wait(self, tx_hash: str) -> str:
+        """anvil mines asynchronously after answering: wait until the transaction is in a block."""
+        deadline = time.monotonic() + 10
+        while self.node.rpc("eth_getTransactionReceipt", tx_hash) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tx_hash} was not mined within 10 s")
+            time.sleep(0.01)
+        return tx_hash
+
+    def send_raw(self, raw: str, *, wait: bool = True) -> str:
+        tx_hash = str(self.node.rpc("eth_sendRawTransaction", raw)).lower()
+        return self.wait(tx_hash) if wait else tx_hash
+
+    def send_eth(
+        self, to: str, value: int, *, sender: str | None = None, gas: int | None = None, wait: bool = True
+    ) -> str:
         tx: dict[str, Any] = {"from": sender or self.payer, "to": to, "value": hex(value)}
         if gas is not None:
             tx["gas"] = hex(gas)
-        return str(self.node.rpc("eth_sendTransaction", tx)).lower()
+        tx_hash = str(self.node.rpc("eth_sendTransaction", tx)).lower()
+        return self.wait(tx_hash) if wait else tx_hash
 
     def signed_eth(self, to: str, value: int, nonce: int) -> tuple[str, str]:
         """A raw signed native transfer from account 0 (same hash wherever it is mined)."""
@@ -167,15 +183,16 @@ class Chain:
         return str(receipt["contractAddress"]).lower()
 
     def token_transfer(
-        self, token: str, to: str, amount: int, *, sender: str | None = None, gas: int | None = None
+        self, token: str, to: str, amount: int, *, sender: str | None = None, gas: int | None = None, wait: bool = True
     ) -> str:
         abi, _ = artifact("TestToken")
         contract = self.w3.eth.contract(address=Web3.to_checksum_address(token), abi=abi)
         params: dict[str, Any] = {"from": sender or self.payer}
         if gas is not None:
             params["gas"] = gas
-        tx_hash = contract.functions.transfer(Web3.to_checksum_address(to), amount).transact(params)  # type: ignore[arg-type]
-        return "0x" + tx_hash.hex().removeprefix("0x")
+        sent = contract.functions.transfer(Web3.to_checksum_address(to), amount).transact(params)  # type: ignore[arg-type]
+        tx_hash = "0x" + sent.hex().removeprefix("0x")
+        return self.wait(tx_hash) if wait else tx_hash
 
     def receipt_status(self, tx_hash: str) -> int:
         return int(self.node.rpc("eth_getTransactionReceipt", tx_hash)["status"], 16)

@@ -34,7 +34,7 @@ def test_reorg_removes_a_payment_then_it_returns_once(rh: Harness, depth: int) -
     chain = rh.chain
     inv = rh.invoice("ETH", "1")
     raw, tx_hash = chain.signed_eth(inv.address, ETH, chain.nonce(chain.accounts[0]))
-    chain.node.rpc("eth_sendRawTransaction", raw)
+    chain.send_raw(raw)
     paid_at = chain.height()
     chain.mine(depth - 1)  # the payment sits `depth` blocks below the new tip
     rh.scan()
@@ -50,7 +50,7 @@ def test_reorg_removes_a_payment_then_it_returns_once(rh: Harness, depth: int) -
     assert (got.status, got.amount_paid, got.flags) == ("PENDING", 0, ["reverted"])
     assert rh.scanned_numbers() == list(range(rh.scanned_numbers()[0], chain.height() + 1))
 
-    chain.node.rpc("eth_sendRawTransaction", raw)  # the replacement chain carries it later
+    chain.send_raw(raw)  # the replacement chain carries it later
     rh.scan()
     [payment] = rh.payments(inv.id)
     assert not payment.orphaned and payment.tx_hash == tx_hash and payment.block_number == chain.height()
@@ -67,7 +67,7 @@ def test_reorg_remines_the_same_transaction_in_another_block(rh: Harness) -> Non
     chain = rh.chain
     inv = rh.invoice("ETH", "0.5")
     raw, tx_hash = chain.signed_eth(inv.address, ETH // 2, chain.nonce(chain.accounts[0]))
-    chain.node.rpc("eth_sendRawTransaction", raw)
+    chain.send_raw(raw)
     first_block = chain.height()
     chain.mine(2)
     rh.scan()

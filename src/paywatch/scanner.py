@@ -22,7 +22,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Engine, delete, func
+from sqlalchemy import Engine, delete, func, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -197,16 +197,22 @@ class Scanner:
                 raise RetryableChainError(f"{name}: the chain is still reorganising at block {start}")
         with session_scope(self.engine) as session:
             self._save_heights(session, heights, now, scanned.blocks[-1] if end == heights.tip else None)
-            for ref in scanned.blocks:
-                session.merge(
-                    ScannedBlock(
-                        network=name,
-                        number=ref.number,
-                        hash=ref.hash,
-                        parent_hash=ref.parent_hash,
-                        timestamp=ref.timestamp,
-                    )
-                )
+            session.exec(
+                delete(ScannedBlock).where(col(ScannedBlock.network) == name, col(ScannedBlock.number) >= start)
+            )
+            session.execute(
+                insert(ScannedBlock),
+                [
+                    {
+                        "network": name,
+                        "number": r.number,
+                        "hash": r.hash,
+                        "parent_hash": r.parent_hash,
+                        "timestamp": r.timestamp,
+                    }
+                    for r in scanned.blocks
+                ],
+            )
             applied = apply_transfers(session, self.ledger, index, scanned, now)
             self._move_cursor(session, cursor, end, scanned.blocks[-1].hash)
             session.exec(
