@@ -39,13 +39,14 @@ from web3 import HTTPProvider, Web3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from tests.evm_node import AnvilNode, artifact  # noqa: E402
+
 from paywatch.chains.evm import TRANSFER_TOPIC, EvmAdapter  # noqa: E402
 from paywatch.config import NetworkConfig  # noqa: E402
 from paywatch.ledger import Ledger  # noqa: E402
 from paywatch.scanner import Scanner  # noqa: E402
 from paywatch.store.db import make_engine, session_scope, upgrade  # noqa: E402
 from paywatch.store.models import Invoice, Payment, Store  # noqa: E402
-from tests.evm_node import AnvilNode, artifact  # noqa: E402
 
 CHUNK = 100
 

@@ -30,7 +30,7 @@ from sqlalchemy import insert
 
 from paywatch.addresses import build_watch_index
 from paywatch.config import NetworkConfig
-from paywatch.domain.matching import Match, Strategy, Unmatched, UnmatchedReason, Watch, WatchIndex
+from paywatch.domain.matching import Match, Unmatched, UnmatchedReason, Watch, WatchIndex
 from paywatch.domain.transfer import NATIVE, Transfer, address_key
 from paywatch.store.db import make_engine, session_scope, upgrade
 from paywatch.store.models import Invoice, Store
