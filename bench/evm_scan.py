@@ -61,6 +61,7 @@ def network_config(url: str, token: str, start: int) -> NetworkConfig:
             "confirmations": 12,
             "start_block": start,
             "batch_blocks": CHUNK,
+            "requests_per_second": 10_000,  # a local node
             "assets": {"ETH": {"native": True, "decimals": 18}, "USDT": {"contract": token, "decimals": 6}},
         }
     )

@@ -208,6 +208,7 @@ def evm_network(url: str | Sequence[str], tokens: dict[str, str], **overrides: A
         "chain_id": CHAIN_ID,
         "rpc_urls": [url] if isinstance(url, str) else list(url),
         "confirmations": 3,
+        "requests_per_second": 1000,  # a local node; production keeps the configured limit
         "xpub": EVM_XPUB,
         "assets": assets,
     }

@@ -189,9 +189,9 @@ def rescan_range(
         progress(0, total)
     with Session(engine, expire_on_commit=False) as session:
         try:
+            index = build_watch_index(session, network)
             for lo in range(start, end + 1, chunk):
                 hi = min(end, lo + chunk - 1)
-                index = build_watch_index(session, network)
                 scanned = adapter.fetch_range(lo, hi, index.is_watched)
                 run.apply(session, index, scanned, clock())
                 if not dry_run:

@@ -17,6 +17,7 @@ catch-up: call ``step()`` again while ``StepResult.caught_up`` is False.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -91,8 +92,9 @@ def record(
 class WatchIndexCache:
     """Builds the network's WatchIndex from the database, again only when invoices changed.
 
-    The fingerprint (count, newest ``created_at``, count of reserved unique amounts) is one
-    aggregate query; the index itself is rebuilt only when it moves.
+    The fingerprint (newest ``created_at``, count of reserved unique amounts) is one query over
+    two indexes (migration 0002); the index itself is rebuilt only when it moves. Invoices are
+    never deleted, so a new one always moves the newest ``created_at``.
     """
 
     def __init__(self, network: NetworkConfig) -> None:
@@ -102,15 +104,12 @@ class WatchIndexCache:
         self.builds = 0
 
     def get(self, session: Session) -> WatchIndex:
-        row = (
-            session.connection()
-            .execute(
-                sa_select(
-                    func.count(col(Invoice.id)), func.max(col(Invoice.created_at)), func.count(col(Invoice.open_amount))
-                ).where(col(Invoice.network) == self._network.name)
-            )
-            .one()
+        network = self._network.name
+        newest = sa_select(func.max(col(Invoice.created_at))).where(col(Invoice.network) == network)
+        reserved = sa_select(func.count(col(Invoice.open_amount))).where(
+            col(Invoice.network) == network, col(Invoice.open_amount).is_not(None)
         )
+        row = session.connection().execute(sa_select(newest.scalar_subquery(), reserved.scalar_subquery())).one()
         fingerprint = tuple(row)
         if self._index is None or fingerprint != self._fingerprint:
             self._index = build_watch_index(session, self._network)
@@ -129,6 +128,8 @@ class Scanner:
         engine: Engine,
         ledger: Ledger,
         clock: Callable[[], datetime],
+        *,
+        prefetch: bool = True,
     ) -> None:
         self.network = network
         self.adapter = adapter
@@ -136,6 +137,14 @@ class Scanner:
         self.ledger = ledger
         self.clock = clock
         self.watch = WatchIndexCache(network)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"scan-{network.name}") if prefetch else None
+        self._prefetched: tuple[int, int, Future[ScannedRange]] | None = None
+
+    def close(self) -> None:
+        """Stop the prefetch thread (waits for a fetch in flight)."""
+        self._prefetched = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     # --- one step --------------------------------------------------------------------------------
 
@@ -143,6 +152,8 @@ class Scanner:
         """One poll: read heights, scan at most ``batch_blocks`` new blocks, persist them."""
         now = self.clock()
         heights: Heights | None = None
+        if self._prefetched is not None:
+            wait([self._prefetched[2]])  # the adapter is never used by two threads at once
         try:
             heights = self.adapter.heights()
             return self._step(heights, now)
@@ -177,7 +188,7 @@ class Scanner:
                 self.ledger.refresh_confirmations(session, name, now)
             return StepResult(name, heights.tip, heights.final)
         end = min(heights.tip, start + self.network.batch_blocks - 1)
-        scanned = self.adapter.fetch_range(start, end, index.is_watched)
+        scanned, end = self._fetch(start, end, index)
         _check_range(scanned.blocks, start, end)
         reorg_depth = 0
         if cursor is not None and cursor_hash is not None and scanned.blocks[0].parent_hash != cursor_hash:
@@ -222,6 +233,12 @@ class Scanner:
             )
             session.flush()
             self.ledger.refresh_confirmations(session, name, now)
+        if end < heights.tip and self._pool is not None:
+            # Read the next range while the caller works. Only blocks <= this step's tip: they were
+            # mined before this step built its watch index, so no invoice they pay is missing from it.
+            nxt = (end + 1, min(heights.tip, end + self.network.batch_blocks))
+            future = self._pool.submit(self.adapter.fetch_range, nxt[0], nxt[1], index.is_watched)
+            self._prefetched = (nxt[0], nxt[1], future)
         return StepResult(
             network=name,
             tip=heights.tip,
@@ -235,6 +252,15 @@ class Scanner:
             touched=frozenset(applied.touched),
             caught_up=end >= heights.tip,
         )
+
+    def _fetch(self, start: int, end: int, index: WatchIndex) -> tuple[ScannedRange, int]:
+        """The range from the prefetch when it starts at ``start`` (it may end earlier), else read now."""
+        pending, self._prefetched = self._prefetched, None
+        if pending is not None:
+            p_start, p_end, future = pending
+            if p_start == start and p_end <= end and future.exception() is None:
+                return future.result(), p_end
+        return self.adapter.fetch_range(start, end, index.is_watched), end
 
     # --- reorgs ----------------------------------------------------------------------------------
 
