@@ -25,7 +25,7 @@ from tests.conftest import EVM_XPUB
 
 ROOT = Path(__file__).resolve().parent.parent
 ANVIL = ROOT / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-CONTRACTS = Path(__file__).resolve().parent / "contracts" / "build"
+CONTRACTS = Path(__file__).resolve().parent / "contracts" / "compiled"
 CHAIN_ID = 31337
 #: anvil's default accounts come from the public "test test ... junk" mnemonic: never real funds.
 KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 def artifact(name: str) -> tuple[list[dict[str, Any]], str]:
-    """ABI and bytecode of ``TestToken`` or ``FalseToken`` from tests/contracts/build."""
+    """ABI and bytecode of ``TestToken`` or ``FalseToken`` from tests/contracts/compiled."""
     stem = CONTRACTS / f"tests_contracts_TestTokens_sol_{name}"
     abi = json.loads(stem.with_suffix(".abi").read_text())
     return abi, "0x" + stem.with_suffix(".bin").read_text().strip()
