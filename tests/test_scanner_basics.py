@@ -65,3 +65,26 @@ def test_watch_index_is_rebuilt_only_when_invoices_change(h: Harness, deployed: 
     h.scan()
     assert h.scanner.watch.builds == builds + 1
     assert [p.invoice_id for p in h.payments()] == [inv.id]
+
+
+def test_prefetched_range_and_an_invoice_created_between_steps(
+    chain_snapshot: Deployed, engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    d = chain_snapshot
+    begin = d.chain.height() + 1
+    network = evm_network(d.node.url, {"USDT": d.usdt}, start_block=begin, batch_blocks=5)
+    h = Harness(engine, db_url, tmp_path, d.chain, network)
+    early = h.invoice("ETH", "1")
+    d.chain.send_eth(early.address, ETH)  # block `begin`
+    d.chain.mine(11)
+    first = h.scanner.step()  # begin..begin+4; begin+5..begin+9 is being read in the background
+    assert not first.caught_up and h.scanner.watch.builds == 1
+    late = h.invoice("USDT", "1")  # created after the prefetch started, paid in a later block
+    d.chain.token_transfer(d.usdt, late.address, 10**6)
+    d.chain.mine(2)
+    results = [first, *h.scan()]
+    assert [r.start for r in results][:3] == [begin, begin + 5, begin + 10]
+    assert h.scanned_numbers() == list(range(begin, d.chain.height() + 1))
+    assert {p.invoice_id for p in h.payments()} == {early.id, late.id}
+    assert h.scanner.watch.builds == 2
+    h.scanner.close()
