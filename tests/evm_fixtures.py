@@ -36,13 +36,13 @@ def deploy_tokens(node: AnvilNode) -> Deployed:
     return Deployed(node, chain, usdt, fake, old)
 
 
-@pytest.fixture(scope="module")
-def deployed(anvil_node: AnvilNode) -> Deployed:
+@pytest.fixture(scope="module", name="deployed")
+def deployed_fixture(anvil_node: AnvilNode) -> Deployed:
     return deploy_tokens(anvil_node)
 
 
-@pytest.fixture
-def chain_snapshot(deployed: Deployed) -> Iterator[Deployed]:
+@pytest.fixture(name="chain_snapshot")
+def chain_snapshot_fixture(deployed: Deployed) -> Iterator[Deployed]:
     snap = deployed.chain.snapshot()
     try:
         yield deployed
@@ -51,8 +51,8 @@ def chain_snapshot(deployed: Deployed) -> Iterator[Deployed]:
         deployed.chain.revert(snap)
 
 
-@pytest.fixture
-def h(chain_snapshot: Deployed, engine: Engine, db_url: str, tmp_path: Path) -> Harness:
+@pytest.fixture(name="h")
+def h_fixture(chain_snapshot: Deployed, engine: Engine, db_url: str, tmp_path: Path) -> Harness:
     """A harness on ETH, USDT and OLD (the false-returning token); the cursor starts at the tip."""
     d = chain_snapshot
     network = evm_network(d.node.url, {"USDT": d.usdt, "OLD": d.old})

@@ -25,7 +25,7 @@ from tests.conftest import EVM_XPUB
 
 ROOT = Path(__file__).resolve().parent.parent
 ANVIL = ROOT / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-CONTRACTS = Path(__file__).resolve().parent / "contracts" / "build"
+CONTRACTS = Path(__file__).resolve().parent / "contracts" / "compiled"
 CHAIN_ID = 31337
 #: anvil's default accounts come from the public "test test ... junk" mnemonic: never real funds.
 KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 def artifact(name: str) -> tuple[list[dict[str, Any]], str]:
-    """ABI and bytecode of ``TestToken`` or ``FalseToken`` from tests/contracts/build."""
+    """ABI and bytecode of ``TestToken`` or ``FalseToken`` from tests/contracts/compiled."""
     stem = CONTRACTS / f"tests_contracts_TestTokens_sol_{name}"
     abi = json.loads(stem.with_suffix(".abi").read_text())
     return abi, "0x" + stem.with_suffix(".bin").read_text().strip()
@@ -134,17 +134,39 @@ class Chain:
         self.node.rpc("anvil_reorg", depth, [[raw, offset] for raw, offset in txs])
 
     # payments
-    def send_eth(self, to: str, value: int, *, sender: str | None = None, gas: int | None = None) -> str:
+    def wait(self, tx_hash: str) -> str:
+        """anvil mines asynchronously after answering: wait until the transaction is in a block."""
+        deadline = time.monotonic() + 10
+        while self.node.rpc("eth_getTransactionReceipt", tx_hash) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tx_hash} was not mined within 10 s")
+            time.sleep(0.01)
+        return tx_hash
+
+    def send_raw(self, raw: str, *, wait: bool = True) -> str:
+        tx_hash = str(self.node.rpc("eth_sendRawTransaction", raw)).lower()
+        return self.wait(tx_hash) if wait else tx_hash
+
+    def send_eth(
+        self, to: str, value: int, *, sender: str | None = None, gas: int | None = None, wait: bool = True
+    ) -> str:
         tx: dict[str, Any] = {"from": sender or self.payer, "to": to, "value": hex(value)}
         if gas is not None:
             tx["gas"] = hex(gas)
-        return str(self.node.rpc("eth_sendTransaction", tx)).lower()
+        tx_hash = str(self.node.rpc("eth_sendTransaction", tx)).lower()
+        return self.wait(tx_hash) if wait else tx_hash
 
     def signed_eth(self, to: str, value: int, nonce: int) -> tuple[str, str]:
         """A raw signed native transfer from account 0 (same hash wherever it is mined)."""
         tx = {
-            "to": Web3.to_checksum_address(to), "value": value, "gas": 21_000, "nonce": nonce,
-            "maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9, "chainId": CHAIN_ID, "type": 2,
+            "to": Web3.to_checksum_address(to),
+            "value": value,
+            "gas": 21_000,
+            "nonce": nonce,
+            "maxFeePerGas": 10**11,
+            "maxPriorityFeePerGas": 10**9,
+            "chainId": CHAIN_ID,
+            "type": 2,
         }
         signed = Account.sign_transaction(tx, KEY0)
         return "0x" + signed.raw_transaction.hex().removeprefix("0x"), "0x" + signed.hash.hex().removeprefix("0x")
@@ -161,15 +183,16 @@ class Chain:
         return str(receipt["contractAddress"]).lower()
 
     def token_transfer(
-        self, token: str, to: str, amount: int, *, sender: str | None = None, gas: int | None = None
+        self, token: str, to: str, amount: int, *, sender: str | None = None, gas: int | None = None, wait: bool = True
     ) -> str:
         abi, _ = artifact("TestToken")
         contract = self.w3.eth.contract(address=Web3.to_checksum_address(token), abi=abi)
         params: dict[str, Any] = {"from": sender or self.payer}
         if gas is not None:
             params["gas"] = gas
-        tx_hash = contract.functions.transfer(Web3.to_checksum_address(to), amount).transact(params)  # type: ignore[arg-type]
-        return "0x" + tx_hash.hex().removeprefix("0x")
+        sent = contract.functions.transfer(Web3.to_checksum_address(to), amount).transact(params)  # type: ignore[arg-type]
+        tx_hash = "0x" + sent.hex().removeprefix("0x")
+        return self.wait(tx_hash) if wait else tx_hash
 
     def receipt_status(self, tx_hash: str) -> int:
         return int(self.node.rpc("eth_getTransactionReceipt", tx_hash)["status"], 16)
@@ -185,6 +208,7 @@ def evm_network(url: str | Sequence[str], tokens: dict[str, str], **overrides: A
         "chain_id": CHAIN_ID,
         "rpc_urls": [url] if isinstance(url, str) else list(url),
         "confirmations": 3,
+        "requests_per_second": 1000,  # a local node; production keeps the configured limit
         "xpub": EVM_XPUB,
         "assets": assets,
     }
@@ -192,8 +216,8 @@ def evm_network(url: str | Sequence[str], tokens: dict[str, str], **overrides: A
     return NetworkConfig.model_validate(body)
 
 
-@pytest.fixture(scope="module")
-def anvil_node() -> Iterator[AnvilNode]:
+@pytest.fixture(scope="module", name="anvil_node")
+def anvil_node_fixture() -> Iterator[AnvilNode]:
     node = AnvilNode().start()
     try:
         yield node

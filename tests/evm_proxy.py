@@ -78,8 +78,8 @@ class RpcProxy:
                     self.refused_logs += 1
                     error = {"code": -32005, "message": "query returned more than 10000 results"}
                     return {"jsonrpc": "2.0", "id": item.get("id"), "error": error}
-        if method == "eth_getBlockByNumber" and str(params[0]).startswith("0x"):
-            if int(params[0], 16) in self.missing_blocks:
-                return {"jsonrpc": "2.0", "id": item.get("id"), "result": None}
+        block = str(params[0]) if method == "eth_getBlockByNumber" else ""
+        if block.startswith("0x") and int(block, 16) in self.missing_blocks:
+            return {"jsonrpc": "2.0", "id": item.get("id"), "result": None}
         reply = self._client.post(self.upstream, json=item)
         return reply.json()

@@ -10,9 +10,9 @@ from sqlmodel import col, select
 
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent, Invoice
-from tests.evm_fixtures import Deployed, chain_snapshot, deployed, h  # noqa: F401
+from tests.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
 from tests.evm_harness import Harness
-from tests.evm_node import anvil_node  # noqa: F401
+from tests.evm_node import anvil_node_fixture  # noqa: F401
 
 pytestmark = pytest.mark.anvil
 
@@ -98,8 +98,8 @@ def test_two_invoices_paid_in_the_same_block(h: Harness, deployed: Deployed) -> 
     a = h.invoice("ETH", "0.2")
     b = h.invoice("USDT", "7")
     h.chain.automine(False)
-    tx_a = h.chain.send_eth(a.address, 2 * ETH // 10)
-    tx_b = h.chain.token_transfer(deployed.usdt, b.address, 7 * USDT, gas=100_000)
+    tx_a = h.chain.send_eth(a.address, 2 * ETH // 10, wait=False)
+    tx_b = h.chain.token_transfer(deployed.usdt, b.address, 7 * USDT, gas=100_000, wait=False)
     h.chain.mine(1)
     h.chain.automine(True)
     h.scan()

@@ -11,17 +11,17 @@ from sqlmodel import col, select
 
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent
-from tests.evm_fixtures import Deployed, chain_snapshot, deployed  # noqa: F401
+from tests.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture  # noqa: F401
 from tests.evm_harness import Harness
-from tests.evm_node import AnvilNode, Chain, anvil_node, evm_network  # noqa: F401
+from tests.evm_node import AnvilNode, Chain, anvil_node_fixture, evm_network  # noqa: F401
 
 pytestmark = pytest.mark.anvil
 
 ETH = 10**18
 
 
-@pytest.fixture
-def rh(chain_snapshot: Deployed, engine: Engine, db_url: str, tmp_path: Path) -> Harness:
+@pytest.fixture(name="rh")
+def rh_fixture(chain_snapshot: Deployed, engine: Engine, db_url: str, tmp_path: Path) -> Harness:
     """Confirmations set high so that a reorged payment is still WAITING (not terminal) when it goes."""
     d = chain_snapshot
     harness = Harness(engine, db_url, tmp_path, d.chain, evm_network(d.node.url, {"USDT": d.usdt}, confirmations=100))
@@ -34,7 +34,7 @@ def test_reorg_removes_a_payment_then_it_returns_once(rh: Harness, depth: int) -
     chain = rh.chain
     inv = rh.invoice("ETH", "1")
     raw, tx_hash = chain.signed_eth(inv.address, ETH, chain.nonce(chain.accounts[0]))
-    chain.node.rpc("eth_sendRawTransaction", raw)
+    chain.send_raw(raw)
     paid_at = chain.height()
     chain.mine(depth - 1)  # the payment sits `depth` blocks below the new tip
     rh.scan()
@@ -50,7 +50,7 @@ def test_reorg_removes_a_payment_then_it_returns_once(rh: Harness, depth: int) -
     assert (got.status, got.amount_paid, got.flags) == ("PENDING", 0, ["reverted"])
     assert rh.scanned_numbers() == list(range(rh.scanned_numbers()[0], chain.height() + 1))
 
-    chain.node.rpc("eth_sendRawTransaction", raw)  # the replacement chain carries it later
+    chain.send_raw(raw)  # the replacement chain carries it later
     rh.scan()
     [payment] = rh.payments(inv.id)
     assert not payment.orphaned and payment.tx_hash == tx_hash and payment.block_number == chain.height()
@@ -67,7 +67,7 @@ def test_reorg_remines_the_same_transaction_in_another_block(rh: Harness) -> Non
     chain = rh.chain
     inv = rh.invoice("ETH", "0.5")
     raw, tx_hash = chain.signed_eth(inv.address, ETH // 2, chain.nonce(chain.accounts[0]))
-    chain.node.rpc("eth_sendRawTransaction", raw)
+    chain.send_raw(raw)
     first_block = chain.height()
     chain.mine(2)
     rh.scan()
@@ -84,8 +84,8 @@ def test_reorg_remines_the_same_transaction_in_another_block(rh: Harness) -> Non
     assert (got.status, got.amount_paid) == ("WAITING_FOR_CONFIRMATIONS", ETH // 2)
 
 
-@pytest.fixture(scope="module")
-def finality_node() -> Iterator[AnvilNode]:
+@pytest.fixture(scope="module", name="finality_node")
+def finality_node_fixture() -> Iterator[AnvilNode]:
     node = AnvilNode("--slots-in-an-epoch", "2").start()  # finalized = tip - 2 epochs = tip - 4
     try:
         yield node

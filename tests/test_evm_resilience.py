@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 from paywatch.chains.evm import EvmAdapter
 from paywatch.chains.evm_rpc import Web3Provider
 from paywatch.errors import RetryableChainError
-from tests.evm_fixtures import Deployed, chain_snapshot, deployed, deploy_tokens  # noqa: F401
+from tests.evm_fixtures import Deployed, chain_snapshot_fixture, deploy_tokens, deployed_fixture  # noqa: F401
 from tests.evm_harness import Harness
-from tests.evm_node import AnvilNode, anvil_node, evm_network, free_port  # noqa: F401
+from tests.evm_node import AnvilNode, anvil_node_fixture, evm_network, free_port  # noqa: F401
 from tests.evm_proxy import RpcProxy
 
 pytestmark = pytest.mark.anvil
@@ -42,9 +42,7 @@ class StopNodeOnLogs:
         return self._inner.make_batch_request(calls)
 
 
-def test_node_stopped_mid_scan_and_restarted_skips_nothing(
-    engine: Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_node_stopped_mid_scan_and_restarted_skips_nothing(engine: Engine, db_url: str, tmp_path: Path) -> None:
     node = AnvilNode("--state", str(tmp_path / "anvil-state.json")).start()
     try:
         d = deploy_tokens(node)

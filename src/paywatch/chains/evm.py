@@ -70,7 +70,12 @@ class EvmAdapter:
         self.network = network.name
         self._config = network
         self.rpc = RpcClient(
-            network.rpc_urls, provider_factory=provider_factory, attempts=attempts, sleep=sleep, timeout=timeout
+            network.rpc_urls,
+            provider_factory=provider_factory,
+            attempts=attempts,
+            sleep=sleep,
+            timeout=timeout,
+            requests_per_second=network.requests_per_second,
         )
         self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
         self._native = any(a.native for a in network.assets.values())
@@ -203,7 +208,7 @@ class EvmAdapter:
                 continue
             query = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": self._tokens, "topics": [TRANSFER_TOPIC]}
             try:
-                result = self.rpc.call("eth_getLogs", [query], split_on_timeout=True)
+                result = self.rpc.call("eth_getLogs", [query], splittable=True)
             except QueryTooLarge:
                 if lo == hi:
                     raise

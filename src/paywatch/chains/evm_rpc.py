@@ -111,8 +111,8 @@ class RpcClient:
     """Calls and batches over ``urls`` in order, sticking to the last URL that worked.
 
     Each attempt tries the current URL; a transport failure moves to the next URL, and after a
-    full round of URLs the client sleeps with exponential backoff (with jitter). ``round_trips``
-    counts HTTP requests, for benchmarks and tests.
+    full round of URLs the client sleeps with exponential backoff (with jitter). Requests are
+    spaced to at most ``requests_per_second``. ``round_trips`` counts HTTP requests.
     """
 
     def __init__(
@@ -125,6 +125,8 @@ class RpcClient:
         max_backoff: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 15.0,
+        requests_per_second: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not urls:
             raise ValueError("at least one RPC URL is needed")
@@ -136,13 +138,20 @@ class RpcClient:
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._sleep = sleep
+        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._monotonic = monotonic
+        self._next_slot = 0.0
         self.round_trips = 0
 
     # --- public ----------------------------------------------------------------------------------
 
-    def call(self, method: str, params: Sequence[Any], *, split_on_timeout: bool = False) -> Any:
-        """One request; its ``result``. ``split_on_timeout`` turns a timeout into QueryTooLarge."""
-        response = self._with_retries(method, lambda p: p.make_request(method, list(params)), split_on_timeout)
+    def call(self, method: str, params: Sequence[Any], *, splittable: bool = False) -> Any:
+        """One request; its ``result``.
+
+        ``splittable``: the caller can split the query, so a size refusal or a timeout raises
+        QueryTooLarge at once; otherwise both are retried like any transient failure.
+        """
+        response = self._with_retries(method, lambda p: p.make_request(method, list(params)), splittable)
         if not isinstance(response, dict):
             raise RetryableChainError(f"{method}: malformed response {response!r:.200}")
         if "error" in response and response["error"] is not None:
@@ -172,7 +181,7 @@ class RpcClient:
         label = f"batch of {len(calls)} ({calls[0][0]})"
         payload = [(m, list(p)) for m, p in calls]
         try:
-            response = self._with_retries(label, lambda p: p.make_batch_request(payload), False)
+            response = self._with_retries(label, lambda p: p.make_batch_request(payload), True)
         except QueryTooLarge:
             half = len(calls) // 2
             return self._batch(calls[:half]) + self._batch(calls[half:])
@@ -197,15 +206,15 @@ class RpcClient:
             results.append(item.get("result"))
         return results
 
-    def _with_retries(self, label: str, send: Callable[[JsonRpcProvider], Any], split_on_timeout: bool) -> Any:
+    def _with_retries(self, label: str, send: Callable[[JsonRpcProvider], Any], splittable: bool) -> Any:
         last: _Transport | None = None
         for attempt in range(self._attempts):
             for _ in range(len(self._providers)):
                 provider = self._providers[self._current]
                 try:
-                    return self._send(label, provider, send)
+                    return self._send(label, provider, send, splittable)
                 except _Transport as exc:
-                    if exc.too_large or (exc.timeout and split_on_timeout):
+                    if splittable and (exc.too_large or exc.timeout):
                         raise QueryTooLarge(label, 0, str(exc)) from None
                     last = exc
                     self._current = (self._current + 1) % len(self._providers)
@@ -215,7 +224,20 @@ class RpcClient:
         where = ", ".join(self.urls)
         raise RetryableChainError(f"{label}: every RPC URL failed ({where}); last error: {last}")
 
-    def _send(self, label: str, provider: JsonRpcProvider, send: Callable[[JsonRpcProvider], Any]) -> Any:
+    def _throttle(self) -> None:
+        """At most ``requests_per_second`` HTTP requests (a batch counts as one)."""
+        if self._interval <= 0:
+            return
+        now = self._monotonic()
+        if self._next_slot > now:
+            self._sleep(self._next_slot - now)
+            now = self._next_slot
+        self._next_slot = now + self._interval
+
+    def _send(
+        self, label: str, provider: JsonRpcProvider, send: Callable[[JsonRpcProvider], Any], splittable: bool
+    ) -> Any:
+        self._throttle()
         self.round_trips += 1
         try:
             response = send(provider)
@@ -230,4 +252,6 @@ class RpcClient:
             problem = _error_of(label, response["error"])
             if isinstance(problem, _Transport):
                 raise problem
+            if isinstance(problem, QueryTooLarge) and not splittable:
+                raise _Transport(str(problem))  # e.g. -32005 on a plain call: a rate limit, retry it
         return cast(Any, response)

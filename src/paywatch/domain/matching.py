@@ -6,6 +6,7 @@ kept flat: one dict for per-invoice addresses, one small record per shared addre
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -64,44 +65,75 @@ class Unmatched:
 
 
 class WatchIndex:
-    """Addresses to watch, and which invoice a transfer to each belongs to."""
+    """Addresses to watch, and which invoice a transfer to each belongs to.
+
+    Built for a million watched addresses: a per-invoice address is one dict entry whose key is
+    the address's 20 raw bytes (EVM; other families keep their string form) and whose value is a
+    row number into flat arrays (deadline, asset, invoice id packed to 10 bytes when it has the
+    usual ``inv_<20 hex>`` form). :class:`Watch` objects are made only for hits.
+    """
 
     def __init__(self) -> None:
-        self._by_address: dict[str, Watch] = {}
-        self._shared: dict[str, _Shared] = {}
+        self._rows: dict[bytes | str, int] = {}
+        self._deadlines = array("q")
+        self._asset_of = array("H")
+        self._assets: list[str] = []
+        self._asset_ids: dict[str, int] = {}
+        self._ids = bytearray()
+        self._odd_ids: dict[int, str] = {}
+        self._shared: dict[bytes | str, _Shared] = {}
 
     def __len__(self) -> int:
-        return len(self._by_address) + len(self._shared)
+        return len(self._rows) + len(self._shared)
 
     def add_address(self, address: str, watch: Watch) -> None:
         """Watch a per-invoice address."""
-        self._by_address[address_key(address)] = watch
+        row = len(self._deadlines)
+        self._deadlines.append(watch.deadline)
+        asset = self._asset_ids.get(watch.asset_key)
+        if asset is None:
+            asset = self._asset_ids[watch.asset_key] = len(self._assets)
+            self._assets.append(watch.asset_key)
+        self._asset_of.append(asset)
+        packed = _pack_id(watch.invoice_id)
+        if packed is None:
+            self._ids += bytes(_ID_BYTES)
+            self._odd_ids[row] = watch.invoice_id
+        else:
+            self._ids += packed
+        self._rows[_key(address)] = row
 
     def add_shared(self, address: str) -> None:
         """Watch a shared deposit address even when no invoice is open on it."""
-        self._shared.setdefault(address_key(address), _Shared())
+        self._shared.setdefault(_key(address), _Shared())
 
     def add_memo(self, address: str, memo: str, watch: Watch) -> None:
         """Watch ``memo`` on a shared address."""
-        self._shared.setdefault(address_key(address), _Shared()).memos[memo] = watch
+        self._shared.setdefault(_key(address), _Shared()).memos[memo] = watch
 
     def add_amount(self, address: str, watch: Watch) -> None:
         """Watch an exact (asset, amount) on a shared address."""
-        self._shared.setdefault(address_key(address), _Shared()).amounts[(watch.asset_key, watch.amount)] = watch
+        self._shared.setdefault(_key(address), _Shared()).amounts[(watch.asset_key, watch.amount)] = watch
 
     def is_watched(self, address: str) -> bool:
-        key = address_key(address)
-        return key in self._by_address or key in self._shared
+        key = _key(address)
+        return key in self._rows or key in self._shared
 
     def watched_addresses(self) -> set[str]:
-        return set(self._by_address) | set(self._shared)
+        return {_unkey(key) for key in self._rows} | {_unkey(key) for key in self._shared}
+
+    def _watch(self, row: int) -> Watch:
+        invoice_id = self._odd_ids.get(row)
+        if invoice_id is None:
+            invoice_id = _ID_PREFIX + self._ids[row * _ID_BYTES : (row + 1) * _ID_BYTES].hex()
+        return Watch(invoice_id, self._assets[self._asset_of[row]], self._deadlines[row])
 
     def match(self, transfer: Transfer) -> Match | Unmatched | None:
         """Attribute one transfer; ``None`` when its recipient is not watched at all."""
-        key = transfer.to_key
-        watch = self._by_address.get(key)
-        if watch is not None:
-            return _judge(transfer, watch)
+        key = _key(transfer.to_address)
+        row = self._rows.get(key)
+        if row is not None:
+            return _judge(transfer, self._watch(row))
         shared = self._shared.get(key)
         if shared is None:
             return None
@@ -122,8 +154,12 @@ class WatchIndex:
         """Split transfers into matches and unmatched; failed and zero-value ones are dropped here."""
         matches: list[Match] = []
         unmatched: list[Unmatched] = []
+        rows, shared = self._rows, self._shared
         for transfer in transfers:
             if not transfer.success or transfer.amount <= 0:
+                continue
+            key = _key(transfer.to_address)
+            if key not in rows and key not in shared:
                 continue
             result = self.match(transfer)
             if isinstance(result, Match):
@@ -131,6 +167,34 @@ class WatchIndex:
             elif isinstance(result, Unmatched):
                 unmatched.append(result)
         return matches, unmatched
+
+
+_ID_PREFIX = "inv_"
+_ID_BYTES = 10
+_HEX = frozenset("0123456789abcdef")
+
+
+def _pack_id(invoice_id: str) -> bytes | None:
+    """``inv_<20 lowercase hex>`` as its 10 bytes; None for any other form (kept as a string)."""
+    if len(invoice_id) == len(_ID_PREFIX) + 2 * _ID_BYTES and invoice_id.startswith(_ID_PREFIX):
+        digits = invoice_id[len(_ID_PREFIX) :]
+        if _HEX.issuperset(digits):
+            return bytes.fromhex(digits)
+    return None
+
+
+def _key(address: str) -> bytes | str:
+    """An EVM address as its 20 bytes (any letter case); anything else as ``address_key``."""
+    if len(address) == 42 and address[:2] in ("0x", "0X"):
+        try:
+            return bytes.fromhex(address[2:])
+        except ValueError:
+            pass
+    return address_key(address)
+
+
+def _unkey(key: bytes | str) -> str:
+    return "0x" + key.hex() if isinstance(key, bytes) else key
 
 
 def _judge(transfer: Transfer, watch: Watch) -> Match | Unmatched:
