@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paywatch.cli_callbacks import callbacks_app, rotate_secret
+from paywatch.cli_scan import register as register_scan_commands
 from paywatch.config import AppConfig, load_config
 from paywatch.errors import PaywatchError
 from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
@@ -39,6 +40,9 @@ console = Console()
 def get_config() -> AppConfig:
     """Load settings and networks.yaml once per process."""
     return load_config()
+
+
+register_scan_commands(app, get_config)
 
 
 def now() -> datetime:

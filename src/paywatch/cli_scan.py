@@ -21,7 +21,7 @@ from paywatch.domain.transfer import NATIVE
 from paywatch.errors import PaywatchError
 from paywatch.ledger import Ledger
 from paywatch.rescan import RescanReport, rescan_range, rescan_transaction
-from paywatch.store.db import make_engine
+from paywatch.runtime import open_database
 
 
 def _network(config: AppConfig, name: str) -> NetworkConfig:
@@ -91,7 +91,7 @@ def run_rescan(
 ) -> RescanReport:
     """``paywatch rescan``: progress bar, then the report."""
     network = _network(config, network_name)
-    engine = make_engine(config.settings.database_url)
+    engine = open_database(config)
     try:
         with _progress(console) as bar:
             task = bar.add_task(f"rescan {network.name}", total=None)
@@ -123,7 +123,7 @@ def run_rescan_tx(
 ) -> RescanReport:
     """``paywatch rescan-tx``: one transaction, then the report."""
     network = _network(config, network_name)
-    engine = make_engine(config.settings.database_url)
+    engine = open_database(config)
     try:
         with _progress(console) as bar:
             task = bar.add_task(f"rescan {tx_hash[:18]}", total=1)

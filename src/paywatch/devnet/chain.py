@@ -6,6 +6,7 @@ anvil's accounts come from the public "test test ... junk" mnemonic: never real 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -39,6 +40,7 @@ class Chain:
         self.accounts: list[str] = list(self.w3.eth.accounts)
         self.payer = self.accounts[1]
 
+    # chain state
     def height(self) -> int:
         return int(self.node.rpc("eth_blockNumber"), 16)
 
@@ -62,18 +64,35 @@ class Chain:
     def next_timestamp(self, when: datetime) -> None:
         self.node.rpc("evm_setNextBlockTimestamp", int(when.timestamp()))
 
-    def increase_time(self, seconds: int) -> None:
-        self.node.rpc("evm_increaseTime", seconds)
-
     def reorg(self, depth: int, txs: Sequence[tuple[str, int]] = ()) -> None:
         """Replace the last ``depth`` blocks; ``txs`` are (raw signed tx, block offset) pairs."""
         self.node.rpc("anvil_reorg", depth, [[raw, offset] for raw, offset in txs])
 
-    def send_eth(self, to: str, value: int, *, sender: str | None = None, gas: int | None = None) -> str:
+    def increase_time(self, seconds: int) -> None:
+        self.node.rpc("evm_increaseTime", seconds)
+
+    # payments
+    def wait(self, tx_hash: str, timeout: float = 30.0) -> str:
+        """anvil mines asynchronously after answering (or on a timer): wait until the tx is in a block."""
+        deadline = time.monotonic() + timeout
+        while self.node.rpc("eth_getTransactionReceipt", tx_hash) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tx_hash} was not mined within {timeout:.0f} s")
+            time.sleep(0.01)
+        return tx_hash
+
+    def send_raw(self, raw: str, *, wait: bool = True) -> str:
+        tx_hash = str(self.node.rpc("eth_sendRawTransaction", raw)).lower()
+        return self.wait(tx_hash) if wait else tx_hash
+
+    def send_eth(
+        self, to: str, value: int, *, sender: str | None = None, gas: int | None = None, wait: bool = True
+    ) -> str:
         tx: dict[str, Any] = {"from": sender or self.payer, "to": to, "value": hex(value)}
         if gas is not None:
             tx["gas"] = hex(gas)
-        return str(self.node.rpc("eth_sendTransaction", tx)).lower()
+        tx_hash = str(self.node.rpc("eth_sendTransaction", tx)).lower()
+        return self.wait(tx_hash) if wait else tx_hash
 
     def signed_eth(self, to: str, value: int, nonce: int) -> tuple[str, str]:
         """A raw signed native transfer from account 0 (same hash wherever it is mined)."""
@@ -103,20 +122,16 @@ class Chain:
         return str(receipt["contractAddress"]).lower()
 
     def token_transfer(
-        self, token: str, to: str, amount: int, *, sender: str | None = None, gas: int | None = None
+        self, token: str, to: str, amount: int, *, sender: str | None = None, gas: int | None = None, wait: bool = True
     ) -> str:
         abi, _ = artifact("TestToken")
         contract = self.w3.eth.contract(address=Web3.to_checksum_address(token), abi=abi)
         params: dict[str, Any] = {"from": sender or self.payer}
         if gas is not None:
             params["gas"] = gas
-        tx_hash = contract.functions.transfer(Web3.to_checksum_address(to), amount).transact(params)  # type: ignore[arg-type]
-        return "0x" + tx_hash.hex().removeprefix("0x")
-
-    def wait(self, tx_hash: str, timeout: float = 30.0) -> int:
-        """Wait until ``tx_hash`` is mined (needed when anvil mines on a timer); its receipt status."""
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.1)  # type: ignore[arg-type]
-        return int(receipt["status"])
+        sent = contract.functions.transfer(Web3.to_checksum_address(to), amount).transact(params)  # type: ignore[arg-type]
+        tx_hash = "0x" + sent.hex().removeprefix("0x")
+        return self.wait(tx_hash) if wait else tx_hash
 
     def receipt_status(self, tx_hash: str) -> int:
         return int(self.node.rpc("eth_getTransactionReceipt", tx_hash)["status"], 16)
