@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -208,3 +209,39 @@ def test_stalled_network_refuses_new_invoices_with_503(api: Api) -> None:
 def test_openapi_is_served(api: Api) -> None:
     spec = api.client.get("/openapi.json").json()
     assert "/v1/invoices" in spec["paths"] and "/v1/invoices/{invoice_id}/mark-paid" in spec["paths"]
+
+
+def test_network_far_behind_its_tip_refuses_new_invoices(api: Api) -> None:
+    from paywatch.store.models import ScannedBlock
+
+    old = api.clock() - timedelta(hours=2)
+    with session_scope(api.engine) as session:
+        session.add(ScannedBlock(network="ethereum", number=10, hash="0xa", parent_hash="0x9", timestamp=old))
+        session.add(NetworkState(network="ethereum", tip_height=900, cursor_height=10, last_scan_at=api.clock()))
+    lagging = create(api)
+    assert lagging.status_code == 503 and "890 blocks behind" in lagging.json()["error"]["message"]
+    assert api.client.get("/healthz").json()["networks"]["ethereum"]["lag_blocks"] == 890
+
+
+def test_metrics_expose_lag_queue_and_transitions(api: Api) -> None:
+    from paywatch.store.models import ScannedBlock
+
+    with session_scope(api.engine) as session:
+        session.add(ScannedBlock(network="ethereum", number=10, hash="0xa", parent_hash="0x9", timestamp=api.clock()))
+        session.add(NetworkState(network="ethereum", tip_height=12, cursor_height=10, last_scan_at=api.clock()))
+    invoice_id = create(api).json()["id"]
+    api.client.post(f"/v1/invoices/{invoice_id}/mark-paid", headers=api.headers())
+    api.clock.advance(seconds=30)
+    text = api.client.get("/metrics").text
+    assert 'paywatch_head_lag_blocks{network="ethereum"} 2.0' in text
+    assert 'paywatch_head_lag_seconds{network="ethereum"} 30.0' in text
+    assert 'paywatch_callback_queue_depth{state="pending"} 2.0' in text
+    for name in (
+        "paywatch_blocks_scanned",
+        "paywatch_transfers",
+        "paywatch_rpc_calls",
+        "paywatch_rpc_errors",
+        "paywatch_callback_deliveries",
+        "paywatch_status_transitions",
+    ):
+        assert f"# TYPE {name}" in text, name

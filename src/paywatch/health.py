@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from paywatch.config import AppConfig
 from paywatch.errors import UnavailableError
-from paywatch.store.models import NetworkState
+from paywatch.store.models import NetworkState, ScannedBlock
 
 
 @dataclass(frozen=True)
@@ -20,39 +20,53 @@ class NetworkLag:
     tip: int | None
     cursor: int | None
     lag_blocks: int | None
+    lag_seconds: float | None
     seconds_since_scan: float | None
     last_error: str | None
 
+    def stalled(self, limit_seconds: float) -> bool:
+        """Not scanned for too long, or behind the tip by blocks older than the limit."""
+        stale = self.seconds_since_scan is not None and self.seconds_since_scan > limit_seconds
+        return stale or (self.lag_seconds is not None and self.lag_seconds > limit_seconds)
+
+
+def network_lag(session: Session, network: str, now: datetime) -> NetworkLag:
+    """Blocks behind the tip, and how old the newest scanned block is while blocks wait behind it."""
+    state = session.get(NetworkState, network)
+    if state is None:
+        return NetworkLag(network, None, None, None, None, None, None)
+    lag_blocks = (
+        max(0, state.tip_height - state.cursor_height)
+        if state.tip_height is not None and state.cursor_height is not None
+        else None
+    )
+    lag_seconds: float | None = None
+    if lag_blocks == 0:
+        lag_seconds = 0.0
+    elif lag_blocks is not None:
+        cursor_block = session.get(ScannedBlock, (network, state.cursor_height))
+        if cursor_block is not None:
+            lag_seconds = max(0.0, (now - cursor_block.timestamp).total_seconds())
+    since = (now - state.last_scan_at).total_seconds() if state.last_scan_at else None
+    return NetworkLag(network, state.tip_height, state.cursor_height, lag_blocks, lag_seconds, since, state.last_error)
+
 
 def network_lags(session: Session, config: AppConfig, now: datetime) -> list[NetworkLag]:
-    states = {s.network: s for s in session.exec(select(NetworkState))}
-    lags = []
-    for name in config.networks:
-        state = states.get(name)
-        if state is None:
-            lags.append(NetworkLag(name, None, None, None, None, None))
-            continue
-        lag_blocks = (
-            state.tip_height - state.cursor_height
-            if state.tip_height is not None and state.cursor_height is not None
-            else None
-        )
-        since = (now - state.last_scan_at).total_seconds() if state.last_scan_at else None
-        lags.append(NetworkLag(name, state.tip_height, state.cursor_height, lag_blocks, since, state.last_error))
-    return lags
+    return [network_lag(session, name, now) for name in config.networks]
 
 
 def require_fresh(session: Session, config: AppConfig, network: str, now: datetime) -> None:
-    """Refuse new invoices on a network whose scanner has stalled beyond the configured limit.
+    """Refuse new invoices on a network whose scanner stalled or lags beyond the configured limit.
 
     A network that was never scanned is accepted: the scanner picks up its invoices at first start.
     """
-    state = session.get(NetworkState, network)
-    if state is None or state.last_scan_at is None:
-        return
-    stalled = (now - state.last_scan_at).total_seconds()
-    if stalled > config.settings.max_lag_seconds:
+    if network not in config.networks:
+        return  # the invoice validation names the unknown network
+    lag = network_lag(session, network, now)
+    limit = config.settings.max_lag_seconds
+    if lag.stalled(limit):
+        behind = max(lag.seconds_since_scan or 0.0, lag.lag_seconds or 0.0)
         raise UnavailableError(
-            f"network {network} has not been scanned for {int(stalled)} s "
-            f"(limit {config.settings.max_lag_seconds} s); payments would not be seen in time"
+            f"network {network} is {int(behind)} s behind (limit {limit} s, {lag.lag_blocks} blocks behind the tip); "
+            "payments would not be seen in time"
         )

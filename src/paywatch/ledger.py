@@ -101,6 +101,7 @@ class Ledger:
     ) -> None:
         """A manual terminal move (cancel, mark-paid): history and outbox like any other change."""
         invoice.status = status.value
+        TRANSITIONS.labels(status.value).inc()
         if flag and flag not in invoice.flags:
             invoice.flags = sorted([*invoice.flags, flag])
         invoice.open_amount = None

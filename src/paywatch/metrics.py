@@ -11,12 +11,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from paywatch.config import AppConfig
 from paywatch.health import network_lags
 from paywatch.store.db import session_scope
-from paywatch.store.models import CallbackEvent, NetworkState, ScannedBlock
+from paywatch.store.models import CallbackEvent
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -40,7 +40,7 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         blocks = GaugeMetricFamily("paywatch_head_lag_blocks", "Tip minus scan cursor", labels=["network"])
         seconds = GaugeMetricFamily(
-            "paywatch_head_lag_seconds", "Tip block time minus cursor block time", labels=["network"]
+            "paywatch_head_lag_seconds", "Age of the newest scanned block while the tip is ahead", labels=["network"]
         )
         queue = GaugeMetricFamily(
             "paywatch_callback_queue_depth", "Callback events not yet delivered", labels=["state"]
@@ -49,9 +49,8 @@ class DatabaseCollector(Collector):
             for lag in network_lags(session, self._config, self._clock()):
                 if lag.lag_blocks is not None:
                     blocks.add_metric([lag.network], lag.lag_blocks)
-                behind = _seconds_behind(session, lag.network)
-                if behind is not None:
-                    seconds.add_metric([lag.network], behind)
+                if lag.lag_seconds is not None:
+                    seconds.add_metric([lag.network], lag.lag_seconds)
             rows = session.exec(
                 select(CallbackEvent.state, func.count())
                 .where(col(CallbackEvent.state) != "delivered")
@@ -62,16 +61,6 @@ class DatabaseCollector(Collector):
         yield blocks
         yield seconds
         yield queue
-
-
-def _seconds_behind(session: Session, network: str) -> float | None:
-    state = session.get(NetworkState, network)
-    if state is None or state.tip_time is None or state.cursor_height is None:
-        return None
-    cursor = session.get(ScannedBlock, (network, state.cursor_height))
-    if cursor is None:
-        return None
-    return max(0.0, (state.tip_time - cursor.timestamp).total_seconds())
 
 
 def render(extra: Collector | None = None) -> bytes:

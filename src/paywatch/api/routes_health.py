@@ -29,11 +29,12 @@ def healthz(context: Context) -> JSONResponse:
         return JSONResponse(status_code=503, content=body)
     limit = context.config.settings.max_lag_seconds
     for lag in lags:
-        stalled = lag.seconds_since_scan is not None and lag.seconds_since_scan > limit
+        stalled = lag.stalled(limit)
         body["networks"][lag.network] = {
             "tip": lag.tip,
             "cursor": lag.cursor,
             "lag_blocks": lag.lag_blocks,
+            "lag_seconds": None if lag.lag_seconds is None else round(lag.lag_seconds, 1),
             "seconds_since_scan": None if lag.seconds_since_scan is None else round(lag.seconds_since_scan, 1),
             "last_error": lag.last_error,
             "status": "stalled" if stalled else ("unscanned" if lag.tip is None else "ok"),
