@@ -21,7 +21,15 @@ from paywatch.domain.transfer import Transfer
 from paywatch.metrics import TRANSITIONS
 from paywatch.outbox import emit
 from paywatch.policy import invoice_facts, payment_facts, store_policy, stored_heights
-from paywatch.store.models import Invoice, Payment, StatusHistory, Store, UnmatchedTransfer
+from paywatch.store.models import (
+    Invoice,
+    Payment,
+    StatusHistory,
+    Store,
+    UnmatchedTransfer,
+    same_transfer,
+    transfer_columns,
+)
 
 
 class Ledger:
@@ -152,18 +160,8 @@ class Ledger:
         existing = self._payment(session, transfer)
         if existing is None:
             payment = Payment(
+                **transfer_columns(transfer),
                 invoice_id=invoice.id,
-                network=transfer.network,
-                tx_hash=transfer.tx_hash,
-                log_index=transfer.log_index,
-                from_address=transfer.from_address,
-                to_address=transfer.to_address,
-                asset_key=transfer.asset_key,
-                amount=transfer.amount,
-                memo=transfer.memo,
-                block_number=transfer.block_number,
-                block_hash=transfer.block_hash,
-                block_time=transfer.block_time,
                 success=transfer.success,
                 late=transfer.block_time > invoice.expires_at,
                 created_at=now,
@@ -195,13 +193,7 @@ class Ledger:
 
     @staticmethod
     def _payment(session: Session, transfer: Transfer) -> Payment | None:
-        return session.exec(
-            select(Payment).where(
-                Payment.network == transfer.network,
-                Payment.tx_hash == transfer.tx_hash,
-                Payment.log_index == transfer.log_index,
-            )
-        ).first()
+        return session.exec(select(Payment).where(same_transfer(Payment, transfer))).first()
 
     @staticmethod
     def lock_invoice(session: Session, invoice_id: str) -> Invoice:
@@ -214,26 +206,10 @@ class Ledger:
         count = 0
         for item in items:
             t = item.transfer
-            row = session.exec(
-                select(UnmatchedTransfer).where(
-                    UnmatchedTransfer.network == t.network,
-                    UnmatchedTransfer.tx_hash == t.tx_hash,
-                    UnmatchedTransfer.log_index == t.log_index,
-                )
-            ).first()
+            row = session.exec(select(UnmatchedTransfer).where(same_transfer(UnmatchedTransfer, t))).first()
             if row is None:
                 row = UnmatchedTransfer(
-                    network=t.network,
-                    tx_hash=t.tx_hash,
-                    log_index=t.log_index,
-                    from_address=t.from_address,
-                    to_address=t.to_address,
-                    asset_key=t.asset_key,
-                    amount=t.amount,
-                    memo=t.memo,
-                    block_number=t.block_number,
-                    block_hash=t.block_hash,
-                    block_time=t.block_time,
+                    **transfer_columns(t),
                     reason=item.reason.value,
                     hint_invoice_id=item.invoice_id,
                     created_at=now,

@@ -21,7 +21,7 @@ from paywatch.domain.matching import Match, Unmatched, WatchIndex
 from paywatch.errors import InputError
 from paywatch.ledger import Ledger
 from paywatch.scanner import record
-from paywatch.store.models import Invoice, Payment, UnmatchedTransfer
+from paywatch.store.models import Invoice, Payment, UnmatchedTransfer, same_transfer
 
 #: ``progress(blocks_done, blocks_total)``
 Progress = Callable[[int, int], None]
@@ -121,11 +121,7 @@ class _Run:
 
     def _note_payment(self, session: Session, match: Match) -> None:
         t = match.transfer
-        existing = session.exec(
-            select(Payment).where(
-                Payment.network == t.network, Payment.tx_hash == t.tx_hash, Payment.log_index == t.log_index
-            )
-        ).first()
+        existing = session.exec(select(Payment).where(same_transfer(Payment, t))).first()
         change = _change(
             existing is None, existing is not None and (existing.orphaned or existing.block_hash != t.block_hash)
         )
@@ -139,13 +135,7 @@ class _Run:
 
     def _note_unmatched(self, session: Session, item: Unmatched) -> None:
         t = item.transfer
-        existing = session.exec(
-            select(UnmatchedTransfer).where(
-                UnmatchedTransfer.network == t.network,
-                UnmatchedTransfer.tx_hash == t.tx_hash,
-                UnmatchedTransfer.log_index == t.log_index,
-            )
-        ).first()
+        existing = session.exec(select(UnmatchedTransfer).where(same_transfer(UnmatchedTransfer, t))).first()
         change = _change(
             existing is None, existing is not None and (existing.orphaned or existing.block_hash != t.block_hash)
         )

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from paywatch.errors import ConflictError, NotFoundError
 from paywatch.invoices import get_invoice
 from paywatch.ledger import Ledger
-from paywatch.store.models import AuditLog, Payment, UnmatchedTransfer
+from paywatch.store.models import AuditLog, Payment, UnmatchedTransfer, transfer_columns
 
 
 def list_unmatched(
@@ -43,18 +43,8 @@ def attach(
     if row.asset_key != invoice.asset_key:
         raise ConflictError(f"transfer is in another asset than the invoice's {invoice.asset}", field="invoice")
     payment = Payment(
+        **transfer_columns(row),
         invoice_id=invoice.id,
-        network=row.network,
-        tx_hash=row.tx_hash,
-        log_index=row.log_index,
-        from_address=row.from_address,
-        to_address=row.to_address,
-        asset_key=row.asset_key,
-        amount=row.amount,
-        memo=row.memo,
-        block_number=row.block_number,
-        block_hash=row.block_hash,
-        block_time=row.block_time,
         late=row.block_time > invoice.expires_at,
         created_at=now,
         updated_at=now,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, and_
 from sqlmodel import Field, SQLModel
 
 from paywatch.store.types import Amount, UTCDateTime
@@ -104,7 +104,32 @@ class AddressCounter(SQLModel, table=True):
     next_index: int = 1
 
 
-class Payment(SQLModel, table=True):
+class TransferColumns(SQLModel):
+    """The on-chain facts of one transfer, shared by payments and the unmatched inbox."""
+
+    network: str = Field(max_length=40)
+    tx_hash: str = Field(max_length=80)
+    log_index: int
+    from_address: str = Field(max_length=64)
+    to_address: str = Field(max_length=64)
+    asset_key: str = Field(max_length=64)
+    amount: int = _amount()
+    memo: str | None = Field(default=None, max_length=256)
+    block_number: int
+    block_hash: str = Field(max_length=80)
+    block_time: datetime = _when()
+
+
+#: the names of :class:`TransferColumns`, to copy a transfer's facts from any object that has them
+TRANSFER_FIELDS: tuple[str, ...] = tuple(TransferColumns.model_fields)
+
+
+def transfer_columns(source: Any) -> dict[str, Any]:
+    """The transfer facts of ``source`` (a chain Transfer, a Payment or an UnmatchedTransfer)."""
+    return {name: getattr(source, name) for name in TRANSFER_FIELDS}
+
+
+class Payment(TransferColumns, table=True):
     """A transfer matched to an invoice. Unique per (network, tx hash, log index)."""
 
     __tablename__ = "payments"
@@ -115,17 +140,6 @@ class Payment(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: str = Field(foreign_key="invoices.id", index=True, max_length=40)
-    network: str = Field(max_length=40)
-    tx_hash: str = Field(max_length=80)
-    log_index: int
-    from_address: str = Field(max_length=64)
-    to_address: str = Field(max_length=64)
-    asset_key: str = Field(max_length=64)
-    amount: int = _amount()
-    memo: str | None = Field(default=None, max_length=256)
-    block_number: int
-    block_hash: str = Field(max_length=80)
-    block_time: datetime = _when()
     success: bool = True
     orphaned: bool = False
     late: bool = False
@@ -133,24 +147,13 @@ class Payment(SQLModel, table=True):
     updated_at: datetime = _when()
 
 
-class UnmatchedTransfer(SQLModel, table=True):
+class UnmatchedTransfer(TransferColumns, table=True):
     """A transfer to a watched address that no invoice claimed; an admin may attach it."""
 
     __tablename__ = "unmatched_transfers"
     __table_args__ = (UniqueConstraint("network", "tx_hash", "log_index", name="uq_unmatched_transfer"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    network: str = Field(max_length=40)
-    tx_hash: str = Field(max_length=80)
-    log_index: int
-    from_address: str = Field(max_length=64)
-    to_address: str = Field(max_length=64)
-    asset_key: str = Field(max_length=64)
-    amount: int = _amount()
-    memo: str | None = Field(default=None, max_length=256)
-    block_number: int
-    block_hash: str = Field(max_length=80)
-    block_time: datetime = _when()
     reason: str = Field(max_length=40)
     hint_invoice_id: str | None = Field(default=None, max_length=40)
     orphaned: bool = False
@@ -252,3 +255,11 @@ class AuditLog(SQLModel, table=True):
     action: str = Field(max_length=60)
     subject: str = Field(max_length=100)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+def same_transfer(model: type[TransferColumns], source: Any) -> Any:
+    """A WHERE clause selecting ``model`` rows of the same (network, tx hash, log index) as ``source``."""
+    table = model.__table__  # type: ignore[attr-defined]
+    return and_(
+        table.c.network == source.network, table.c.tx_hash == source.tx_hash, table.c.log_index == source.log_index
+    )
