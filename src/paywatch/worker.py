@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,8 @@ from paywatch.scanner import Scanner
 from paywatch.store.db import session_scope
 
 log = logging.getLogger("paywatch.worker")
+#: one line when a replica starts and ends a scan of a network (silence with this logger's level)
+scan_log = logging.getLogger("paywatch.worker.scan")
 
 SWEEP_SECONDS = 15.0
 DISPATCH_SECONDS = 1.0
@@ -59,6 +63,8 @@ class Worker:
             for name, adapter in adapters.items()
         }
         self.leases = {name: Lease(engine, f"scan:{name}") for name in self.scanners}
+        # a network's scan and its confirmations refresh never run at the same time in one replica
+        self._network_locks = {name: threading.Lock() for name in self.scanners}
         self.sweep_lease = Lease(engine, "expiry-sweep")
         self.dispatcher = dispatcher or Dispatcher(engine, config.settings, clock)
         self.sweep_seconds = sweep_seconds
@@ -71,10 +77,29 @@ class Worker:
 
     def scan(self, network: str) -> int:
         """Scan ``network`` until caught up (bounded), if this replica holds its lease."""
-        if not self.leases[network].acquire():
-            return 0
+        with self._network_locks[network]:
+            lease = self.leases[network]
+            had_lease = lease.held and lease.postgres
+            if not lease.acquire():
+                return 0
+            if lease.postgres and not had_lease:
+                log.info("took the scan lease of %s", network, extra={"network": network})
+            started = time.monotonic()
+            scan_log.info("scan started", extra={"network": network})
+            blocks, last = self._scan_steps(network)
+            scan_log.info(
+                "scan finished: %d blocks in %.3f s",
+                blocks,
+                time.monotonic() - started,
+                extra={"network": network, "block": last},
+            )
+            return blocks
+
+    def _scan_steps(self, network: str) -> tuple[int, int | None]:
+        """Steps until caught up (at most MAX_STEPS_PER_RUN): blocks stored and the last one."""
         scanner = self.scanners[network]
         blocks = 0
+        last: int | None = None
         for _ in range(MAX_STEPS_PER_RUN):
             if self.stopping.is_set():
                 break
@@ -85,18 +110,24 @@ class Worker:
                 log.warning("scan step failed: %s", exc, extra={"network": network})
                 break
             blocks += result.blocks
+            last = result.end if result.end is not None else last
             BLOCKS_SCANNED.labels(network).inc(result.blocks)
             TRANSFERS.labels(network, "matched").inc(result.matched)
             TRANSFERS.labels(network, "unmatched").inc(result.unmatched)
             if result.caught_up:
                 break
-        return blocks
+        return blocks, last
 
     def refresh(self, network: str) -> int:
-        if not self.leases[network].held:
+        """Re-evaluate confirmations of ``network`` (the lease holder only; skipped while it scans)."""
+        lock = self._network_locks[network]
+        if not self.leases[network].held or not lock.acquire(blocking=False):
             return 0
-        with session_scope(self.engine) as session:
-            return self.ledger.refresh_confirmations(session, network, self.clock())
+        try:
+            with session_scope(self.engine) as session:
+                return self.ledger.refresh_confirmations(session, network, self.clock())
+        finally:
+            lock.release()
 
     def sweep(self) -> int:
         if not self.sweep_lease.acquire():

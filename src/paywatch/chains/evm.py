@@ -70,7 +70,12 @@ class EvmAdapter:
         self.network = network.name
         self._config = network
         self.rpc = RpcClient(
-            network.rpc_urls, provider_factory=provider_factory, attempts=attempts, sleep=sleep, timeout=timeout
+            network.rpc_urls,
+            provider_factory=provider_factory,
+            attempts=attempts,
+            sleep=sleep,
+            timeout=timeout,
+            network=network.name,
         )
         self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
         self._native = any(a.native for a in network.assets.values())

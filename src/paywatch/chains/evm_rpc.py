@@ -24,6 +24,7 @@ from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
 from paywatch.errors import ChainError, RetryableChainError
+from paywatch.metrics import count_rpc
 
 #: Messages providers use when an ``eth_getLogs`` range or a response is too big.
 _TOO_LARGE_HINTS = (
@@ -112,7 +113,8 @@ class RpcClient:
 
     Each attempt tries the current URL; a transport failure moves to the next URL, and after a
     full round of URLs the client sleeps with exponential backoff (with jitter). ``round_trips``
-    counts HTTP requests, for benchmarks and tests.
+    counts HTTP requests, for benchmarks and tests; every request and every failed one is also
+    counted in the ``paywatch_rpc_calls``/``paywatch_rpc_errors`` metrics under ``network``.
     """
 
     def __init__(
@@ -125,9 +127,11 @@ class RpcClient:
         max_backoff: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 15.0,
+        network: str = "",
     ) -> None:
         if not urls:
             raise ValueError("at least one RPC URL is needed")
+        self.network = network
         factory = provider_factory or (lambda url: Web3Provider(url, timeout=timeout))
         self.urls = tuple(urls)
         self._providers = [factory(url) for url in self.urls]
@@ -203,7 +207,7 @@ class RpcClient:
             for _ in range(len(self._providers)):
                 provider = self._providers[self._current]
                 try:
-                    return self._send(label, provider, send)
+                    return self._send(label, self.urls[self._current], provider, send)
                 except _Transport as exc:
                     if exc.too_large or (exc.timeout and split_on_timeout):
                         raise QueryTooLarge(label, 0, str(exc)) from None
@@ -215,8 +219,20 @@ class RpcClient:
         where = ", ".join(self.urls)
         raise RetryableChainError(f"{label}: every RPC URL failed ({where}); last error: {last}")
 
-    def _send(self, label: str, provider: JsonRpcProvider, send: Callable[[JsonRpcProvider], Any]) -> Any:
+    def _send(self, label: str, url: str, provider: JsonRpcProvider, send: Callable[[JsonRpcProvider], Any]) -> Any:
         self.round_trips += 1
+        try:
+            response = self._request(label, provider, send)
+        except _Transport:
+            count_rpc(self.network, url, failed=True)
+            raise
+        errors = response if isinstance(response, list) else [response]
+        failed = any(isinstance(item, dict) and item.get("error") is not None for item in errors)
+        count_rpc(self.network, url, failed=failed)
+        return response
+
+    @staticmethod
+    def _request(label: str, provider: JsonRpcProvider, send: Callable[[JsonRpcProvider], Any]) -> Any:
         try:
             response = send(provider)
         except requests.Timeout as exc:
