@@ -124,10 +124,13 @@ def overlaps(intervals: list[ScanInterval], killed: int, killed_at: float) -> li
         by_network[i.network].append(ScanInterval(i.network, i.pid, i.start, end))
     for items in by_network.values():
         items.sort(key=lambda i: i.start)
-        for a, b in zip(items, items[1:], strict=False):
-            assert a.end is not None
-            if b.start < a.end:
-                bad.append((a, b))
+        latest = items[0]  # the interval that ends last among those seen so far
+        for b in items[1:]:
+            assert latest.end is not None and b.end is not None
+            if b.start < latest.end:
+                bad.append((latest, b))
+            if b.end > latest.end:
+                latest = b
     return bad
 
 

@@ -60,7 +60,13 @@ class Devnet:
 
 
 def network_entry(
-    rpc_urls: list[str], usdt: str, *, chain_id: int = 31337, poll: float = 0.5, confirmations: int = 2, batch: int = 100
+    rpc_urls: list[str],
+    usdt: str,
+    *,
+    chain_id: int = 31337,
+    poll: float = 0.5,
+    confirmations: int = 2,
+    batch: int = 100,
 ) -> dict[str, Any]:
     return {
         "family": "evm",

@@ -138,31 +138,38 @@ class Worker:
     # --- scheduling ------------------------------------------------------------------------------
 
     def _threaded(self, func: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[None]]:
+        name = getattr(func, "__name__", str(func))
+
         async def job() -> None:
-            if self.stopping.is_set():
-                return
-            task = asyncio.ensure_future(asyncio.to_thread(func, *args))
-            self._inflight.add(task)
-            try:
-                await task
-            except Exception:
-                log.exception("job %s failed", getattr(func, "__name__", func))
-            finally:
-                self._inflight.discard(task)
+            await self._run_job(name, lambda: asyncio.to_thread(func, *args))
 
         return job
 
     async def _dispatch(self) -> None:
+        await self._run_job("dispatch", self.dispatcher.run_once)
+
+    async def _run_job(self, name: str, start: Callable[[], Awaitable[Any]]) -> None:
+        """Run one job's work as a task of its own, tracked in ``_inflight`` until it is done.
+
+        The scheduler's shutdown cancels the job coroutine, never the work: the work is shielded,
+        so :meth:`run` can wait for a running scan step to commit before it releases the leases.
+        """
         if self.stopping.is_set():
             return
-        task = asyncio.ensure_future(self.dispatcher.run_once())
+        task = asyncio.ensure_future(self._logged(name, start()))
         self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
         try:
-            await task
+            await asyncio.shield(task)
+        except asyncio.CancelledError:  # scheduler shutdown: run() waits for the task itself
+            return
+
+    @staticmethod
+    async def _logged(name: str, work: Awaitable[Any]) -> None:
+        try:
+            await work
         except Exception:
-            log.exception("callback dispatch failed")
-        finally:
-            self._inflight.discard(task)
+            log.exception("job %s failed", name)
 
     def build_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone="UTC")
@@ -192,9 +199,10 @@ class Worker:
         try:
             await self.stopping.wait()
         finally:
+            scheduler.pause()  # no new runs; the running ones finish and commit first
+            while self._inflight:
+                await asyncio.gather(*list(self._inflight), return_exceptions=True)
             scheduler.shutdown(wait=False)
-            if self._inflight:
-                await asyncio.gather(*self._inflight, return_exceptions=True)
             for lease in [*self.leases.values(), self.sweep_lease]:
                 await asyncio.to_thread(lease.release)
             self._single.release()
