@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlmodel import col, select
 
 from paywatch.chains.tron_http import RetryPolicy, TronHttp
@@ -20,11 +21,13 @@ from paywatch.config import Settings, load_config
 from paywatch.devnet.node import free_port
 from paywatch.errors import RetryableChainError
 from paywatch.invoices import InvoiceRequest, create_invoice
+from paywatch.lease import Lease
 from paywatch.metrics import REGISTRY
 from paywatch.store.db import make_engine, session_scope, upgrade
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
 from paywatch.stores import create_store
 from tests.callback_receiver import Receiver, Reply, verify
+from tests.conftest import PG_URL, fresh_postgres_database
 from tests.worker_procs import (
     USDT,
     Devnet,
@@ -282,3 +285,42 @@ def test_tron_transport_counts_calls_and_errors_per_endpoint() -> None:
         finally:
             only_bad.close()
         assert _sample("paywatch_rpc_errors_total", **labels_bad) - after[1] == 2
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    if PG_URL is None:
+        pytest.skip("needs PostgreSQL: set PAYWATCH_TEST_DATABASE_URL")
+    yield from fresh_postgres_database()
+
+
+def test_leases_hold_their_own_idle_connections_and_notice_a_lost_lock(pg_url: str) -> None:
+    # a pool of ONE connection: leases must not take it, or the scans would starve
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0, pool_timeout=1)
+    holder, other_network, rival = Lease(engine, "scan:x"), Lease(engine, "scan:y"), Lease(engine, "scan:x")
+    try:
+        assert holder.acquire() and other_network.acquire() and holder.acquire()
+        assert not rival.acquire() and not rival.held
+        key = holder.key & (2**64 - 1)
+        with engine.connect() as conn:
+            states = conn.execute(
+                text(
+                    "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+            ).scalars()
+            assert sorted(states) == ["idle", "idle", "idle"]  # never "idle in transaction"
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND classid = :hi AND objid = :lo AND granted"
+                ),
+                {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+            )
+        wait_for("the rival to take the lease", rival.acquire, timeout=10, every=0.05)
+        assert not holder.acquire() and not holder.held  # the old holder notices and stands down
+        assert other_network.acquire()
+    finally:
+        for lease in (holder, other_network, rival):
+            lease.release()
+        engine.dispose()
