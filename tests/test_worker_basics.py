@@ -214,6 +214,15 @@ def test_run_serves_the_api_and_scans_with_metrics_and_json_logs(
             types = [verify(r, secret)["type"] for r in receiver.on("/hook")]
             assert "invoice.completed" in types
 
+            # an invoice whose own callback URL fails: its event waits in the queue for a retry
+            receiver.plan("/down", *[Reply(500, b"down")] * 5)
+            down = api.post(
+                "/v1/invoices",
+                json={"network": "devnet", "asset": "USDT", "amount": "1", "callback_url": receiver.url("/down")},
+            )
+            assert down.status_code == 201, down.text
+            wait_for("a failed delivery", lambda: receiver.on("/down"), timeout=15)
+            time.sleep(0.3)  # the attempt is recorded just after the reply
             metrics = api.get("/metrics").text
             proc.signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
@@ -232,7 +241,8 @@ def test_run_serves_the_api_and_scans_with_metrics_and_json_logs(
     assert _metric(metrics, "paywatch_rpc_errors_total", network="devnet", endpoint=anvil_endpoint) == 0
     assert _metric(metrics, "paywatch_rpc_errors_total", network="devnet", endpoint=DEAD_RPC) >= 1
     assert _metric(metrics, "paywatch_rpc_calls_total", network="devnet", endpoint=DEAD_RPC) >= 1
-    assert "# TYPE paywatch_callback_queue_depth gauge" in metrics
+    assert _metric(metrics, "paywatch_callback_queue_depth", state="pending") == 1
+    assert _metric(metrics, "paywatch_callback_deliveries_total", result="failed") >= 1
     assert _metric(metrics, "paywatch_callback_deliveries_total", result="delivered") >= 3
     assert _metric(metrics, "paywatch_status_transitions_total", status="COMPLETED") == 1
 
