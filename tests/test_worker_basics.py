@@ -86,7 +86,7 @@ def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, s
     start = chain.height() + 1
     networks = write_networks(
         tmp_path / "networks.yaml",
-        {"devnet": {**network_entry([devnet.node.url], devnet.usdt, poll=0.2, batch=4), "start_block": start}},
+        {"devnet": {**network_entry([devnet.node.url], devnet.usdt, poll=0.05, batch=4), "start_block": start}},
     )
     config = load_config(Settings(database_url=sqlite_url, networks=networks))
     engine = make_engine(sqlite_url)
@@ -110,11 +110,15 @@ def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, s
     env = paywatch_env(sqlite_url, networks)
     worker = PaywatchProcess(["worker"], env, tmp_path / "worker.log")
     try:
-        wait_for(
-            "a few stored steps", lambda: _cursor(engine) and _cursor(engine) >= start + 40, timeout=30, every=0.02
-        )
-        worker.signal(signal.SIGTERM)
+
+        def mid_scan() -> bool:
+            scan_lines = [r for r in worker.lines() if r.get("logger") == "paywatch.worker.scan"]
+            cursor = _cursor(engine)
+            return bool(scan_lines and scan_lines[-1]["msg"] == "scan started" and cursor and cursor >= start + 40)
+
+        wait_for("a scan in progress, a few steps stored", mid_scan, timeout=30, every=0.02)
         signalled = time.time()
+        worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=20) == 0
     finally:
         worker.close()
@@ -126,7 +130,8 @@ def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, s
     cursor = _cursor(engine)
     assert cursor is not None and cursor < tip, "SIGTERM came too late to interrupt the catch-up"
     assert finished[-1]["block"] == cursor  # the last logged step is the one committed
-    assert any(s.end is not None and s.end >= signalled for s in scans)  # a scan was running and finished
+    # the scan running when the signal came finished
+    assert any(s.start <= signalled and s.end is not None and s.end >= signalled for s in scans)
     with session_scope(engine) as session:
         state = session.get(NetworkState, "devnet")
         assert state is not None
