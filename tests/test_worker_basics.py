@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import time
@@ -14,8 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from paywatch.chains.base import BlockRef, ChainAdapter, Heights, ScannedRange, WatchPredicate
+from paywatch.chains.evm import EvmAdapter
 from paywatch.chains.tron_http import RetryPolicy, TronHttp
 from paywatch.config import Settings, load_config
 from paywatch.devnet.node import free_port
@@ -26,6 +30,7 @@ from paywatch.metrics import REGISTRY
 from paywatch.store.db import make_engine, session_scope, upgrade
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
 from paywatch.stores import create_store
+from paywatch.worker import Worker
 from tests.callback_receiver import Receiver, Reply, verify
 from tests.conftest import PG_URL, fresh_postgres_database
 from tests.worker_procs import (
@@ -337,5 +342,66 @@ def test_leases_hold_their_own_idle_connections_and_notice_a_lost_lock(pg_url: s
         assert other_network.acquire()
     finally:
         for lease in (holder, other_network, rival):
+            lease.release()
+        engine.dispose()
+
+
+class LeaseThief:
+    """A ChainAdapter that, during the ``at``-th range read, kills the lease holder's PostgreSQL
+    session and lets a rival replica's lease take the network (a replica losing its lease mid-scan)."""
+
+    def __init__(self, inner: ChainAdapter, engine: Engine, rival: Lease, at: int) -> None:
+        self.inner, self.engine, self.rival, self.at = inner, engine, rival, at
+        self.reads = 0
+
+    def heights(self) -> Heights:
+        return self.inner.heights()
+
+    def block_ref(self, number: int) -> BlockRef:
+        return self.inner.block_ref(number)
+
+    def transaction_transfers(self, tx_hash: str, watched: WatchPredicate) -> ScannedRange:
+        return self.inner.transaction_transfers(tx_hash, watched)
+
+    def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
+        self.reads += 1
+        if self.reads == self.at:
+            key = self.rival.key & (2**64 - 1)
+            with self.engine.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND classid = :hi AND objid = :lo AND granted"
+                    ),
+                    {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+                )
+            wait_for("the rival to take the lease", self.rival.acquire, timeout=10, every=0.05)
+        return self.inner.fetch_range(start, end, watched)
+
+
+def test_a_replica_that_lost_its_lease_stops_between_steps(
+    pg_url: str, devnet: Devnet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = devnet.chain.height() + 1
+    devnet.chain.mine(40)
+    networks = write_networks(
+        tmp_path / "networks.yaml",
+        {"devnet": {**network_entry([devnet.node.url], devnet.usdt, batch=4), "start_block": start}},
+    )
+    config = load_config(Settings(database_url=pg_url, networks=networks))
+    engine = make_engine(pg_url)
+    rival = Lease(engine, "scan:devnet")
+    thief = LeaseThief(EvmAdapter(config.networks["devnet"]), engine, rival, at=3)
+    worker = Worker(config, engine, adapters={"devnet": thief})
+    try:
+        with caplog.at_level(logging.INFO, logger="paywatch.worker"):
+            assert worker.scan("devnet") == 12  # three steps of 4 blocks, then it notices and stops
+        assert "lost the scan lease of devnet" in caplog.text
+        assert not worker.leases["devnet"].held and rival.held
+        assert worker.scan("devnet") == 0 and thief.reads == 3  # no more reads while the rival holds it
+        assert _cursor(engine) == start + 11
+    finally:
+        rival.release()
+        for lease in worker.leases.values():
             lease.release()
         engine.dispose()

@@ -100,8 +100,10 @@ class Worker:
         scanner = self.scanners[network]
         blocks = 0
         last: int | None = None
-        for _ in range(MAX_STEPS_PER_RUN):
+        for n in range(MAX_STEPS_PER_RUN):
             if self.stopping.is_set():
+                break
+            if n and not self._still_leased(network):
                 break
             try:
                 result = scanner.step()
@@ -117,6 +119,17 @@ class Worker:
             if result.caught_up:
                 break
         return blocks, last
+
+    def _still_leased(self, network: str) -> bool:
+        """Re-confirm the lease between steps of a long catch-up (its connection may have died)."""
+        try:
+            if self.leases[network].acquire():
+                return True
+        except Exception as exc:  # the database is unreachable: stop, the next poll retries
+            log.warning("cannot confirm the scan lease: %s", exc, extra={"network": network})
+            return False
+        log.warning("lost the scan lease of %s; another replica scans it now", network, extra={"network": network})
+        return False
 
     def refresh(self, network: str) -> int:
         """Re-evaluate confirmations of ``network`` (the lease holder only; skipped while it scans)."""
