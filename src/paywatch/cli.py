@@ -307,16 +307,34 @@ def run(
 
 
 async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> None:
-    """The API (uvicorn) and the worker on one event loop; uvicorn's signal handling stops both."""
+    """The API (uvicorn) and the worker on one event loop. SIGTERM/SIGINT stop both gracefully: the
+    running scan step commits, then the process exits 0 (uvicorn's own signal capture is replaced,
+    since it re-raises the signal after serving, which would kill the worker mid-step)."""
     import asyncio
+    import contextlib
+    import signal
+    from collections.abc import Iterator
 
     import uvicorn
 
     from paywatch.api.app import create_app
     from paywatch.worker import Worker
 
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     worker = Worker(config, engine)
-    server = uvicorn.Server(uvicorn.Config(create_app(config, engine=engine), host=host, port=port, log_config=None))
+    server = Server(uvicorn.Config(create_app(config, engine=engine), host=host, port=port, log_config=None))
+
+    def stop() -> None:
+        server.should_exit = True
+        worker.stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
     worker_task = asyncio.create_task(worker.run(install_signals=False))
     try:
         await server.serve()

@@ -6,6 +6,7 @@ writes the callback events to the outbox, all in the same transaction as the cha
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -30,6 +31,8 @@ from paywatch.store.models import (
     same_transfer,
     transfer_columns,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Ledger:
@@ -82,6 +85,14 @@ class Ledger:
             invoice.status_version += 1  # a change without an event still moves the version
         if decision.status != before:
             TRANSITIONS.labels(decision.status.value).inc()
+            log.info(
+                "invoice %s: %s -> %s (%s)",
+                invoice.id,
+                before.value,
+                decision.status.value,
+                reason,
+                extra={"invoice_id": invoice.id, "network": invoice.network},
+            )
         if moved:
             why = reason if decision.status == before else f"{reason}: {decision.reason}"
             session.add(
@@ -175,6 +186,19 @@ class Ledger:
                 if existing is None:
                     raise
             else:
+                log.info(
+                    "payment of %d %s to invoice %s in block %d",
+                    transfer.amount,
+                    transfer.asset_key,
+                    invoice.id,
+                    transfer.block_number,
+                    extra={
+                        "invoice_id": invoice.id,
+                        "network": transfer.network,
+                        "tx_hash": transfer.tx_hash,
+                        "block": transfer.block_number,
+                    },
+                )
                 return True, invoice.id
         if not existing.orphaned and existing.block_hash == transfer.block_hash:
             return None
@@ -197,8 +221,15 @@ class Ledger:
 
     @staticmethod
     def lock_invoice(session: Session, invoice_id: str) -> Invoice:
-        """The invoice row, locked for update until the transaction ends (PostgreSQL)."""
-        invoice = session.exec(select(Invoice).where(Invoice.id == invoice_id).with_for_update()).one()
+        """The invoice row, locked for update until the transaction ends (PostgreSQL).
+
+        ``populate_existing``: an invoice this session loaded before taking the lock is re-read, so
+        a change another transaction committed while we waited is not overwritten with stale values.
+        """
+        stmt = (
+            select(Invoice).where(Invoice.id == invoice_id).with_for_update().execution_options(populate_existing=True)
+        )
+        invoice = session.exec(stmt).one()
         return invoice
 
     def record_unmatched(self, session: Session, items: Iterable[Unmatched], now: datetime) -> int:
@@ -220,6 +251,14 @@ class Ledger:
                 row.orphaned = False
                 row.block_number, row.block_hash, row.block_time = t.block_number, t.block_hash, t.block_time
             session.add(row)
+            log.info(
+                "unmatched transfer of %d %s to %s (%s)",
+                t.amount,
+                t.asset_key,
+                t.to_address,
+                item.reason.value,
+                extra={"network": t.network, "tx_hash": t.tx_hash, "block": t.block_number},
+            )
             count += 1
         return count
 

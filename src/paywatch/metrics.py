@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -27,6 +28,22 @@ RPC_ERRORS = Counter("paywatch_rpc_errors", "RPC errors by endpoint", ["network"
 DELIVERIES = Counter("paywatch_callback_deliveries", "Callback delivery attempts", ["result"], registry=REGISTRY)
 TRANSITIONS = Counter("paywatch_status_transitions", "Invoice status transitions", ["status"], registry=REGISTRY)
 SCAN_ERRORS = Counter("paywatch_scan_errors", "Scan steps that failed", ["network"], registry=REGISTRY)
+
+
+def endpoint_label(url: str) -> str:
+    """An RPC URL as a metric label: scheme, host and port only (paths and queries may hold API keys)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def count_rpc(network: str, url: str, *, failed: bool) -> None:
+    """Count one RPC request to ``url`` (and its failure: transport error, timeout, HTTP or node error)."""
+    endpoint = endpoint_label(url)
+    RPC_CALLS.labels(network, endpoint).inc()
+    if failed:
+        RPC_ERRORS.labels(network, endpoint).inc()
 
 
 class DatabaseCollector(Collector):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,8 @@ from paywatch.scanner import Scanner
 from paywatch.store.db import session_scope
 
 log = logging.getLogger("paywatch.worker")
+#: one line when a replica starts and ends a scan of a network (silence with this logger's level)
+scan_log = logging.getLogger("paywatch.worker.scan")
 
 SWEEP_SECONDS = 15.0
 DISPATCH_SECONDS = 1.0
@@ -59,6 +63,8 @@ class Worker:
             for name, adapter in adapters.items()
         }
         self.leases = {name: Lease(engine, f"scan:{name}") for name in self.scanners}
+        # a network's scan and its confirmations refresh never run at the same time in one replica
+        self._network_locks = {name: threading.Lock() for name in self.scanners}
         self.sweep_lease = Lease(engine, "expiry-sweep")
         self.dispatcher = dispatcher or Dispatcher(engine, config.settings, clock)
         self.sweep_seconds = sweep_seconds
@@ -71,12 +77,33 @@ class Worker:
 
     def scan(self, network: str) -> int:
         """Scan ``network`` until caught up (bounded), if this replica holds its lease."""
-        if not self.leases[network].acquire():
-            return 0
+        with self._network_locks[network]:
+            lease = self.leases[network]
+            had_lease = lease.held and lease.postgres
+            if not lease.acquire():
+                return 0
+            if lease.postgres and not had_lease:
+                log.info("took the scan lease of %s", network, extra={"network": network})
+            started = time.monotonic()
+            scan_log.info("scan started", extra={"network": network})
+            blocks, last = self._scan_steps(network)
+            scan_log.info(
+                "scan finished: %d blocks in %.3f s",
+                blocks,
+                time.monotonic() - started,
+                extra={"network": network, "block": last},
+            )
+            return blocks
+
+    def _scan_steps(self, network: str) -> tuple[int, int | None]:
+        """Steps until caught up (at most MAX_STEPS_PER_RUN): blocks stored and the last one."""
         scanner = self.scanners[network]
         blocks = 0
-        for _ in range(MAX_STEPS_PER_RUN):
+        last: int | None = None
+        for n in range(MAX_STEPS_PER_RUN):
             if self.stopping.is_set():
+                break
+            if n and not self._still_leased(network):
                 break
             try:
                 result = scanner.step()
@@ -85,18 +112,35 @@ class Worker:
                 log.warning("scan step failed: %s", exc, extra={"network": network})
                 break
             blocks += result.blocks
+            last = result.end if result.end is not None else last
             BLOCKS_SCANNED.labels(network).inc(result.blocks)
             TRANSFERS.labels(network, "matched").inc(result.matched)
             TRANSFERS.labels(network, "unmatched").inc(result.unmatched)
             if result.caught_up:
                 break
-        return blocks
+        return blocks, last
+
+    def _still_leased(self, network: str) -> bool:
+        """Re-confirm the lease between steps of a long catch-up (its connection may have died)."""
+        try:
+            if self.leases[network].acquire():
+                return True
+        except Exception as exc:  # the database is unreachable: stop, the next poll retries
+            log.warning("cannot confirm the scan lease: %s", exc, extra={"network": network})
+            return False
+        log.warning("lost the scan lease of %s; another replica scans it now", network, extra={"network": network})
+        return False
 
     def refresh(self, network: str) -> int:
-        if not self.leases[network].held:
+        """Re-evaluate confirmations of ``network`` (the lease holder only; skipped while it scans)."""
+        lock = self._network_locks[network]
+        if not self.leases[network].held or not lock.acquire(blocking=False):
             return 0
-        with session_scope(self.engine) as session:
-            return self.ledger.refresh_confirmations(session, network, self.clock())
+        try:
+            with session_scope(self.engine) as session:
+                return self.ledger.refresh_confirmations(session, network, self.clock())
+        finally:
+            lock.release()
 
     def sweep(self) -> int:
         if not self.sweep_lease.acquire():
@@ -107,31 +151,38 @@ class Worker:
     # --- scheduling ------------------------------------------------------------------------------
 
     def _threaded(self, func: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[None]]:
+        name = getattr(func, "__name__", str(func))
+
         async def job() -> None:
-            if self.stopping.is_set():
-                return
-            task = asyncio.ensure_future(asyncio.to_thread(func, *args))
-            self._inflight.add(task)
-            try:
-                await task
-            except Exception:
-                log.exception("job %s failed", getattr(func, "__name__", func))
-            finally:
-                self._inflight.discard(task)
+            await self._run_job(name, lambda: asyncio.to_thread(func, *args))
 
         return job
 
     async def _dispatch(self) -> None:
+        await self._run_job("dispatch", self.dispatcher.run_once)
+
+    async def _run_job(self, name: str, start: Callable[[], Awaitable[Any]]) -> None:
+        """Run one job's work as a task of its own, tracked in ``_inflight`` until it is done.
+
+        The scheduler's shutdown cancels the job coroutine, never the work: the work is shielded,
+        so :meth:`run` can wait for a running scan step to commit before it releases the leases.
+        """
         if self.stopping.is_set():
             return
-        task = asyncio.ensure_future(self.dispatcher.run_once())
+        task = asyncio.ensure_future(self._logged(name, start()))
         self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
         try:
-            await task
+            await asyncio.shield(task)
+        except asyncio.CancelledError:  # scheduler shutdown: run() waits for the task itself
+            return
+
+    @staticmethod
+    async def _logged(name: str, work: Awaitable[Any]) -> None:
+        try:
+            await work
         except Exception:
-            log.exception("callback dispatch failed")
-        finally:
-            self._inflight.discard(task)
+            log.exception("job %s failed", name)
 
     def build_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone="UTC")
@@ -161,9 +212,10 @@ class Worker:
         try:
             await self.stopping.wait()
         finally:
+            scheduler.pause()  # no new runs; the running ones finish and commit first
+            while self._inflight:
+                await asyncio.gather(*list(self._inflight), return_exceptions=True)
             scheduler.shutdown(wait=False)
-            if self._inflight:
-                await asyncio.gather(*self._inflight, return_exceptions=True)
             for lease in [*self.leases.values(), self.sweep_lease]:
                 await asyncio.to_thread(lease.release)
             self._single.release()

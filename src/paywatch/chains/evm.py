@@ -76,6 +76,7 @@ class EvmAdapter:
             sleep=sleep,
             timeout=timeout,
             requests_per_second=network.requests_per_second,
+            network=network.name,
         )
         self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
         self._native = any(a.native for a in network.assets.values())

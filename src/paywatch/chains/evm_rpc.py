@@ -24,6 +24,7 @@ from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
 from paywatch.errors import ChainError, RetryableChainError
+from paywatch.metrics import count_rpc
 
 #: Messages providers use when an ``eth_getLogs`` range or a response is too big.
 _TOO_LARGE_HINTS = (
@@ -112,7 +113,9 @@ class RpcClient:
 
     Each attempt tries the current URL; a transport failure moves to the next URL, and after a
     full round of URLs the client sleeps with exponential backoff (with jitter). Requests are
-    spaced to at most ``requests_per_second``. ``round_trips`` counts HTTP requests.
+    spaced to at most ``requests_per_second``. ``round_trips`` counts HTTP requests, for benchmarks
+    and tests; every request and every failed one is also counted in the
+    ``paywatch_rpc_calls``/``paywatch_rpc_errors`` metrics under ``network``.
     """
 
     def __init__(
@@ -127,9 +130,11 @@ class RpcClient:
         timeout: float = 15.0,
         requests_per_second: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        network: str = "",
     ) -> None:
         if not urls:
             raise ValueError("at least one RPC URL is needed")
+        self.network = network
         factory = provider_factory or (lambda url: Web3Provider(url, timeout=timeout))
         self.urls = tuple(urls)
         self._providers = [factory(url) for url in self.urls]
@@ -212,7 +217,7 @@ class RpcClient:
             for _ in range(len(self._providers)):
                 provider = self._providers[self._current]
                 try:
-                    return self._send(label, provider, send, splittable)
+                    return self._send(label, self.urls[self._current], provider, send, splittable)
                 except _Transport as exc:
                     if splittable and (exc.too_large or exc.timeout):
                         raise QueryTooLarge(label, 0, str(exc)) from None
@@ -235,10 +240,29 @@ class RpcClient:
         self._next_slot = now + self._interval
 
     def _send(
-        self, label: str, provider: JsonRpcProvider, send: Callable[[JsonRpcProvider], Any], splittable: bool
+        self,
+        label: str,
+        url: str,
+        provider: JsonRpcProvider,
+        send: Callable[[JsonRpcProvider], Any],
+        splittable: bool,
     ) -> Any:
         self._throttle()
         self.round_trips += 1
+        try:
+            response = self._request(label, provider, send, splittable)
+        except _Transport:
+            count_rpc(self.network, url, failed=True)
+            raise
+        errors = response if isinstance(response, list) else [response]
+        failed = any(isinstance(item, dict) and item.get("error") is not None for item in errors)
+        count_rpc(self.network, url, failed=failed)
+        return response
+
+    @staticmethod
+    def _request(
+        label: str, provider: JsonRpcProvider, send: Callable[[JsonRpcProvider], Any], splittable: bool
+    ) -> Any:
         try:
             response = send(provider)
         except requests.Timeout as exc:

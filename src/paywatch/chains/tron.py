@@ -127,6 +127,7 @@ class TronAdapter:
             requests_per_second=network.requests_per_second,
             client=client,
             policy=policy,
+            network=network.name,
             **timing,
         )
         self._tron = Tron(provider=TronpyProvider(self.http))

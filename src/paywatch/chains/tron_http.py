@@ -29,6 +29,7 @@ import httpx
 from tronpy.providers.http import HTTPProvider
 
 from paywatch.errors import ChainError, RetryableChainError
+from paywatch.metrics import count_rpc
 
 API_KEY_HEADER = "TRON-PRO-API-KEY"
 _RATE_LIMITED = frozenset({403, 429})
@@ -99,9 +100,11 @@ class TronHttp:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
+        network: str = "",
     ) -> None:
         if not urls:
             raise ValueError("at least one URL is needed")
+        self.network = network
         self.urls = tuple(u.rstrip("/") for u in urls)
         self.policy = policy or RetryPolicy()
         self.budget = RateBudget(requests_per_second, clock=clock, sleep=sleep)
@@ -134,8 +137,9 @@ class TronHttp:
             index = self._current
             url = f"{self.urls[index]}/{path.lstrip('/')}"
             try:
-                return self._once(url, body or {})
+                answer = self._once(url, body or {})
             except _Failure as failure:
+                count_rpc(self.network, self.urls[index], failed=True)
                 failures += 1
                 errors.append(f"{self.urls[index]}: {failure}")
                 if failure.permanent:
@@ -151,6 +155,9 @@ class TronHttp:
                 elif tried_this_round >= len(self.urls):
                     tried_this_round = 0
                     self._sleep(self.policy.delay(failures))
+            else:
+                count_rpc(self.network, self.urls[index], failed=False)
+                return answer
         raise RetryableChainError(f"{path}: no node answered after {self.policy.attempts} attempts: {errors[-1]}")
 
     def _once(self, url: str, body: dict[str, Any]) -> Any:
