@@ -107,7 +107,7 @@ def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, s
     for invoice_id, address in targets:  # one payment every ~40 blocks over ~330 blocks
         chain.mine(40)
         tx = chain.token_transfer(devnet.usdt, address, 3 * USDT)
-        assert chain.wait(tx) == 1
+        assert chain.receipt_status(chain.wait(tx)) == 1
         paid_in[invoice_id] = chain.height()
     chain.mine(10)
     tip = chain.height()
@@ -398,7 +398,9 @@ def test_a_replica_that_lost_its_lease_stops_between_steps(
             assert worker.scan("devnet") == 12  # three steps of 4 blocks, then it notices and stops
         assert "lost the scan lease of devnet" in caplog.text
         assert not worker.leases["devnet"].held and rival.held
-        assert worker.scan("devnet") == 0 and thief.reads == 3  # no more reads while the rival holds it
+        reads = thief.reads  # the 3 steps' ranges, plus the one the scanner prefetched before it noticed
+        assert reads <= 4
+        assert worker.scan("devnet") == 0 and thief.reads == reads  # no more reads while the rival holds it
         assert _cursor(engine) == start + 11
     finally:
         rival.release()

@@ -102,7 +102,7 @@ def pay(devnets: dict[str, Devnet], plans: list[Plan]) -> None:
             else:
                 last[plan.network] = net.chain.send_eth(plan.address, units)
     for name, tx in last.items():
-        assert devnets[name].chain.wait(tx) == 1
+        assert devnets[name].chain.receipt_status(devnets[name].chain.wait(tx)) == 1
 
 
 def settled(engine: Engine, plans: list[Plan]) -> bool:
