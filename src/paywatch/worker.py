@@ -216,6 +216,8 @@ class Worker:
             while self._inflight:
                 await asyncio.gather(*list(self._inflight), return_exceptions=True)
             scheduler.shutdown(wait=False)
+            for scanner in self.scanners.values():
+                await asyncio.to_thread(scanner.close)  # no prefetch thread outlives the worker
             for lease in [*self.leases.values(), self.sweep_lease]:
                 await asyncio.to_thread(lease.release)
             self._single.release()
