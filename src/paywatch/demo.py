@@ -200,6 +200,7 @@ async def drive(
     ok = all(_settled(inv, receiver) for inv in invoices.values())
     statuses = [invoices[k]["status"] for k in ("exact", "partial+top-up", "left to expire")]
     verified = all(e["verified"] for e in receiver.events)
+    console.print()
     console.print(
         f"summary: statuses {statuses}; {len(receiver.events)} callbacks received, "
         f"{'all' if verified else 'NOT all'} signatures verified; {time.monotonic() - started:.1f} s"
