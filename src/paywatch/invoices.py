@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from paywatch.addresses import allocate_index, new_memo, require_shared, unique_amount
+from paywatch.audit import audit
 from paywatch.config import AppConfig
 from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy
@@ -22,7 +23,7 @@ from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
 from paywatch.netguard import validate_callback_url
 from paywatch.outbox import emit
-from paywatch.store.models import AuditLog, DepositAddress, Invoice, StatusHistory, Store
+from paywatch.store.models import DepositAddress, Invoice, StatusHistory, Store
 
 DEFAULT_EXPIRY = timedelta(hours=24)
 MIN_EXPIRY = timedelta(minutes=1)
@@ -172,7 +173,7 @@ def cancel_invoice(session: Session, ledger: Ledger, invoice: Invoice, now: date
     if invoice.amount_paid > 0:
         raise ConflictError("invoice has received payments; it cannot be cancelled", field="status")
     ledger.set_status(session, invoice, InvoiceStatus.CANCELLED, now, reason=f"cancelled by {actor}")
-    _audit(session, now, actor, "invoice.cancel", invoice.id)
+    audit(session, now, actor, "invoice.cancel", invoice.id)
     return invoice
 
 
@@ -182,7 +183,7 @@ def mark_paid(session: Session, ledger: Ledger, invoice: Invoice, now: datetime,
     ledger.set_status(
         session, invoice, InvoiceStatus.COMPLETED, now, reason=f"marked paid by {actor}", flag="marked_paid"
     )
-    _audit(session, now, actor, "invoice.mark_paid", invoice.id)
+    audit(session, now, actor, "invoice.mark_paid", invoice.id)
     return invoice
 
 
@@ -209,7 +210,3 @@ def list_invoices(
     rows = list(session.exec(query.order_by(col(Invoice.created_at).desc(), col(Invoice.id).desc()).limit(limit + 1)))
     next_cursor = rows[limit - 1].id if len(rows) > limit else None
     return rows[:limit], next_cursor
-
-
-def _audit(session: Session, now: datetime, actor: str, action: str, subject: str, **details: Any) -> None:
-    session.add(AuditLog(at=now, actor=actor, action=action, subject=subject, details=details))

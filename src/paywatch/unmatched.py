@@ -7,10 +7,11 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from paywatch.audit import audit
 from paywatch.errors import ConflictError, NotFoundError
 from paywatch.invoices import get_invoice
 from paywatch.ledger import Ledger
-from paywatch.store.models import AuditLog, Payment, UnmatchedTransfer, transfer_columns
+from paywatch.store.models import Payment, UnmatchedTransfer, transfer_columns
 
 
 def list_unmatched(
@@ -57,14 +58,15 @@ def attach(
     row.attached_invoice_id = invoice.id
     row.attached_at = now
     session.add(row)
-    session.add(
-        AuditLog(
-            at=now,
-            actor=actor,
-            action="unmatched.attach",
-            subject=invoice.id,
-            details={"transfer_id": transfer_id, "tx_hash": row.tx_hash, "log_index": row.log_index},
-        )
+    audit(
+        session,
+        now,
+        actor,
+        "unmatched.attach",
+        invoice.id,
+        transfer_id=transfer_id,
+        tx_hash=row.tx_hash,
+        log_index=row.log_index,
     )
     ledger.reevaluate(
         session,

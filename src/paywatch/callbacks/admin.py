@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlmodel import Session, col, or_, select
 
+from paywatch.audit import audit
 from paywatch.callbacks.schedule import EventState
 from paywatch.errors import ConflictError, InputError, NotFoundError
 from paywatch.outbox import new_webhook_id
-from paywatch.store.models import AuditLog, CallbackAttempt, CallbackEvent, Invoice, Store
+from paywatch.store.models import CallbackAttempt, CallbackEvent, Invoice, Store
 from paywatch.stores import new_webhook_secret
 from paywatch.views import iso
 
@@ -159,15 +160,7 @@ def redeliver(
     event.state = EventState.PENDING.value
     event.next_attempt_at = now
     session.add(event)
-    session.add(
-        AuditLog(
-            at=now,
-            actor=actor,
-            action="callback.redeliver",
-            subject=event.webhook_id,
-            details={"event_id": event.id, "previous_state": previous},
-        )
-    )
+    audit(session, now, actor, "callback.redeliver", event.webhook_id, event_id=event.id, previous_state=previous)
     session.flush()
     return event
 
@@ -192,7 +185,7 @@ def send_test_event(session: Session, store_id: str, now: datetime, *, actor: st
         created_at=now,
     )
     session.add(event)
-    session.add(AuditLog(at=now, actor=actor, action="callback.test", subject=store.id, details={}))
+    audit(session, now, actor, "callback.test", store.id)
     session.flush()
     return event
 
@@ -218,15 +211,7 @@ def rotate_secret(
     store.webhook_secret_previous_until = until
     store.webhook_secret = new_webhook_secret()
     session.add(store)
-    session.add(
-        AuditLog(
-            at=now,
-            actor=actor,
-            action="store.rotate_secret",
-            subject=store.id,
-            details={"previous_valid_until": iso(until)},
-        )
-    )
+    audit(session, now, actor, "store.rotate_secret", store.id, previous_valid_until=iso(until))
     session.flush()
     return RotatedSecret(store.id, store.webhook_secret, until)
 
@@ -254,6 +239,6 @@ def enable_callbacks(session: Session, store_id: str, now: datetime, *, actor: s
             .where(col(CallbackEvent.store_id) == store.id, col(CallbackEvent.state) == EventState.PENDING.value)
             .values(next_attempt_at=now)
         )
-        session.add(AuditLog(at=now, actor=actor, action="callbacks.enabled", subject=store.id, details=details))
+        audit(session, now, actor, "callbacks.enabled", store.id, **details)
         session.flush()
     return store

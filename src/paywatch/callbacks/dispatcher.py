@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from paywatch.audit import audit
 from paywatch.callbacks.guard import BlockedDestinationError, Resolver, SystemResolver, vet
 from paywatch.callbacks.schedule import EventState, judge, parse_retry_after
 from paywatch.callbacks.signing import active_secrets, webhook_headers
@@ -35,7 +36,7 @@ from paywatch.callbacks.transport import PinnedTransport, pinned
 from paywatch.config import Settings
 from paywatch.metrics import DELIVERIES
 from paywatch.store.db import session_scope
-from paywatch.store.models import AuditLog, CallbackAttempt, CallbackEvent, Invoice, Store
+from paywatch.store.models import CallbackAttempt, CallbackEvent, Invoice, Store
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -385,14 +386,15 @@ class Dispatcher:
         )
         if changed.rowcount:
             log.warning("store %s: callback endpoint %s answered 410 Gone; callbacks disabled", job.store_id, job.url)
-            session.add(
-                AuditLog(
-                    at=now,
-                    actor="dispatcher",
-                    action="callbacks.disabled",
-                    subject=job.store_id,
-                    details={"url": job.url, "webhook_id": job.webhook_id, "status_code": 410},
-                )
+            audit(
+                session,
+                now,
+                "dispatcher",
+                "callbacks.disabled",
+                job.store_id,
+                url=job.url,
+                webhook_id=job.webhook_id,
+                status_code=410,
             )
 
 
