@@ -1,7 +1,8 @@
 """A JSON-RPC proxy in front of a node that fails a share of the calls, like a bad provider.
 
-Each HTTP request (one call or one batch) is, with probability ``rate``, answered with one fault
-picked uniformly from ``kinds``:
+Of every 20 consecutive HTTP requests (one call or one batch), ``round(rate * 20)`` picked at random
+are answered with a fault (so the share is ``rate`` exactly, not only on average), its kind picked
+uniformly from ``kinds``:
 
 * ``http_500``, ``http_502``, ``http_503``: an HTTP error status with a body (JSON, or nginx HTML);
 * ``rpc_error``: a JSON-RPC error object (a single call's answer, or one item of a batch, the
@@ -30,6 +31,7 @@ from typing import Any
 
 import httpx
 
+DECK = 20
 KINDS = ("http_500", "http_502", "http_503", "rpc_error", "reset", "slow")
 RPC_ERRORS = (
     {"code": -32000, "message": "header not found"},
@@ -71,6 +73,8 @@ class FaultProxy:
         self.calls = 0
         self.faults: Counter[str] = Counter()
         self._rng = random.Random(seed)
+        self._deck: list[bool] = []
+        self._deck_rate = rate
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._client = httpx.Client(timeout=30)
@@ -108,7 +112,12 @@ class FaultProxy:
     def _decide(self) -> tuple[str | None, random.Random]:
         with self._lock:
             self.calls += 1
-            fault = self._rng.choice(self.kinds) if self._rng.random() < self.rate else None
+            if not self._deck or self._deck_rate != self.rate:
+                faulty = round(self.rate * DECK)
+                self._deck = [True] * faulty + [False] * (DECK - faulty)
+                self._rng.shuffle(self._deck)
+                self._deck_rate = self.rate
+            fault = self._rng.choice(self.kinds) if self._deck.pop() else None
             if fault is not None:
                 self.faults[fault] += 1
             return fault, random.Random(self._rng.getrandbits(32))

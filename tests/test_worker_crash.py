@@ -227,7 +227,9 @@ def write_networks(path: Path, rpc_url: str, token: str, start_block: int) -> Pa
     return path
 
 
-def seed(engine: Engine, config: AppConfig, callback_url: str, specs: list[InvoiceSpec]) -> tuple[str, dict[str, str]]:
+def seed(
+    engine: Engine, config: AppConfig, callback_url: str | None, specs: list[InvoiceSpec]
+) -> tuple[str, dict[str, str]]:
     """The store (its webhook secret) and the invoices (order id -> address)."""
     now = datetime.now(UTC)
     with session_scope(engine) as session:
