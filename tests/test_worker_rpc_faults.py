@@ -20,15 +20,18 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from paywatch.chains.evm import EvmAdapter
+from paywatch.chains.evm import LOG_SPAN_REGROW, EvmAdapter
+from paywatch.chains.evm_rpc import Web3Provider
 from paywatch.config import AppConfig, Settings, parse_networks, raw_document
 from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import ANVIL_IN_NODE_MODULES, AnvilNode
@@ -229,6 +232,7 @@ def test_thirty_percent_rpc_faults_skip_nothing_and_the_lag_recovers(
         assert 0.25 <= during["share"] <= 0.35
         assert set(during["by_kind"]) == set(KINDS)  # every kind of fault happened
         assert lag_at_end > 10  # the faults did hold the worker back
+        assert adapter.log_span >= 4  # eth_getLogs spans cut by timeouts grew back (>= batch_blocks)
 
     check_nothing_skipped(anvil, engine, start_block, tip, sent, invoice_specs)
 
@@ -282,3 +286,71 @@ def check_nothing_skipped(
         assert (invoice.amount_paid, invoice.amount_confirmed) == (paid, paid), spec
         assert invoice.status == ("COMPLETED" if paid >= spec.amount else "PARTIAL"), spec
     print(f"checked: blocks {start_block}..{tip} stored with canonical hashes; {len(payments)} payments credited once")
+
+
+class FlakyLogs:
+    """A real provider whose ``eth_getLogs`` times out while ``timeouts`` lasts, and refuses ranges
+    wider than ``limit`` blocks the way Infura does."""
+
+    def __init__(self, url: str) -> None:
+        self._inner = Web3Provider(url, timeout=5)
+        self.timeouts = 0
+        self.limit: int | None = None
+
+    def make_request(self, method: str, params: Any) -> Any:
+        if method == "eth_getLogs":
+            span = int(params[0]["toBlock"], 16) - int(params[0]["fromBlock"], 16) + 1
+            if self.timeouts > 0:
+                self.timeouts -= 1
+                raise requests.Timeout("read timed out (scripted)")
+            if self.limit is not None and span > self.limit:
+                error = {"code": -32005, "message": "query returned more than 10000 results"}
+                return {"jsonrpc": "2.0", "id": 1, "error": error}
+        return self._inner.make_request(method, params)
+
+    def make_batch_request(self, calls: Sequence[tuple[str, Any]]) -> Any:
+        return self._inner.make_batch_request(calls)
+
+
+def test_log_span_cut_by_timeouts_grows_back_but_a_stated_limit_stays(anvil: AnvilNode) -> None:
+    chain = Chain(anvil)
+    token = chain.deploy("TestToken", "Tether USD (test)", "USDT", 6, 10**9 * USDT)
+    chain.mine(200)
+    network = parse_networks(network_yaml(anvil.url, token, 1), source="faults.yaml", env={})[NETWORK]
+    network = network.model_copy(update={"max_block_range": 64})
+    providers: list[FlakyLogs] = []
+
+    def factory(url: str) -> FlakyLogs:
+        providers.append(FlakyLogs(url))
+        return providers[-1]
+
+    adapter = EvmAdapter(network, provider_factory=factory, sleep=lambda _s: None)
+    provider = providers[0]
+
+    def scan(start: int, end: int) -> None:
+        assert [b.number for b in adapter.fetch_range(start, end, lambda _a: True).blocks] == list(
+            range(start, end + 1)
+        )
+
+    provider.timeouts = 2  # a passing fault: 64 -> 32 -> 16
+    scan(1, 64)
+    assert adapter.log_span == 16
+    for _ in range(LOG_SPAN_REGROW):
+        scan(65, 80)
+    assert adapter.log_span == 32
+    for _ in range(LOG_SPAN_REGROW):
+        scan(65, 96)
+    assert adapter.log_span == 64  # back to max_block_range, never beyond
+
+    provider.limit = 10  # a stated limit: remembered for good
+    scan(1, 64)
+    assert adapter.log_span <= 10
+    stated = adapter.log_span
+    for _ in range(3 * LOG_SPAN_REGROW):
+        scan(1, 10)
+    assert adapter.log_span == stated
+    provider.timeouts = 1  # a timeout under a stated limit, then successes: back to the limit only
+    scan(1, 10)
+    for _ in range(2 * LOG_SPAN_REGROW):
+        scan(1, 10)
+    assert adapter.log_span == stated
