@@ -35,7 +35,7 @@ from paywatch.chains.evm_rpc import Web3Provider
 from paywatch.config import AppConfig, Settings, parse_networks, raw_document
 from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import ANVIL_IN_NODE_MODULES, AnvilNode
-from paywatch.metrics import SCAN_ERRORS
+from paywatch.metrics import REGISTRY
 from paywatch.store.db import session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock
 from paywatch.worker import Worker
@@ -122,6 +122,10 @@ def network_yaml(rpc_url: str, token: str, start_block: int) -> str:
     return raw_document({"networks": {NETWORK: body}})
 
 
+def scan_errors() -> float:
+    return REGISTRY.get_sample_value("paywatch_scan_errors_total", {"network": NETWORK}) or 0.0
+
+
 def cursor_of(engine: Engine) -> int | None:
     with session_scope(engine) as session:
         state = session.get(NetworkState, NETWORK)
@@ -170,7 +174,7 @@ def test_thirty_percent_rpc_faults_skip_nothing_and_the_lag_recovers(
 
         adapter = EvmAdapter(networks[NETWORK], timeout=CLIENT_TIMEOUT, attempts=3)
         worker = Worker(config, engine, adapters={NETWORK: adapter}, sweep_seconds=1.0, dispatch_seconds=1.0)
-        errors_before = SCAN_ERRORS.labels(NETWORK)._value.get()
+        errors_before = scan_errors()
         chain.automine(False)
         try:
 
@@ -196,7 +200,7 @@ def test_thirty_percent_rpc_faults_skip_nothing_and_the_lag_recovers(
                     time.sleep(0.1)
                 faulty = time.monotonic() - began
                 during = proxy.figures()
-                errors_during = SCAN_ERRORS.labels(NETWORK)._value.get() - errors_before
+                errors_during = scan_errors() - errors_before
                 lag_at_end = lag(chain, engine, start_block)
 
                 # 2. the faults stop; the chain keeps growing; the lag must come back to ~0
