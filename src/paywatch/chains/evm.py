@@ -4,8 +4,9 @@
   transactions that pay a watched address are read in one more batch (status 0 = failed).
 * ERC-20 ``Transfer`` logs come from ``eth_getLogs`` over the range, for the configured contracts
   only. A provider that refuses the range gets halves of it, down to single blocks; the span that
-  worked is remembered for the next calls. Nothing is skipped: a block that cannot be read fails
-  the whole call.
+  worked is remembered for the next calls. A span shrunk by timeouts only (which a passing fault
+  also gives) doubles back after a run of successful calls. Nothing is skipped: a block that
+  cannot be read fails the whole call.
 * Every log must belong to a block body read in the same call (same hash), so a reorg between the
   two reads fails the call instead of mixing two chains.
 * Native transfers made by contracts (internal calls) are not visible in block bodies and are not
@@ -30,6 +31,8 @@ TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523
 #: Requests per JSON-RPC batch for block bodies (full blocks are large) and for receipts.
 BODY_BATCH = 25
 RECEIPT_BATCH = 100
+#: Successful ``eth_getLogs`` calls after which a span shrunk by timeouts is doubled again.
+LOG_SPAN_REGROW = 20
 
 
 def _int(value: Any) -> int:
@@ -81,6 +84,8 @@ class EvmAdapter:
         self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
         self._native = any(a.native for a in network.assets.values())
         self._log_span = network.max_block_range
+        self._log_ceiling = network.max_block_range  # lowered only by a provider's explicit refusals
+        self._log_successes = 0
 
     @property
     def log_span(self) -> int:
@@ -210,16 +215,30 @@ class EvmAdapter:
             query = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": self._tokens, "topics": [TRANSFER_TOPIC]}
             try:
                 result = self.rpc.call("eth_getLogs", [query], splittable=True)
-            except QueryTooLarge:
+            except QueryTooLarge as exc:
                 if lo == hi:
                     raise
                 self._log_span = max(1, (hi - lo + 1) // 2)
+                if not exc.timed_out:  # the provider's stated limit: remembered for good
+                    self._log_ceiling = min(self._log_ceiling, self._log_span)
+                self._log_successes = 0
                 pending.append((lo, hi))
                 continue
             if not isinstance(result, list):
                 raise RetryableChainError(f"{self.network}: eth_getLogs {lo}..{hi} answered {result!r:.200}")
             logs.extend(result)
+            self._regrow_log_span()
         return logs
+
+    def _regrow_log_span(self) -> None:
+        """A span shrunk by timeouts alone (perhaps a passing fault) doubles back, up to the
+        provider's stated limit, after LOG_SPAN_REGROW successful calls in a row."""
+        if self._log_span >= self._log_ceiling:
+            return
+        self._log_successes += 1
+        if self._log_successes >= LOG_SPAN_REGROW:
+            self._log_span = min(self._log_ceiling, self._log_span * 2)
+            self._log_successes = 0
 
     def _log_transfer(self, log: dict[str, Any], ref: BlockRef, watched: WatchPredicate) -> Transfer | None:
         topics: Sequence[str] = log.get("topics") or ()

@@ -55,7 +55,14 @@ class RpcError(ChainError):
 
 
 class QueryTooLarge(RpcError):
-    """The provider refused a query because of its size (range, result count, time or bytes)."""
+    """The provider refused a query because of its size (range, result count, time or bytes).
+
+    ``timed_out``: the only sign was a timeout, which a passing fault of the node also gives.
+    """
+
+    def __init__(self, method: str, code: int, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(method, code, message)
+        self.timed_out = timed_out
 
 
 class JsonRpcProvider(Protocol):
@@ -220,7 +227,7 @@ class RpcClient:
                     return self._send(label, self.urls[self._current], provider, send, splittable)
                 except _Transport as exc:
                     if splittable and (exc.too_large or exc.timeout):
-                        raise QueryTooLarge(label, 0, str(exc)) from None
+                        raise QueryTooLarge(label, 0, str(exc), timed_out=not exc.too_large) from None
                     last = exc
                     self._current = (self._current + 1) % len(self._providers)
             if attempt + 1 < self._attempts:
