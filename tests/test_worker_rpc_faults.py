@@ -115,6 +115,7 @@ def network_yaml(rpc_url: str, token: str, start_block: int) -> str:
         "confirmations": CONFIRMATIONS,
         "poll_interval": 0.2,
         "batch_blocks": 4,
+        "requests_per_second": 1000,  # a local node; the throttle is not what this test measures
         "start_block": start_block,
         "xpub": EVM_XPUB,
         "assets": {"ETH": {"native": True, "decimals": 18}, "USDT": {"contract": token, "decimals": 6}},
