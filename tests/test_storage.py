@@ -144,3 +144,17 @@ def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar_one() == 1
     eng.dispose()
+
+
+def test_block_heights_beyond_32_bits_round_trip(engine: Engine) -> None:
+    """Block numbers and heights are 64-bit on every backend (PostgreSQL INTEGER stops at 2**31-1)."""
+    from paywatch.store.models import NetworkState, ScannedBlock
+
+    height = 2**40 + 7
+    with session_scope(engine) as session:
+        session.add(NetworkState(network="big", cursor_height=height, tip_height=height + 1, final_height=height))
+        session.add(ScannedBlock(network="big", number=height, hash="0xa", parent_hash="0x9", timestamp=T0))
+    with session_scope(engine) as session:
+        state = session.get(NetworkState, "big")
+        assert state is not None and (state.cursor_height, state.tip_height) == (height, height + 1)
+        assert session.get(ScannedBlock, ("big", height)) is not None

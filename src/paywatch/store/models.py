@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, and_
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, and_
 from sqlmodel import Field, SQLModel
 
 from paywatch.store.types import Amount, UTCDateTime
@@ -115,7 +115,7 @@ class TransferColumns(SQLModel):
     asset_key: str = Field(max_length=64)
     amount: int = _amount()
     memo: str | None = Field(default=None, max_length=256)
-    block_number: int
+    block_number: int = Field(sa_type=BigInteger)
     block_hash: str = Field(max_length=80)
     block_time: datetime = _when()
 
@@ -223,10 +223,10 @@ class NetworkState(SQLModel, table=True):
     __tablename__ = "network_states"
 
     network: str = Field(primary_key=True, max_length=40)
-    cursor_height: int | None = None
+    cursor_height: int | None = Field(default=None, sa_type=BigInteger)
     cursor_hash: str | None = Field(default=None, max_length=80)
-    tip_height: int | None = None
-    final_height: int | None = None
+    tip_height: int | None = Field(default=None, sa_type=BigInteger)
+    final_height: int | None = Field(default=None, sa_type=BigInteger)
     tip_time: datetime | None = _when(default=None)
     last_scan_at: datetime | None = _when(default=None)
     last_error: str | None = Field(default=None, max_length=1000)
@@ -238,7 +238,7 @@ class ScannedBlock(SQLModel, table=True):
     __tablename__ = "scanned_blocks"
 
     network: str = Field(primary_key=True, max_length=40)
-    number: int = Field(primary_key=True)
+    number: int = Field(primary_key=True, sa_type=BigInteger)
     hash: str = Field(max_length=80)
     parent_hash: str = Field(max_length=80)
     timestamp: datetime = _when()
