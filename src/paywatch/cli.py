@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +12,8 @@ from rich.table import Table
 
 from paywatch.cli_callbacks import callbacks_app, rotate_secret
 from paywatch.cli_scan import register as register_scan_commands
+from paywatch.cli_support import get_config, guarded, now, open_app
 from paywatch.config import AppConfig, load_config
-from paywatch.errors import PaywatchError
 from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
 from paywatch.ledger import Ledger
 from paywatch.outbox import load_view
@@ -30,43 +28,18 @@ invoice_app = typer.Typer(help="Invoices.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(store_app, name="store")
 app.add_typer(invoice_app, name="invoice")
+register_scan_commands(app, load_config)
 app.add_typer(callbacks_app, name="callbacks")
 store_app.command("rotate-secret")(rotate_secret)
 
 console = Console()
 
 
-@cache
-def get_config() -> AppConfig:
-    """Load settings and networks.yaml once per process."""
-    return load_config()
-
-
-register_scan_commands(app, get_config)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def run_guarded(func: Any) -> Any:
-    """Run ``func`` and turn paywatch errors into a one-line message and exit code 2."""
-    try:
-        return func()
-    except PaywatchError as exc:
-        raise fail(str(exc)) from None
-
-
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply all Alembic migrations to PAYWATCH_DATABASE_URL."""
-    config = run_guarded(get_config)
-    run_guarded(lambda: upgrade(config.settings.database_url))
+    config = get_config()
+    guarded(lambda: upgrade(config.settings.database_url))
     console.print("database is up to date")
 
 
@@ -77,8 +50,7 @@ def store_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """Create a store; prints its id, API key and webhook secret ONCE."""
-    config = run_guarded(get_config)
-    engine = run_guarded(lambda: open_database(config))
+    config, engine = open_app()
 
     def create() -> Any:
         from paywatch.netguard import validate_callback_url
@@ -88,7 +60,7 @@ def store_create(
         with session_scope(engine) as session:
             return create_store(session, name, now(), callback_url=callback_url)
 
-    created = run_guarded(create)
+    created = guarded(create)
     out = {"store_id": created.store.id, "api_key": created.api_key, "webhook_secret": created.store.webhook_secret}
     if as_json:
         typer.echo(json.dumps(out))
@@ -111,8 +83,7 @@ def api(
 
     from paywatch.api.app import create_app
 
-    config = run_guarded(get_config)
-    engine = run_guarded(lambda: open_database(config))
+    config, engine = open_app()
     uvicorn.run(create_app(config, engine=engine), host=host, port=port, log_level="info")
 
 
@@ -136,8 +107,7 @@ def invoice_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List invoices, newest first."""
-    config = run_guarded(get_config)
-    engine = run_guarded(lambda: open_database(config))
+    config, engine = open_app()
 
     def read() -> list[dict[str, Any]]:
         with session_scope(engine) as session:
@@ -146,7 +116,7 @@ def invoice_list(
                 load_view(session, row, config.networks[row.network]) for row in rows if row.network in config.networks
             ]
 
-    views = run_guarded(read)
+    views = guarded(read)
     if as_json:
         typer.echo(json.dumps(views, indent=2))
         return
@@ -161,20 +131,18 @@ def invoice_list(
 @invoice_app.command("show")
 def invoice_show(invoice_id: str) -> None:
     """Show one invoice as JSON (the same body as the API)."""
-    config = run_guarded(get_config)
-    engine = run_guarded(lambda: open_database(config))
+    config, engine = open_app()
 
     def read() -> dict[str, Any]:
         with session_scope(engine) as session:
             invoice = get_invoice(session, None, invoice_id)
             return load_view(session, invoice, config.networks[invoice.network])
 
-    typer.echo(json.dumps(run_guarded(read), indent=2))
+    typer.echo(json.dumps(guarded(read), indent=2))
 
 
 def _admin_change(invoice_id: str, action: Any) -> None:
-    config = run_guarded(get_config)
-    engine = run_guarded(lambda: open_database(config))
+    config, engine = open_app()
     ledger = Ledger(config.networks)
 
     def change() -> str:
@@ -183,7 +151,7 @@ def _admin_change(invoice_id: str, action: Any) -> None:
             action(session, ledger, invoice, now(), actor="cli")
             return invoice.status
 
-    status = run_guarded(change)
+    status = guarded(change)
     console.print(f"{invoice_id}: {status}")
 
 
@@ -213,8 +181,7 @@ def unmatched_list(
     from paywatch.unmatched import list_unmatched
     from paywatch.views import iso
 
-    config = run_guarded(get_config)
-    engine = run_guarded(lambda: open_database(config))
+    _, engine = open_app()
     with session_scope(engine) as session:
         rows = [
             {
@@ -260,8 +227,7 @@ def unmatched_attach(transfer_id: int, invoice_id: str) -> None:
     """Credit an unmatched transfer to an invoice (audited; re-evaluates and fires callbacks)."""
     from paywatch.unmatched import attach
 
-    config = run_guarded(get_config)
-    engine = run_guarded(lambda: open_database(config))
+    config, engine = open_app()
     ledger = Ledger(config.networks)
 
     def change() -> str:
@@ -269,7 +235,7 @@ def unmatched_attach(transfer_id: int, invoice_id: str) -> None:
             attach(session, ledger, transfer_id, invoice_id, now(), actor="cli")
             return get_invoice(session, None, invoice_id).status
 
-    status = run_guarded(change)
+    status = guarded(change)
     console.print(f"transfer {transfer_id} attached to {invoice_id}: {status}")
 
 
@@ -286,10 +252,10 @@ def worker() -> None:
 
     from paywatch.worker import Worker
 
-    config = run_guarded(get_config)
+    config = get_config()
     _configure_logging(config)
-    engine = run_guarded(lambda: open_database(config))
-    run_guarded(lambda: asyncio.run(Worker(config, engine).run()))
+    engine = guarded(lambda: open_database(config))
+    guarded(lambda: asyncio.run(Worker(config, engine).run()))
 
 
 @app.command("run")
@@ -300,10 +266,10 @@ def run(
     """Run the API and the worker in one process."""
     import asyncio
 
-    config = run_guarded(get_config)
+    config = get_config()
     _configure_logging(config)
-    engine = run_guarded(lambda: open_database(config))
-    run_guarded(lambda: asyncio.run(serve_all(config, engine, host, port)))
+    engine = guarded(lambda: open_database(config))
+    guarded(lambda: asyncio.run(serve_all(config, engine, host, port)))
 
 
 async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> None:
@@ -352,5 +318,5 @@ def demo(
     """Run the one-minute devnet demo: anvil, test USDT, API, worker, verified callbacks."""
     from paywatch.demo import run_demo
 
-    ok = run_guarded(lambda: run_demo(anvil=anvil, workdir=workdir, timeout=timeout, console=console))
+    ok = guarded(lambda: run_demo(anvil=anvil, workdir=workdir, timeout=timeout, console=console))
     raise typer.Exit(0 if ok else 1)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from datetime import timedelta
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,37 +14,18 @@ from sqlalchemy.engine import Engine
 
 from paywatch.callbacks import admin
 from paywatch.callbacks.dispatcher import Dispatcher, Outcome
-from paywatch.config import AppConfig, load_config
-from paywatch.errors import PaywatchError
-from paywatch.runtime import open_database
+from paywatch.cli_support import guarded, open_app
+from paywatch.cli_support import now as utc_now
+from paywatch.config import AppConfig
 from paywatch.store.db import session_scope
 
 callbacks_app = typer.Typer(help="Status callbacks: delivery log, redelivery, test events.", no_args_is_help=True)
 console = Console()
-T = TypeVar("T")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _guarded(func: Callable[[], T]) -> T:
-    """Run ``func``; paywatch errors become ``error: ...`` on stderr and exit code 2."""
-    try:
-        return func()
-    except PaywatchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _open() -> tuple[AppConfig, Engine]:
-    config = _guarded(load_config)
-    return config, _guarded(lambda: open_database(config))
 
 
 def _send_now(config: AppConfig, engine: Engine, event_id: int) -> Outcome | None:
     async def send() -> Outcome | None:
-        dispatcher = Dispatcher(engine, config.settings, _now)
+        dispatcher = Dispatcher(engine, config.settings, utc_now)
         try:
             return await dispatcher.deliver_now(event_id)
         finally:
@@ -76,14 +56,14 @@ def list_callbacks(
     as_json: Annotated[bool, typer.Option("--json", help="JSON with every attempt")] = False,
 ) -> None:
     """List callback events, newest first."""
-    _, engine = _open()
+    _, engine = open_app()
 
     def read() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         with session_scope(engine) as session:
             events = admin.list_events(session, failed_only=failed, store_id=store, limit=limit, with_attempts=as_json)
             return events, admin.disabled_stores(session)
 
-    rows, disabled = _guarded(read)
+    rows, disabled = guarded(read)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -116,15 +96,15 @@ def redeliver(
     now: Annotated[bool, typer.Option("--now", help="Send it from this process instead of the worker")] = False,
 ) -> None:
     """Queue an event again (same webhook-id); the worker sends it on its next run."""
-    config, engine = _open()
+    config, engine = open_app()
 
     def queue() -> tuple[int, str]:
         with session_scope(engine) as session:
-            event = admin.redeliver(session, delivery_id, _now(), actor="cli")
+            event = admin.redeliver(session, delivery_id, utc_now(), actor="cli")
             assert event.id is not None
             return event.id, event.webhook_id
 
-    event_id, webhook_id = _guarded(queue)
+    event_id, webhook_id = guarded(queue)
     if now:
         _report(_send_now(config, engine, event_id), webhook_id)
     else:
@@ -134,28 +114,28 @@ def redeliver(
 @callbacks_app.command("test")
 def send_test(store: Annotated[str, typer.Argument(help="Store id")]) -> None:
     """Send a signed webhook.test event to the store's callback URL now; exit 1 unless it gets a 2xx."""
-    config, engine = _open()
+    config, engine = open_app()
 
     def queue() -> tuple[int, str]:
         with session_scope(engine) as session:
-            event = admin.send_test_event(session, store, _now(), actor="cli")
+            event = admin.send_test_event(session, store, utc_now(), actor="cli")
             assert event.id is not None
             return event.id, event.webhook_id
 
-    event_id, webhook_id = _guarded(queue)
+    event_id, webhook_id = guarded(queue)
     _report(_send_now(config, engine, event_id), webhook_id)
 
 
 @callbacks_app.command("enable")
 def enable(store: Annotated[str, typer.Argument(help="Store id")]) -> None:
     """Re-enable a store's callbacks after its endpoint answered 410 Gone."""
-    _, engine = _open()
+    _, engine = open_app()
 
     def change() -> None:
         with session_scope(engine) as session:
-            admin.enable_callbacks(session, store, _now(), actor="cli")
+            admin.enable_callbacks(session, store, utc_now(), actor="cli")
 
-    _guarded(change)
+    guarded(change)
     console.print(f"{store}: callbacks enabled")
 
 
@@ -167,13 +147,13 @@ def rotate_secret(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """Give a store a new webhook secret (shown once); the old one stays valid for the grace period."""
-    _, engine = _open()
+    _, engine = open_app()
 
     def change() -> admin.RotatedSecret:
         with session_scope(engine) as session:
-            return admin.rotate_secret(session, store, _now(), grace=timedelta(hours=grace_hours), actor="cli")
+            return admin.rotate_secret(session, store, utc_now(), grace=timedelta(hours=grace_hours), actor="cli")
 
-    rotated = _guarded(change)
+    rotated = guarded(change)
     until = rotated.previous_valid_until.isoformat() if rotated.previous_valid_until else None
     out: dict[str, Any] = {
         "store_id": rotated.store_id,

@@ -6,7 +6,6 @@ Mount them with ``register(app, get_config)``; the commands load nothing themsel
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
@@ -15,6 +14,7 @@ from rich.table import Table
 
 from paywatch.chains.base import ChainAdapter
 from paywatch.chains.registry import make_adapter
+from paywatch.cli_support import now
 from paywatch.config import AppConfig, NetworkConfig
 from paywatch.domain.amounts import format_amount
 from paywatch.domain.transfer import NATIVE
@@ -29,10 +29,6 @@ def _network(config: AppConfig, name: str) -> NetworkConfig:
     if network is None:
         raise typer.BadParameter(f"unknown network {name!r}; configured: {', '.join(sorted(config.networks))}")
     return network
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _asset_units(network: NetworkConfig, asset_key: str, amount: int) -> str:
@@ -103,7 +99,7 @@ def run_rescan(
                 start=from_block,
                 end=to_block,
                 dry_run=dry_run,
-                clock=_now,
+                clock=now,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     finally:
@@ -134,7 +130,7 @@ def run_rescan_tx(
                 Ledger(config.networks),
                 tx_hash,
                 dry_run=dry_run,
-                clock=_now,
+                clock=now,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     finally:
