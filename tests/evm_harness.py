@@ -36,6 +36,7 @@ class Harness:
         adapter: ChainAdapter | None = None,
         clock: Callable[[], datetime] | None = None,
         accept_late: bool = False,
+        prefetch: bool = True,
     ) -> None:
         self.engine = engine
         self.chain = chain
@@ -47,7 +48,7 @@ class Harness:
         self.ledger = Ledger(self.config.networks)
         self.adapter = adapter or EvmAdapter(network, sleep=lambda _s: None)
         self.clock = clock or chain.time
-        self.scanner = Scanner(network, self.adapter, engine, self.ledger, self.clock)
+        self.scanner = Scanner(network, self.adapter, engine, self.ledger, self.clock, prefetch=prefetch)
         with session_scope(engine) as s:
             store = create_store(s, "shop", self.clock()).store
             store.accept_late_payments = accept_late

@@ -55,7 +55,11 @@ def test_node_stopped_mid_scan_and_restarted_skips_nothing(engine: Engine, db_ur
         network = evm_network(node.url, {"USDT": d.usdt}, batch_blocks=4)
         adapter = EvmAdapter(network, provider_factory=factory, sleep=lambda _s: None, attempts=2)
         # The node's blocks carry wall-clock time; the clock must work while the node is down.
-        h = Harness(engine, db_url, tmp_path, d.chain, network, adapter=adapter, clock=lambda: datetime.now(UTC))
+        # No prefetch: the stop must hit the fetch of the step under test, not a read-ahead that
+        # may or may not have finished before the node goes down (that made this test flaky).
+        h = Harness(
+            engine, db_url, tmp_path, d.chain, network, adapter=adapter, clock=lambda: datetime.now(UTC), prefetch=False
+        )
         h.scan()
         start = h.state().cursor_height
         assert start is not None
