@@ -14,7 +14,7 @@ from rich.table import Table
 
 from paywatch.chains.base import ChainAdapter
 from paywatch.chains.registry import make_adapter
-from paywatch.cli_support import now
+from paywatch.cli.support import now
 from paywatch.config import AppConfig, NetworkConfig
 from paywatch.domain.amounts import format_amount
 from paywatch.domain.transfer import NATIVE

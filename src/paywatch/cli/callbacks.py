@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 
 from paywatch.callbacks import admin
 from paywatch.callbacks.dispatcher import Dispatcher, Outcome
-from paywatch.cli_support import guarded, open_app
-from paywatch.cli_support import now as utc_now
+from paywatch.cli.support import guarded, open_app
+from paywatch.cli.support import now as utc_now
 from paywatch.config import AppConfig
 from paywatch.store.db import session_scope
 

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from paywatch.cli_callbacks import callbacks_app, rotate_secret
-from paywatch.cli_scan import register as register_scan_commands
-from paywatch.cli_support import get_config, guarded, now, open_app
+from paywatch.cli.callbacks import callbacks_app, rotate_secret
+from paywatch.cli.scan import register as register_scan_commands
+from paywatch.cli.support import get_config, guarded, now, open_app
 from paywatch.config import AppConfig, load_config
 from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
 from paywatch.ledger import Ledger
