@@ -1,6 +1,6 @@
 """Benchmark: callback deliveries per second against a local receiver, beside its raw request rate.
 
-The receiver (tests/callback_receiver.py, a threaded http.server) runs in its own process. In the
+The receiver (tests/support/callback_receiver.py, a threaded http.server) runs in its own process. In the
 same run we measure (1) plain httpx posting the same bodies at the same concurrency: the
 receiver's limit, (2) the Dispatcher draining N outbox events (claim, sign, SSRF vet, send, log
 each attempt, reschedule) on SQLite or PostgreSQL, and (3) the signing cost per event.
@@ -51,7 +51,7 @@ networks:
 
 def start_receiver() -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "callback_receiver.py"), "--port", "0"],
+        [sys.executable, str(ROOT / "tests" / "support" / "callback_receiver.py"), "--port", "0"],
         stdout=subprocess.PIPE,
         env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"},
     )

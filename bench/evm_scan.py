@@ -40,7 +40,7 @@ from web3 import HTTPProvider, Web3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from tests.evm_node import AnvilNode, artifact  # noqa: E402
+from tests.support.evm_node import AnvilNode, artifact  # noqa: E402
 
 from paywatch.chains.evm import TRANSFER_TOPIC, EvmAdapter  # noqa: E402
 from paywatch.config import NetworkConfig  # noqa: E402

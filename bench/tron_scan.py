@@ -1,7 +1,7 @@
 """Benchmark: the production Tron adapter reading mainnet-shaped blocks from the local node.
 
 Each block holds ``--tokens`` successful USDT transfers (about 300 on mainnet at busy times),
-``--trx`` TRX transfers and ``--failed`` reverted USDT calls. The node (tests/tron_node.py) runs in
+``--trx`` TRX transfers and ``--failed`` reverted USDT calls. The node (tests/support/tron_node.py) runs in
 a child process so that the peak RSS printed is the adapter's own. Printed: blocks/s without a
 request budget, HTTP calls per block (target 2: the block and its transaction infos), peak RSS,
 blocks/s under the default budget of 10 requests per second, and blocks/s through the real
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from tests.conftest import TRON_XPUB  # noqa: E402
-from tests.tron_node import (  # noqa: E402
+from tests.support.tron_node import (  # noqa: E402
     USDT,
     SimTx,
     TronChain,

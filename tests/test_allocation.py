@@ -26,7 +26,7 @@ from paywatch.store.db import make_engine, session_scope
 from paywatch.store.models import DepositAddress, Invoice, NetworkState, Store
 from paywatch.stores import create_store
 from tests.conftest import EVM_XPUB, PG_URL, T0, TEST_NETWORKS, fresh_postgres_database
-from tests.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
+from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
 
 PER_PROCESS = 250  # address strategy: 2 x 250 = 500 invoices at once, as the issue asks
 SHARED_PER_PROCESS = 100  # memo and amount strategies: enough to collide constantly, cheaper to run

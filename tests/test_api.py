@@ -14,8 +14,8 @@ from paywatch.domain.transfer import Transfer
 from paywatch.ledger import Ledger
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent, NetworkState
-from tests.api_helpers import Api, add_store, make_api
 from tests.conftest import USDT_ETH, USDT_TRON
+from tests.support.api_helpers import Api, add_store, make_api
 
 
 @pytest.fixture

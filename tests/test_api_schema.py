@@ -8,7 +8,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy.engine import Engine
 
 from paywatch.config import AppConfig
-from tests.api_helpers import make_api
+from tests.support.api_helpers import make_api
 
 EXAMPLES_PER_OPERATION = 40
 

@@ -18,9 +18,9 @@ from paywatch.cli import app as cli_app
 from paywatch.config import AppConfig
 from paywatch.store.db import session_scope
 from paywatch.store.models import AuditLog, CallbackEvent, Store
-from tests.api_helpers import Api, add_store, make_api
-from tests.callback_receiver import FakeClock, Receiver, Reply, events_of, seed_store, verify
 from tests.conftest import TEST_NETWORKS
+from tests.support.api_helpers import Api, add_store, make_api
+from tests.support.callback_receiver import FakeClock, Receiver, Reply, events_of, seed_store, verify
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from paywatch.callbacks.dispatcher import Dispatcher
 from paywatch.config import AppConfig, NetworkConfig, Settings
 from paywatch.store.db import make_engine
-from tests.callback_receiver import Receiver, Reply, events_of, seed_invoice, seed_store, verify
+from tests.support.callback_receiver import Receiver, Reply, events_of, seed_invoice, seed_store, verify
 
 LEASE = timedelta(seconds=20)
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from paywatch.config import AppConfig, NetworkConfig, Settings
 from paywatch.metrics import REGISTRY
 from paywatch.store.db import session_scope
 from paywatch.store.models import AuditLog, Store
-from tests.callback_receiver import (
+from tests.support.callback_receiver import (
     FakeClock,
     Receiver,
     Reply,

@@ -17,7 +17,7 @@ from paywatch.callbacks.dispatcher import Dispatcher
 from paywatch.callbacks.guard import BlockedDestinationError, vet
 from paywatch.callbacks.transport import PinnedTransport
 from paywatch.config import AppConfig, NetworkConfig, Settings
-from tests.callback_receiver import (
+from tests.support.callback_receiver import (
     FakeClock,
     MappingResolver,
     Receiver,

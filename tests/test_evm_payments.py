@@ -10,9 +10,9 @@ from sqlmodel import col, select
 
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent, Invoice
-from tests.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
-from tests.evm_harness import Harness
-from tests.evm_node import anvil_node_fixture  # noqa: F401
+from tests.support.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
+from tests.support.evm_harness import Harness
+from tests.support.evm_node import anvil_node_fixture  # noqa: F401
 
 pytestmark = pytest.mark.anvil
 

@@ -13,10 +13,10 @@ from sqlalchemy.engine import Engine
 from paywatch.chains.evm import EvmAdapter
 from paywatch.chains.evm_rpc import Web3Provider
 from paywatch.errors import RetryableChainError
-from tests.evm_fixtures import Deployed, chain_snapshot_fixture, deploy_tokens, deployed_fixture  # noqa: F401
-from tests.evm_harness import Harness
-from tests.evm_node import AnvilNode, anvil_node_fixture, evm_network, free_port  # noqa: F401
-from tests.evm_proxy import RpcProxy
+from tests.support.evm_fixtures import Deployed, chain_snapshot_fixture, deploy_tokens, deployed_fixture  # noqa: F401
+from tests.support.evm_harness import Harness
+from tests.support.evm_node import AnvilNode, anvil_node_fixture, evm_network, free_port  # noqa: F401
+from tests.support.evm_proxy import RpcProxy
 
 pytestmark = pytest.mark.anvil
 

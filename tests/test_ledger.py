@@ -27,7 +27,7 @@ from paywatch.store.models import (
 )
 from paywatch.stores import create_store
 from tests.conftest import T0, USDT_ETH
-from tests.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
+from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
 
 EXPIRES = T0 + timedelta(hours=1)
 NOW = T0 + timedelta(minutes=20)

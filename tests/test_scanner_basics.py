@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from tests.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
-from tests.evm_harness import Harness
-from tests.evm_node import anvil_node_fixture, evm_network  # noqa: F401
+from tests.support.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
+from tests.support.evm_harness import Harness
+from tests.support.evm_node import anvil_node_fixture, evm_network  # noqa: F401
 
 pytestmark = pytest.mark.anvil
 

@@ -7,13 +7,13 @@ import typer
 from sqlmodel import func, select
 from typer.testing import CliRunner
 
-from paywatch.cli_scan import register
+from paywatch.cli.scan import register
 from paywatch.rescan import RescanReport, rescan_range, rescan_transaction
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent
-from tests.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
-from tests.evm_harness import Harness
-from tests.evm_node import anvil_node_fixture  # noqa: F401
+from tests.support.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
+from tests.support.evm_harness import Harness
+from tests.support.evm_node import anvil_node_fixture  # noqa: F401
 
 pytestmark = pytest.mark.anvil
 

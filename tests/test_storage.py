@@ -18,7 +18,7 @@ from paywatch.store.db import make_engine, session_scope
 from paywatch.store.models import Invoice, Payment
 from paywatch.stores import create_store
 from tests.conftest import T0
-from tests.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
+from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
 
 MAX = 2**256 - 1
 

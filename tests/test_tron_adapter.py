@@ -1,4 +1,4 @@
-"""The production Tron adapter against the local TronGrid-compatible node (tests/tron_node.py)."""
+"""The production Tron adapter against the local TronGrid-compatible node (tests/support/tron_node.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from paywatch.chains.registry import make_adapter
 from paywatch.chains.tron import MAX_MEMO_CHARS, TronAdapter, decode_memo
 from paywatch.chains.tron_http import API_KEY_HEADER, RetryPolicy
 from paywatch.errors import ChainError, RetryableChainError
-from tests.tron_node import (
+from tests.support.tron_node import (
     FAKE_USDT,
     FIXTURES,
     USDT,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.tron_node import (
+from tests.support.tron_node import (
     FIXTURES,
     USDT,
     TronNode,

@@ -1,6 +1,6 @@
 """Tron deposits through the real scanner, the real database and the production adapter.
 
-Only the node is local (tests/tron_node.py). Invoices are confirmed by the solidified height.
+Only the node is local (tests/support/tron_node.py). Invoices are confirmed by the solidified height.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent, Invoice, NetworkState, Payment, ScannedBlock, UnmatchedTransfer
 from paywatch.stores import create_store
 from tests.conftest import TRON_XPUB
-from tests.tron_node import (
+from tests.support.tron_node import (
     FAKE_USDT,
     USDT,
     StoredBlock,

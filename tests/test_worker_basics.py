@@ -31,9 +31,9 @@ from paywatch.store.db import make_engine, session_scope, upgrade
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
 from paywatch.stores import create_store
 from paywatch.worker import Worker
-from tests.callback_receiver import Receiver, Reply, verify
 from tests.conftest import PG_URL, fresh_postgres_database
-from tests.worker_procs import (
+from tests.support.callback_receiver import Receiver, Reply, verify
+from tests.support.worker_procs import (
     USDT,
     Devnet,
     PaywatchProcess,

@@ -59,9 +59,9 @@ from paywatch.store.models import (
     UnmatchedTransfer,
 )
 from paywatch.stores import create_store
-from tests.callback_receiver import Receiver, Reply, verify
 from tests.conftest import EVM_XPUB, database_params, fresh_postgres_database
-from tests.fault_proxy import FaultProxy
+from tests.support.callback_receiver import Receiver, Reply, verify
+from tests.support.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.anvil
 

@@ -1,7 +1,7 @@
 """RPC faults: the worker scans through a proxy that fails 30% of the node's calls.
 
 The faults are HTTP 500/502/503, JSON-RPC error objects (whole answers or one item of a batch),
-connection resets and answers slower than the client's timeout (see ``tests/fault_proxy.py``).
+connection resets and answers slower than the client's timeout (see ``tests/support/fault_proxy.py``).
 While they last, anvil keeps mining blocks that pay 60 invoices. Then the faults stop while the
 chain keeps growing, and the lag (anvil's tip minus the stored cursor) must come back to ~0
 within a bound; the time it took is printed.
@@ -40,7 +40,7 @@ from paywatch.store.db import session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock
 from paywatch.worker import Worker
 from tests.conftest import EVM_XPUB
-from tests.fault_proxy import KINDS, FaultProxy
+from tests.support.fault_proxy import KINDS, FaultProxy
 from tests.test_worker_crash import InvoiceSpec, seed, token_call
 
 pytestmark = pytest.mark.anvil

@@ -27,9 +27,9 @@ from paywatch.invoices import InvoiceRequest, create_invoice
 from paywatch.store.db import make_engine, session_scope
 from paywatch.store.models import CallbackEvent, Invoice, NetworkState, Payment, Store
 from paywatch.stores import create_store
-from tests.callback_receiver import Receiver, verify
 from tests.conftest import PG_URL, fresh_postgres_database
-from tests.worker_procs import (
+from tests.support.callback_receiver import Receiver, verify
+from tests.support.worker_procs import (
     USDT,
     Devnet,
     PaywatchProcess,

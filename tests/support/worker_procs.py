@@ -23,7 +23,7 @@ from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import ANVIL_IN_NODE_MODULES, AnvilNode
 from tests.conftest import EVM_XPUB
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 USDT = 10**6
 T = TypeVar("T")
 

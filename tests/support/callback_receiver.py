@@ -4,7 +4,7 @@ It answers scripted replies per path (fail N times, time out, 410, 429 with Retr
 redirect), then a default reply, and records every request it got. Signatures are checked with
 the ``standardwebhooks`` package. Run as a script it serves plain 200s (for the benchmark)::
 
-    python tests/callback_receiver.py --port 0     # prints the port on stdout
+    python tests/support/callback_receiver.py --port 0     # prints the port on stdout
 """
 
 from __future__ import annotations

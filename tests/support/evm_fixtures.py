@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from tests.evm_harness import Harness
-from tests.evm_node import AnvilNode, Chain, evm_network
+from tests.support.evm_harness import Harness
+from tests.support.evm_node import AnvilNode, Chain, evm_network
 
 SUPPLY = 10**15  # 1,000,000,000 units of a 6-decimal token
 

@@ -19,7 +19,7 @@ from paywatch.scanner import Scanner, StepResult
 from paywatch.store.db import session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, UnmatchedTransfer
 from paywatch.stores import create_store
-from tests.evm_node import Chain
+from tests.support.evm_node import Chain
 
 
 class Harness:

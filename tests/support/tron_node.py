@@ -46,7 +46,7 @@ import base58
 
 from paywatch.config import NetworkConfig
 
-FIXTURES = Path(__file__).parent / "fixtures" / "tron"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tron"
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 TRANSFER_SELECTOR = "a9059cbb"
 TRANSFER_FROM_SELECTOR = "23b872dd"

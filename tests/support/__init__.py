@@ -1,0 +1,1 @@
+"""Shared test helpers: local nodes, proxies, receivers and harnesses."""
