@@ -97,6 +97,31 @@ async def test_public_destination_is_vetted_with_all_its_addresses() -> None:
         await vet("https://nowhere.example/cb", resolver, allow_private=False)
 
 
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::8.8.8.8", "2a00:1450::1"])
+async def test_public_addresses_pass_the_deny_list(address: str) -> None:
+    resolver = MappingResolver({"hooks.merchant.example": [ip(address)]})
+    dest = await vet("https://hooks.merchant.example/cb", resolver, allow_private=False)
+    assert dest.addresses == (ip(address),)
+
+
+async def test_configured_ports_are_allowed_and_allow_private_lifts_the_port_rule() -> None:
+    resolver = MappingResolver({"hooks.merchant.example": [ip("93.184.216.34")]})
+    dest = await vet("https://hooks.merchant.example:8443/cb", resolver, allow_private=False, ports={443, 8443})
+    assert dest.port == 8443
+    with pytest.raises(BlockedDestinationError, match="port 8443"):
+        await vet("https://hooks.merchant.example:8443/cb", resolver, allow_private=False)
+    assert (await vet("http://127.0.0.1:9/x", NOBODY, allow_private=True)).port == 9
+
+
+def test_callback_ports_setting_reads_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().callback_ports == frozenset({80, 443})
+    monkeypatch.setenv("PAYWATCH_CALLBACK_PORTS", "443, 8443")
+    assert Settings().callback_ports == frozenset({443, 8443})
+    monkeypatch.setenv("PAYWATCH_CALLBACK_PORTS", "443,http")
+    with pytest.raises(ValueError, match="port numbers"):
+        Settings()
+
+
 async def test_allow_private_lifts_the_address_check() -> None:
     dest = await vet("http://2130706433:8080/x", NOBODY, allow_private=True)
     assert dest.addresses == (ip("127.0.0.1"),) and dest.host == "2130706433" and dest.port == 8080
@@ -147,10 +172,11 @@ async def test_guard_on_end_to_end_redirect_to_private_and_dns_rebinding(engine:
         url = f"http://hooks.merchant.example:{receiver.port}/cb"
         store_id, secret = seed_store(engine, url, clock())
         seed_invoice(engine, guarded, store_id, clock())
+        settings = guarded.settings.model_copy(update={"callback_ports": frozenset({80, 443, receiver.port})})
         receiver.plan("/cb", Reply(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}))
         d = Dispatcher(
             engine,
-            guarded.settings,
+            settings,
             clock,
             resolver=resolver,
             transport=PinnedTransport(network=network),

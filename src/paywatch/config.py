@@ -9,11 +9,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from paywatch.domain.matching import Strategy
 from paywatch.errors import ConfigError, KeyMaterialError
@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     log_json: bool = False
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_lag_seconds: int = Field(default=600, gt=0)
+    callback_ports: Annotated[frozenset[int], NoDecode] = frozenset({80, 443})
+
+    @field_validator("callback_ports", mode="before")
+    @classmethod
+    def _ports(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = [int(part) for part in value.replace(" ", "").split(",") if part]
+            except ValueError:
+                raise ValueError("expected comma-separated port numbers, such as 80,443,8443") from None
+        if isinstance(value, (list, tuple, set, frozenset)) and (
+            not value or any(not isinstance(p, int) or not 1 <= p <= 65535 for p in value)
+        ):
+            raise ValueError("expected one or more port numbers 1..65535")
+        return value
 
 
 class AssetConfig(BaseModel):

@@ -88,7 +88,11 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
     except ValueError:
         raise InputError("match must be one of address, memo, amount", field="match") from None
     if req.callback_url is not None:
-        validate_callback_url(req.callback_url, allow_private=config.settings.allow_private_callbacks)
+        validate_callback_url(
+            req.callback_url,
+            allow_private=config.settings.allow_private_callbacks,
+            ports=config.settings.callback_ports,
+        )
     asset_key = NATIVE if asset.native else address_key(asset.contract or "")
     invoice = Invoice(
         id="inv_" + secrets.token_hex(10),

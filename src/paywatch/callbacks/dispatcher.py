@@ -114,6 +114,7 @@ class Dispatcher:
     ) -> None:
         self._engine = engine
         self._allow_private = settings.allow_private_callbacks
+        self._ports = settings.callback_ports
         self._clock = clock
         self._resolver: Resolver = resolver or SystemResolver()
         self._transport = transport
@@ -282,7 +283,9 @@ class Dispatcher:
                 headers["content-type"] = "application/json"
                 headers["user-agent"] = USER_AGENT
                 async with asyncio.timeout(self._timeout):
-                    destination = await vet(job.url, self._resolver, allow_private=self._allow_private)
+                    destination = await vet(
+                        job.url, self._resolver, allow_private=self._allow_private, ports=self._ports
+                    )
                     with pinned(destination):
                         request = httpx.Request(
                             "POST", job.url, content=job.body, headers=headers, extensions={"timeout": self._timeouts}

@@ -4,7 +4,8 @@ DNS can change between invoice creation and delivery (rebinding), so the host is
 before each attempt, every returned address is vetted, and the connection is then made to a vetted
 address (see :mod:`.transport`), never to whatever a second lookup would say. Literal IPs in any
 legacy spelling (``2130706433``, ``0177.0.0.1``, ``[::ffff:127.0.0.1]``) are judged as the address
-they denote. ``allow_private`` (``PAYWATCH_ALLOW_PRIVATE_CALLBACKS=1``) lifts the address check for
+they denote. Only ports 80 and 443 are allowed unless configured (``PAYWATCH_CALLBACK_PORTS``).
+``allow_private`` (``PAYWATCH_ALLOW_PRIVATE_CALLBACKS=1``) lifts the address and port checks for
 local development and tests; the scheme and form checks remain.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from paywatch.errors import InputError, PaywatchError
-from paywatch.netguard import IPAddress, is_public, literal_ip, validate_callback_url
+from paywatch.netguard import DEFAULT_PORTS, IPAddress, literal_ip, special_purpose_block, validate_callback_url
 
 
 class BlockedDestinationError(PaywatchError):
@@ -65,10 +67,15 @@ class Destination:
     addresses: tuple[IPAddress, ...]
 
 
-async def vet(url: str, resolver: Resolver, *, allow_private: bool) -> Destination:
-    """Check ``url`` and resolve it; BlockedDestinationError unless every address is allowed."""
+async def vet(
+    url: str, resolver: Resolver, *, allow_private: bool, ports: Collection[int] = DEFAULT_PORTS
+) -> Destination:
+    """Check ``url`` and resolve it; BlockedDestinationError unless every address is allowed.
+
+    The port must be one of ``ports`` (80 and 443 by default), checked before any lookup.
+    """
     try:
-        validate_callback_url(url, allow_private=allow_private)
+        validate_callback_url(url, allow_private=allow_private, ports=ports)
         parsed = httpx.URL(url)
     except InputError as exc:
         raise BlockedDestinationError(exc.message) from None
@@ -85,8 +92,9 @@ async def vet(url: str, resolver: Resolver, *, allow_private: bool) -> Destinati
             raise BlockedDestinationError(f"callback host {host} does not resolve")
     if not allow_private:
         for ip in addresses:
-            if not is_public(ip):
+            block = special_purpose_block(ip)
+            if block is not None:
                 raise BlockedDestinationError(
-                    f"callback host {host} resolves to {ip}, a private, loopback or reserved address"
+                    f"callback host {host} resolves to {ip}, a special-purpose address ({block})"
                 )
     return Destination(url=url, host=host, port=port, addresses=tuple(addresses))

@@ -56,7 +56,11 @@ def store_create(
         from paywatch.netguard import validate_callback_url
 
         if callback_url is not None:
-            validate_callback_url(callback_url, allow_private=config.settings.allow_private_callbacks)
+            validate_callback_url(
+                callback_url,
+                allow_private=config.settings.allow_private_callbacks,
+                ports=config.settings.callback_ports,
+            )
         with session_scope(engine) as session:
             return create_store(session, name, now(), callback_url=callback_url)
 
