@@ -19,6 +19,7 @@ from paywatch.domain.matching import Strategy
 from paywatch.domain.status import TERMINAL, InvoiceStatus
 from paywatch.domain.transfer import NATIVE, address_key
 from paywatch.errors import ConflictError, InputError, NotFoundError
+from paywatch.inputs import check_metadata, check_text
 from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
 from paywatch.netguard import validate_callback_url
@@ -71,6 +72,11 @@ def parse_expires_in(value: Any) -> timedelta:
 
 def create_invoice(session: Session, config: AppConfig, store: Store, req: InvoiceRequest, now: datetime) -> Invoice:
     """Validate the request, allocate the deposit target, write the invoice and its created event."""
+    for name in ("network", "asset", "order_id", "description", "customer_email", "callback_url"):
+        check_text(getattr(req, name), name)
+    if isinstance(req.amount, str):
+        check_text(req.amount, "amount")
+    check_metadata(req.metadata)
     network = config.networks.get(req.network)
     if network is None:
         raise InputError(

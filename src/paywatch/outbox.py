@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import datetime
 
 from sqlmodel import Session, col, select
 
 from paywatch.config import NetworkConfig
+from paywatch.inputs import strict_json
 from paywatch.policy import stored_heights
 from paywatch.store.models import CallbackEvent, Invoice, Payment, StatusHistory
 from paywatch.views import invoice_view, iso
@@ -39,9 +39,7 @@ def emit(session: Session, invoice: Invoice, event_types: list[str], now: dateti
     for event_type in event_types:
         invoice.status_version += 1
         data["status_version"] = invoice.status_version
-        body = json.dumps(
-            {"type": event_type, "timestamp": iso(now), "data": data}, separators=(",", ":"), ensure_ascii=False
-        )
+        body = strict_json({"type": event_type, "timestamp": iso(now), "data": data})
         session.add(
             CallbackEvent(
                 webhook_id=new_webhook_id(),

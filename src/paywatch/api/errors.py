@@ -58,6 +58,8 @@ async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 401: "unauthorized"}
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return error_response(400, "malformed_json", "request body is not valid JSON, or is nested too deeply")
     return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from paywatch.inputs import text_problem
+
 DecimalString = Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["25.5"])
 
 
@@ -29,9 +31,10 @@ class InvoiceCreate(BaseModel):
 
     @field_validator("network", "asset", "amount", "order_id", "description", "customer_email", "callback_url")
     @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
+    def _text(cls, value: str | None) -> str | None:
+        problem = None if value is None else text_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

@@ -8,7 +8,6 @@ one merchant: another store's objects are reported as not found.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +17,7 @@ from sqlmodel import Session, col, or_, select
 from paywatch.audit import audit
 from paywatch.callbacks.schedule import EventState
 from paywatch.errors import ConflictError, InputError, NotFoundError
+from paywatch.inputs import strict_json
 from paywatch.outbox import new_webhook_id
 from paywatch.store.models import CallbackAttempt, CallbackEvent, Invoice, Store
 from paywatch.stores import new_webhook_secret
@@ -170,9 +170,8 @@ def send_test_event(session: Session, store_id: str, now: datetime, *, actor: st
     store = _store(session, store_id)
     if not store.callback_url:
         raise ConflictError(f"store {store.id} has no callback URL", field="store", code="no_callback_url")
-    body = json.dumps(
-        {"type": TEST_EVENT, "timestamp": iso(now), "data": {"store_id": store.id, "message": "paywatch test event"}},
-        separators=(",", ":"),
+    body = strict_json(
+        {"type": TEST_EVENT, "timestamp": iso(now), "data": {"store_id": store.id, "message": "paywatch test event"}}
     )
     event = CallbackEvent(
         webhook_id=new_webhook_id(),
