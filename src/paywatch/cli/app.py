@@ -12,7 +12,7 @@ from rich.table import Table
 
 from paywatch.cli.callbacks import callbacks_app, rotate_secret
 from paywatch.cli.scan import register as register_scan_commands
-from paywatch.cli.support import get_config, guarded, now, open_app
+from paywatch.cli.support import get_config, guarded, now, open_app, plain
 from paywatch.config import AppConfig, load_config
 from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
 from paywatch.ledger import Ledger
@@ -69,11 +69,11 @@ def store_create(
     if as_json:
         typer.echo(json.dumps(out))
         return
-    table = Table(title=f"store {name!r} created: keep these, they are not shown again")
+    table = Table(title=f"store {plain(repr(name))} created: keep these, they are not shown again")
     table.add_column("field")
     table.add_column("value")
     for key, value in out.items():
-        table.add_row(key, value)
+        table.add_row(plain(key), plain(value))
     console.print(table)
 
 
@@ -92,15 +92,17 @@ def api(
 
 
 def _invoice_row(view: dict[str, Any]) -> list[str]:
-    return [
+    cells = [
         view["id"],
         view["status"],
         f"{view['amount']} {view['asset']}",
         view["network"],
         view["amount_paid"],
         view["address"],
-        str(view["expires_at"]),
+        view["expires_at"],
+        (view["order_id"] or "")[:40],
     ]
+    return [plain(cell) for cell in cells]
 
 
 @invoice_app.command("list")
@@ -125,7 +127,7 @@ def invoice_list(
         typer.echo(json.dumps(views, indent=2))
         return
     table = Table(title=f"{len(views)} invoices")
-    for column in ("id", "status", "amount", "network", "paid", "address", "expires"):
+    for column in ("id", "status", "amount", "network", "paid", "address", "expires", "order"):
         table.add_column(column)
     for view in views:
         table.add_row(*_invoice_row(view))
@@ -156,7 +158,7 @@ def _admin_change(invoice_id: str, action: Any) -> None:
             return invoice.status
 
     status = guarded(change)
-    console.print(f"{invoice_id}: {status}")
+    console.print(f"{plain(invoice_id)}: {plain(status)}")
 
 
 @invoice_app.command("cancel")
@@ -213,16 +215,17 @@ def unmatched_list(
     for column in ("id", "network", "tx", "to", "asset", "amount (base units)", "reason", "hint"):
         table.add_column(column)
     for r in rows:
-        table.add_row(
-            str(r["id"]),
-            str(r["network"]),
+        cells = (
+            r["id"],
+            r["network"],
             f"{r['tx_hash']}:{r['log_index']}",
-            str(r["to_address"]),
-            str(r["asset_key"]),
-            str(r["amount_units"]),
-            str(r["reason"]),
-            str(r["hint_invoice_id"] or ""),
+            r["to_address"],
+            r["asset_key"],
+            r["amount_units"],
+            r["reason"],
+            r["hint_invoice_id"] or "",
         )
+        table.add_row(*map(plain, cells))
     console.print(table)
 
 
@@ -240,7 +243,7 @@ def unmatched_attach(transfer_id: int, invoice_id: str) -> None:
             return get_invoice(session, None, invoice_id).status
 
     status = guarded(change)
-    console.print(f"transfer {transfer_id} attached to {invoice_id}: {status}")
+    console.print(f"transfer {transfer_id} attached to {plain(invoice_id)}: {plain(status)}")
 
 
 def _configure_logging(config: AppConfig) -> None:

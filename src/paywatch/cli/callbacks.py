@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from paywatch.callbacks import admin
 from paywatch.callbacks.dispatcher import Dispatcher, Outcome
-from paywatch.cli.support import guarded, open_app
+from paywatch.cli.support import guarded, open_app, plain
 from paywatch.cli.support import now as utc_now
 from paywatch.config import AppConfig
 from paywatch.store.db import session_scope
@@ -43,8 +43,10 @@ def _report(outcome: Outcome | None, webhook_id: str) -> None:
     detail = f"HTTP {outcome.status_code}" if outcome.status_code is not None else "no answer"
     if outcome.error:
         detail += f" ({outcome.error})"
-    console.print(f"{webhook_id}: {'delivered' if ok else 'failed'}: {detail} in {outcome.latency_ms} ms")
+    console.print(f"{plain(webhook_id)}: {'delivered' if ok else 'failed'}: {plain(detail)} in {outcome.latency_ms} ms")
     if not ok:
+        if outcome.excerpt:
+            console.print(f"response: {plain(outcome.excerpt[:200])}")
         raise typer.Exit(1)
 
 
@@ -73,20 +75,26 @@ def list_callbacks(
     for row in rows:
         last = str(row["last_status_code"] or "") or str(row["last_error"] or "")
         table.add_row(
-            str(row["id"]),
-            str(row["webhook_id"]),
-            str(row["type"]),
-            str(row["invoice_id"] or "-"),
-            str(row["state"]),
-            str(row["attempt_count"]),
-            last[:60],
-            str(row["next_attempt_at"] or "-"),
+            *map(
+                plain,
+                (
+                    row["id"],
+                    row["webhook_id"],
+                    row["type"],
+                    row["invoice_id"] or "-",
+                    row["state"],
+                    row["attempt_count"],
+                    last[:60],
+                    row["next_attempt_at"] or "-",
+                ),
+            )
         )
     console.print(table)
     for off in disabled:
         console.print(
-            f"[bold red]store {off['store_id']}[/]: callbacks disabled since {off['disabled_at']} "
-            f"({off['callback_url']} answered 410 Gone); `paywatch callbacks enable {off['store_id']}` resumes them"
+            f"[bold red]store {plain(off['store_id'])}[/]: callbacks disabled since {plain(off['disabled_at'])} "
+            f"({plain(off['callback_url'])} answered 410 Gone); "
+            f"`paywatch callbacks enable {plain(off['store_id'])}` resumes them"
         )
 
 
@@ -108,7 +116,7 @@ def redeliver(
     if now:
         _report(_send_now(config, engine, event_id), webhook_id)
     else:
-        console.print(f"{webhook_id}: queued for redelivery")
+        console.print(f"{plain(webhook_id)}: queued for redelivery")
 
 
 @callbacks_app.command("test")
@@ -136,7 +144,7 @@ def enable(store: Annotated[str, typer.Argument(help="Store id")]) -> None:
             admin.enable_callbacks(session, store, utc_now(), actor="cli")
 
     guarded(change)
-    console.print(f"{store}: callbacks enabled")
+    console.print(f"{plain(store)}: callbacks enabled")
 
 
 def rotate_secret(
@@ -163,5 +171,7 @@ def rotate_secret(
     if as_json:
         typer.echo(json.dumps(out))
         return
-    console.print(f"new webhook secret for {rotated.store_id} (shown once): {rotated.webhook_secret}")
-    console.print(f"the previous secret stays valid until {until}" if until else "the previous secret is revoked")
+    console.print(f"new webhook secret for {plain(rotated.store_id)} (shown once): {plain(rotated.webhook_secret)}")
+    console.print(
+        f"the previous secret stays valid until {plain(until)}" if until else "the previous secret is revoked"
+    )

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from paywatch.chains.base import ChainAdapter
 from paywatch.chains.registry import make_adapter
-from paywatch.cli.support import now
+from paywatch.cli.support import now, plain
 from paywatch.config import AppConfig, NetworkConfig
 from paywatch.domain.amounts import format_amount
 from paywatch.domain.transfer import NATIVE
@@ -42,7 +42,7 @@ def print_report(console: Console, network: NetworkConfig, report: RescanReport)
     """The payments, inbox entries and status changes of a rescan as tables."""
     head = "would record" if report.dry_run else "recorded"
     console.print(
-        f"{report.network}: blocks {report.start}..{report.end} ({report.blocks} read), "
+        f"{plain(report.network)}: blocks {report.start}..{report.end} ({report.blocks} read), "
         f"{report.transfers} transfer(s) to watched addresses"
     )
     if report.payments:
@@ -51,7 +51,7 @@ def print_report(console: Console, network: NetworkConfig, report: RescanReport)
             table.add_column(column)
         for p in report.payments:
             amount = _asset_units(network, p.asset_key, p.amount)
-            table.add_row(p.change, p.invoice_id, p.tx_hash, str(p.log_index), amount, str(p.block_number))
+            table.add_row(*map(plain, (p.change, p.invoice_id, p.tx_hash, p.log_index, amount, p.block_number)))
         console.print(table)
     if report.unmatched:
         table = Table(title=f"Unmatched inbox ({head})")
@@ -59,7 +59,7 @@ def print_report(console: Console, network: NetworkConfig, report: RescanReport)
             table.add_column(column)
         for u in report.unmatched:
             amount = _asset_units(network, u.asset_key, u.amount)
-            table.add_row(u.change, u.tx_hash, str(u.log_index), u.to_address, amount, u.reason)
+            table.add_row(*map(plain, (u.change, u.tx_hash, u.log_index, u.to_address, amount, u.reason)))
         console.print(table)
     if report.status_changes:
         table = Table(title="Status changes" + (" (dry run)" if report.dry_run else ""))
@@ -67,7 +67,7 @@ def print_report(console: Console, network: NetworkConfig, report: RescanReport)
             table.add_column(column)
         for c in report.status_changes:
             flags = ",".join(c.flags_after) or "-"
-            table.add_row(c.invoice_id, c.before, c.after, flags, f"{c.paid_before} -> {c.paid_after}")
+            table.add_row(*map(plain, (c.invoice_id, c.before, c.after, flags, f"{c.paid_before} -> {c.paid_after}")))
         console.print(table)
     if report.dry_run:
         console.print("dry run: nothing was changed")
@@ -167,7 +167,7 @@ def register(app: typer.Typer, get_config: Callable[[], AppConfig]) -> None:
                 get_config(), network, from_block=from_block, to_block=to_block, dry_run=dry_run, console=console
             )
         except PaywatchError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {plain(exc)}")
             raise typer.Exit(1) from None
 
     @app.command("rescan-tx")
@@ -181,5 +181,5 @@ def register(app: typer.Typer, get_config: Callable[[], AppConfig]) -> None:
         try:
             run_rescan_tx(get_config(), network, tx_hash, dry_run=dry_run, console=console)
         except PaywatchError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {plain(exc)}")
             raise typer.Exit(1) from None

@@ -1,15 +1,22 @@
 """What every ``paywatch`` command shares: the clock, one error style and the configured database.
 
 Errors paywatch raises on purpose become ``error: <message>`` on stderr and exit code 2.
+
+Every string that did not come from paywatch itself (merchant URLs, redirect targets, response
+excerpts, order ids, error texts of remote systems) goes through :func:`plain` before it reaches the
+terminal: terminal escape sequences and control characters are removed and Rich markup is escaped,
+so no such string can crash a command, restyle its output or move the cursor.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import typer
+from rich.markup import escape
 from sqlalchemy.engine import Engine
 
 from paywatch.config import AppConfig, load_config
@@ -19,12 +26,27 @@ from paywatch.runtime import open_database
 T = TypeVar("T")
 
 
+# ESC-introduced sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), and two-byte escapes
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_])|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(value: object) -> str:
+    """``value`` as text without terminal escape sequences; other control characters become U+FFFD."""
+    return _CONTROLS.sub("\ufffd", _ESCAPES.sub("", str(value)))
+
+
+def plain(value: object) -> str:
+    """An external string, safe inside Rich output: no escapes or control characters, markup escaped."""
+    return escape(terminal_safe(value))
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {terminal_safe(message)}", err=True)
     return typer.Exit(code)
 
 
