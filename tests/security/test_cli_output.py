@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from paywatch.cli import app as cli_app
@@ -119,7 +120,7 @@ def test_stored_error_text_with_markup_and_escapes_is_listed_literally(
     receiver.plan("/cb", Reply(500, b"x"))
     assert CliRunner().invoke(cli_app, ["callbacks", "test", store_id], env=cli_env).exit_code == 1
     with session_scope(engine) as session:
-        for event in session.query(CallbackEvent).all():
+        for event in session.exec(select(CallbackEvent)).all():
             event.last_status_code = None
             event.last_error = "[/] \x1b[5mblink\x1b[0m [bold]fake[/bold]"
             session.add(event)
