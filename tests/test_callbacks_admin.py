@@ -87,7 +87,9 @@ def test_api_redeliver(engine: Engine, app_config: AppConfig) -> None:
         s.add(row)
     api.clock.advance(hours=1)
 
-    by_id = api.client.post(f"/v1/callbacks/{event.id}/redeliver", headers=api.headers())
+    numeric = api.client.post(f"/v1/callbacks/{event.id}/redeliver", headers=api.headers())
+    assert numeric.status_code == 404  # the internal counter is not an id
+    by_id = api.client.post(f"/v1/callbacks/{event.webhook_id}/redeliver", headers=api.headers())
     assert by_id.status_code == 202, by_id.text
     body = by_id.json()
     assert body["state"] == "pending" and body["webhook_id"] == event.webhook_id
@@ -97,7 +99,7 @@ def test_api_redeliver(engine: Engine, app_config: AppConfig) -> None:
     assert by_webhook_id.status_code == 202
 
     other_key = add_store(api, "other")
-    hidden = api.client.post(f"/v1/callbacks/{event.id}/redeliver", headers=api.headers(other_key))
+    hidden = api.client.post(f"/v1/callbacks/{event.webhook_id}/redeliver", headers=api.headers(other_key))
     assert hidden.status_code == 404 and hidden.json()["error"]["field"] == "delivery_id"
     assert api.client.post("/v1/callbacks/999999/redeliver", headers=api.headers()).status_code == 404
     with session_scope(engine) as s:
@@ -107,7 +109,7 @@ def test_api_redeliver(engine: Engine, app_config: AppConfig) -> None:
         assert store is not None
         store.callbacks_disabled_at = api.clock()
         s.add(store)
-    disabled = api.client.post(f"/v1/callbacks/{event.id}/redeliver", headers=api.headers())
+    disabled = api.client.post(f"/v1/callbacks/{event.webhook_id}/redeliver", headers=api.headers())
     assert disabled.status_code == 409 and disabled.json()["error"]["code"] == "callbacks_disabled"
 
 

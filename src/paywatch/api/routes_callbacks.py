@@ -13,7 +13,7 @@ from paywatch.callbacks import admin
 
 router = APIRouter(tags=["callbacks"], responses=ERROR_RESPONSES)
 InvoiceId = Annotated[str, Path(max_length=64, description="Invoice id (inv_...)")]
-DeliveryId = Annotated[str, Path(max_length=64, description="The delivery's numeric id or its webhook-id (msg_...)")]
+DeliveryId = Annotated[str, Path(max_length=64, description="The delivery's id, its webhook-id (msg_...)")]
 
 
 class CallbackAttemptOut(BaseModel):
@@ -28,9 +28,9 @@ class CallbackAttemptOut(BaseModel):
 
 
 class CallbackOut(BaseModel):
-    """One callback event (delivery) and where it stands; ``webhook_id`` is stable across retries."""
+    """One callback event (delivery) and where it stands; ``id`` is its opaque, stable ``webhook_id``."""
 
-    id: int
+    id: str
     webhook_id: str
     store_id: str
     invoice_id: str | None

@@ -41,9 +41,13 @@ def attempt_view(attempt: CallbackAttempt) -> dict[str, object]:
 
 
 def event_view(event: CallbackEvent, attempts: list[CallbackAttempt] | None = None) -> dict[str, object]:
-    """An outbox event as JSON; ``attempts`` (oldest first) when given."""
+    """An outbox event as JSON; ``attempts`` (oldest first) when given.
+
+    ``id`` is the opaque ``webhook-id``: the integer key orders the outbox internally and is never
+    shown, as a global counter would reveal every store's traffic.
+    """
     view: dict[str, object] = {
-        "id": event.id,
+        "id": event.webhook_id,
         "webhook_id": event.webhook_id,
         "store_id": event.store_id,
         "invoice_id": event.invoice_id,
@@ -113,14 +117,11 @@ def list_events(
     return [event_view(e, attempts.get(e.id or 0, [])) for e in events]
 
 
-def find_event(session: Session, delivery_id: str | int, *, store_id: str | None = None) -> CallbackEvent:
-    """An event by numeric id or by ``webhook-id`` (``msg_...``)."""
+def find_event(session: Session, delivery_id: str, *, store_id: str | None = None) -> CallbackEvent:
+    """An event by its opaque id, the ``webhook-id`` (``msg_...``)."""
     key = str(delivery_id).strip()
-    if not _plausible(key):
-        event = None
-    elif key.isdigit() and len(key) <= 18:  # fits a 64-bit id column
-        event = session.get(CallbackEvent, int(key))
-    else:
+    event = None
+    if _plausible(key):
         event = session.exec(select(CallbackEvent).where(CallbackEvent.webhook_id == key)).first()
     if event is None or (store_id is not None and event.store_id != store_id):
         raise NotFoundError(f"callback delivery {key} not found", field="delivery_id")
@@ -140,7 +141,7 @@ def _store(session: Session, store_id: str) -> Store:
 
 
 def redeliver(
-    session: Session, delivery_id: str | int, now: datetime, *, store_id: str | None = None, actor: str = "admin"
+    session: Session, delivery_id: str, now: datetime, *, store_id: str | None = None, actor: str = "admin"
 ) -> CallbackEvent:
     """Queue another attempt of an event now, with the same ``webhook-id`` and body.
 

@@ -70,7 +70,7 @@ def list_callbacks(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"{len(rows)} callback events" + (" (failed)" if failed else ""))
-    for column in ("id", "webhook id", "type", "invoice", "state", "tries", "last", "next attempt"):
+    for column in ("id (webhook-id)", "type", "invoice", "state", "tries", "last", "next attempt"):
         table.add_column(column)
     for row in rows:
         last = str(row["last_status_code"] or "") or str(row["last_error"] or "")
@@ -79,7 +79,6 @@ def list_callbacks(
                 plain,
                 (
                     row["id"],
-                    row["webhook_id"],
                     row["type"],
                     row["invoice_id"] or "-",
                     row["state"],
@@ -100,7 +99,7 @@ def list_callbacks(
 
 @callbacks_app.command("redeliver")
 def redeliver(
-    delivery_id: Annotated[str, typer.Argument(help="Event id or webhook-id (msg_...)")],
+    delivery_id: Annotated[str, typer.Argument(help="The event's id, its webhook-id (msg_...)")],
     now: Annotated[bool, typer.Option("--now", help="Send it from this process instead of the worker")] = False,
 ) -> None:
     """Queue an event again (same webhook-id); the worker sends it on its next run."""
