@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_lag_seconds: int = Field(default=600, gt=0)
     callback_ports: Annotated[frozenset[int], NoDecode] = frozenset({80, 443})
+    invoice_rate_per_minute: float = Field(default=120.0, ge=0)
+    invoice_burst: int = Field(default=60, ge=1)
+    redeliver_rate_per_minute: float = Field(default=30.0, ge=0)
+    redeliver_burst: int = Field(default=30, ge=1)
 
     @field_validator("callback_ports", mode="before")
     @classmethod

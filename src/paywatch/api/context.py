@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from paywatch.api.ratelimit import RateLimits
 from paywatch.config import AppConfig
 from paywatch.ledger import Ledger
 
@@ -24,3 +25,10 @@ class AppContext:
     engine: Engine
     ledger: Ledger
     clock: Callable[[], datetime] = utc_now
+    limits: RateLimits | None = None
+
+    def rate_limits(self) -> RateLimits:
+        """The per-store token buckets (built from the settings on first use)."""
+        if self.limits is None:
+            self.limits = RateLimits.from_settings(self.config.settings)
+        return self.limits

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from paywatch.api.ratelimit import RateLimitedError
 from paywatch.errors import InputError, UnavailableError
 
 log = logging.getLogger("paywatch.api")
@@ -51,6 +52,13 @@ async def _input(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.field)
 
 
+async def _rate_limited(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimitedError)
+    response = error_response(429, exc.code, exc.message, exc.field)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "unavailable", str(exc))
 
@@ -70,6 +78,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(RateLimitedError, _rate_limited)
     app.add_exception_handler(InputError, _input)
     app.add_exception_handler(UnavailableError, _unavailable)
     app.add_exception_handler(StarletteHTTPException, _http)

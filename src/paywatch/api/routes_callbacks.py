@@ -69,5 +69,7 @@ def list_callbacks(invoice_id: InvoiceId, store: CurrentStore, session: DbSessio
     summary="Send a callback again (same webhook-id), as soon as the dispatcher runs",
 )
 def redeliver(delivery_id: DeliveryId, store: CurrentStore, session: DbSession, context: Context) -> dict[str, Any]:
-    event = admin.redeliver(session, delivery_id, context.clock(), store_id=store.id, actor=f"api:{store.id}")
+    now = context.clock()
+    context.rate_limits().redeliveries.take(store.id, now)
+    event = admin.redeliver(session, delivery_id, now, store_id=store.id, actor=f"api:{store.id}")
     return admin.event_view(event)

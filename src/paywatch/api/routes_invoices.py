@@ -31,6 +31,7 @@ def _view(session: DbSession, context: Context, invoice: Invoice) -> dict[str, A
 @router.post("", status_code=201, response_model=InvoiceOut, summary="Create an invoice")
 def create(body: InvoiceCreate, store: CurrentStore, session: DbSession, context: Context) -> dict[str, Any]:
     now = context.clock()
+    context.rate_limits().invoices.take(store.id, now)
     require_fresh(session, context.config, body.network, now)
     request = InvoiceRequest(**{**body.model_dump(exclude={"metadata"}), "metadata": body.metadata or {}})
     invoice = create_invoice(session, context.config, store, request, now)

@@ -125,6 +125,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "Not allowed in the invoice's current state",
         413: "Body too large",
         422: "Invalid field",
+        429: "Too many requests for this store; see Retry-After",
         503: "Temporarily unavailable",
     }.items()
 }
