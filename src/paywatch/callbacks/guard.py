@@ -12,9 +12,12 @@ local development and tests; the scheme and form checks remain.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import socket
+import threading
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -37,21 +40,69 @@ class Resolver(Protocol):
         ...
 
 
+DNS_WORKERS = 8
+DNS_TIMEOUT = 10.0
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _dns_pool() -> ThreadPoolExecutor:
+    """The process-wide pool for callback lookups (created on first use, shared by every resolver)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=DNS_WORKERS, thread_name_prefix="paywatch-dns")
+        return _POOL
+
+
 class SystemResolver:
-    """The operating system's resolver (``getaddrinfo``), without blocking the event loop."""
+    """The operating system's resolver (``getaddrinfo``), isolated from the rest of the process.
+
+    Lookups run in a pool of their own (``DNS_WORKERS`` threads), never on asyncio's default
+    executor that the scan steps use, so hanging lookups cannot delay scanning. Each waits at most
+    ``timeout`` seconds (BlockedDestinationError after that), and a host has at most one lookup in
+    flight: concurrent callers share its answer.
+    """
+
+    def __init__(self, *, timeout: float = DNS_TIMEOUT, pool: ThreadPoolExecutor | None = None) -> None:
+        self._timeout = timeout
+        self._pool = pool
+        self._inflight: dict[tuple[str, int], concurrent.futures.Future[list[IPAddress]]] = {}
+        self._lock = threading.Lock()
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
-        loop = asyncio.get_running_loop()
+        key = (host, port)
+        with self._lock:
+            future = self._inflight.get(key)
+            if future is None:
+                future = (self._pool or _dns_pool()).submit(_lookup, host, port)
+                self._inflight[key] = future
+                future.add_done_callback(lambda done: self._forget(key, done))
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError:
-            return []
-        found: list[IPAddress] = []
-        for _family, _type, _proto, _name, sockaddr in infos:
-            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-            if ip not in found:
-                found.append(ip)
-        return found
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self._timeout)
+        except TimeoutError:
+            raise BlockedDestinationError(
+                f"DNS lookup for {host} took longer than {self._timeout:g} s"
+            ) from None
+
+    def _forget(self, key: tuple[str, int], done: concurrent.futures.Future[list[IPAddress]]) -> None:
+        with self._lock:
+            if self._inflight.get(key) is done:
+                del self._inflight[key]
+
+
+def _lookup(host: str, port: int) -> list[IPAddress]:
+    """Blocking ``getaddrinfo``; every distinct address once, in the order given (empty on failure)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    found: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if ip not in found:
+            found.append(ip)
+    return found
 
 
 @dataclass(frozen=True)
