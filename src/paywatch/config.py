@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from paywatch.domain.matching import Strategy
 from paywatch.errors import ConfigError, KeyMaterialError
 from paywatch.keys import check_watch_only_key
+from paywatch.secretbox import SecretBox, parse_keys
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -28,7 +29,7 @@ _LEADING_KEY = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*): (?P<rest>.+)$", r
 class Settings(BaseSettings):
     """Process settings from ``PAYWATCH_*`` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="PAYWATCH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PAYWATCH_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = "sqlite:///./paywatch.db"
     networks: Path = Path("./networks.yaml")
@@ -37,10 +38,28 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_lag_seconds: int = Field(default=600, gt=0)
     callback_ports: Annotated[frozenset[int], NoDecode] = frozenset({80, 443})
+    secret_key: SecretStr | None = None
+    """Fernet key(s), comma separated, first one encrypting: webhook secrets are then stored encrypted."""
     invoice_rate_per_minute: float = Field(default=120.0, ge=0)
     invoice_burst: int = Field(default=60, ge=1)
     redeliver_rate_per_minute: float = Field(default=30.0, ge=0)
     redeliver_burst: int = Field(default=30, ge=1)
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _fernet_keys(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw in (None, ""):
+            return None
+        if not isinstance(raw, str):
+            raise ValueError("expected one or more Fernet keys separated by commas")
+        parse_keys(raw)
+        return value
+
+    def secret_box(self) -> SecretBox:
+        """Seals and opens stored webhook secrets with ``secret_key`` (plaintext when unset)."""
+        keys = parse_keys(self.secret_key.get_secret_value()) if self.secret_key is not None else None
+        return SecretBox(keys)
 
     @field_validator("callback_ports", mode="before")
     @classmethod

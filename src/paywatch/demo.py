@@ -239,7 +239,7 @@ def run_demo(
         server, callback_url = receiver.start()
         with session_scope(engine) as session:
             created = create_store(session, "demo shop", clock(), callback_url=callback_url)
-        receiver.secret = created.store.webhook_secret
+        receiver.secret = created.webhook_secret
         console.print(f"anvil at {node.url}, test USDT at {token}, data in {directory}")
         return asyncio.run(
             _serve_and_drive(

@@ -19,6 +19,7 @@ from paywatch.callbacks.schedule import EventState
 from paywatch.errors import ConflictError, InputError, NotFoundError
 from paywatch.inputs import strict_json
 from paywatch.outbox import new_webhook_id
+from paywatch.secretbox import SecretBox
 from paywatch.store.models import CallbackAttempt, CallbackEvent, Invoice, Store
 from paywatch.stores import new_webhook_secret
 from paywatch.views import iso
@@ -200,20 +201,30 @@ class RotatedSecret:
 
 
 def rotate_secret(
-    session: Session, store_id: str, now: datetime, *, grace: timedelta = DEFAULT_GRACE, actor: str = "admin"
+    session: Session,
+    store_id: str,
+    now: datetime,
+    *,
+    grace: timedelta = DEFAULT_GRACE,
+    actor: str = "admin",
+    box: SecretBox | None = None,
 ) -> RotatedSecret:
-    """Replace the store's secret; the old one keeps signing (beside the new) for ``grace``."""
+    """Replace the store's secret; the old one keeps signing (beside the new) for ``grace``.
+
+    The new secret is stored sealed by ``box`` when given; the returned one is the plaintext.
+    """
     if not timedelta(0) <= grace <= MAX_GRACE:
         raise InputError("grace period must be between 0 and 30 days", field="grace")
     store = _store(session, store_id)
     until = now + grace if grace > timedelta(0) else None
     store.webhook_secret_previous = store.webhook_secret if until is not None else None
     store.webhook_secret_previous_until = until
-    store.webhook_secret = new_webhook_secret()
+    secret = new_webhook_secret()
+    store.webhook_secret = box.seal(secret) if box is not None else secret
     session.add(store)
     audit(session, now, actor, "store.rotate_secret", store.id, previous_valid_until=iso(until))
     session.flush()
-    return RotatedSecret(store.id, store.webhook_secret, until)
+    return RotatedSecret(store.id, secret, until)
 
 
 def disabled_stores(session: Session) -> list[dict[str, object]]:

@@ -54,7 +54,7 @@ class Job:
     store_id: str
     body: bytes
     url: str
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...]  # as stored (sealed when encryption is on); opened just before signing
     attempt: int  # the number of this attempt (1 for the first)
     store_endpoint: bool  # the URL is the store's default (a 410 disables the store's callbacks)
 
@@ -115,6 +115,7 @@ class Dispatcher:
         self._engine = engine
         self._allow_private = settings.allow_private_callbacks
         self._ports = settings.callback_ports
+        self._box = settings.secret_box()
         self._clock = clock
         self._resolver: Resolver = resolver or SystemResolver()
         self._transport = transport
@@ -279,7 +280,8 @@ class Dispatcher:
             excerpt: str | None = None
             retry_after: str | None = None
             try:
-                headers = webhook_headers(job.secrets, job.webhook_id, int(at.timestamp()), job.body)
+                secrets = [self._box.open(stored) for stored in job.secrets]
+                headers = webhook_headers(secrets, job.webhook_id, int(at.timestamp()), job.body)
                 headers["content-type"] = "application/json"
                 headers["user-agent"] = USER_AGENT
                 async with asyncio.timeout(self._timeout):

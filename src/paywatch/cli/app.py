@@ -12,13 +12,14 @@ from rich.table import Table
 
 from paywatch.cli.callbacks import callbacks_app, rotate_secret
 from paywatch.cli.scan import register as register_scan_commands
-from paywatch.cli.support import get_config, guarded, now, open_app, plain
+from paywatch.cli.support import fail, get_config, guarded, now, open_app, plain
 from paywatch.config import AppConfig, load_config
 from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
 from paywatch.ledger import Ledger
 from paywatch.outbox import load_view
-from paywatch.runtime import open_database
-from paywatch.store.db import session_scope, upgrade
+from paywatch.runtime import open_database, seal_secrets
+from paywatch.secretbox import new_key
+from paywatch.store.db import make_engine, session_scope, upgrade
 from paywatch.stores import create_store
 
 app = typer.Typer(help="paywatch: self-hosted crypto payment watcher.", no_args_is_help=True)
@@ -40,7 +41,27 @@ def db_upgrade() -> None:
     """Apply all Alembic migrations to PAYWATCH_DATABASE_URL."""
     config = get_config()
     guarded(lambda: upgrade(config.settings.database_url))
-    console.print("database is up to date")
+    engine = make_engine(config.settings.database_url)
+    try:
+        sealed = guarded(lambda: seal_secrets(config, engine))
+    finally:
+        engine.dispose()
+    console.print("database is up to date" + (f"; {sealed} secret(s) encrypted" if sealed else ""))
+
+
+@db_app.command("encrypt-secrets")
+def db_encrypt_secrets() -> None:
+    """Encrypt stored webhook secrets with PAYWATCH_SECRET_KEY (re-encrypt under its first key)."""
+    config, engine = open_app()
+    if not config.settings.secret_box().enabled:
+        raise fail("PAYWATCH_SECRET_KEY is not set: there is no key to encrypt with")
+    console.print(f"{guarded(lambda: seal_secrets(config, engine))} secret(s) encrypted")
+
+
+@db_app.command("new-secret-key")
+def db_new_secret_key() -> None:
+    """Print a fresh Fernet key for PAYWATCH_SECRET_KEY."""
+    typer.echo(new_key())
 
 
 @store_app.command("create")
@@ -62,10 +83,10 @@ def store_create(
                 ports=config.settings.callback_ports,
             )
         with session_scope(engine) as session:
-            return create_store(session, name, now(), callback_url=callback_url)
+            return create_store(session, name, now(), callback_url=callback_url, box=config.settings.secret_box())
 
     created = guarded(create)
-    out = {"store_id": created.store.id, "api_key": created.api_key, "webhook_secret": created.store.webhook_secret}
+    out = {"store_id": created.store.id, "api_key": created.api_key, "webhook_secret": created.webhook_secret}
     if as_json:
         typer.echo(json.dumps(out))
         return

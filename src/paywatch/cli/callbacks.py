@@ -154,11 +154,18 @@ def rotate_secret(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """Give a store a new webhook secret (shown once); the old one stays valid for the grace period."""
-    _, engine = open_app()
+    config, engine = open_app()
 
     def change() -> admin.RotatedSecret:
         with session_scope(engine) as session:
-            return admin.rotate_secret(session, store, utc_now(), grace=timedelta(hours=grace_hours), actor="cli")
+            return admin.rotate_secret(
+                session,
+                store,
+                utc_now(),
+                grace=timedelta(hours=grace_hours),
+                actor="cli",
+                box=config.settings.secret_box(),
+            )
 
     rotated = guarded(change)
     until = rotated.previous_valid_until.isoformat() if rotated.previous_valid_until else None
