@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -24,6 +25,10 @@ _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TRON_ADDRESS = re.compile(r"^T[1-9A-HJ-NP-Za-km-z]{33}$")
 _LEADING_KEY = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*): (?P<rest>.+)$", re.DOTALL)
+
+
+#: placeholder passwords that must never reach a database (the shipped example once had one)
+EXAMPLE_PASSWORDS = frozenset({"change-me", "changeme", "change_me"})
 
 
 class Settings(BaseSettings):
@@ -44,6 +49,20 @@ class Settings(BaseSettings):
     invoice_burst: int = Field(default=60, ge=1)
     redeliver_rate_per_minute: float = Field(default=30.0, ge=0)
     redeliver_burst: int = Field(default=30, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _no_example_password(cls, value: str) -> str:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            return value  # malformed URLs are reported when the engine is made
+        if password is not None and unquote(password).lower() in EXAMPLE_PASSWORDS:
+            raise ValueError(
+                "the database password is the example password from docker/example.env; "
+                "set a strong POSTGRES_PASSWORD in docker/.env"
+            )
+        return value
 
     @field_validator("secret_key", mode="before")
     @classmethod
