@@ -22,6 +22,8 @@ from paywatch.keys import check_watch_only_key
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TRON_ADDRESS = re.compile(r"^T[1-9A-HJ-NP-Za-km-z]{33}$")
+#: chain families whose transfers carry a memo the memo strategy can match (EVM transfers carry none)
+MEMO_FAMILIES = frozenset({"tron"})
 _LEADING_KEY = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*): (?P<rest>.+)$", re.DOTALL)
 
 
@@ -122,6 +124,11 @@ class NetworkConfig(BaseModel):
             raise ValueError("finality: `finalized` exists only on evm; use `solidified`")
         if self.finality is not None and self.confirmations is not None:
             raise ValueError("expected either `confirmations` or `finality`, not both")
+        if self.default_match is Strategy.MEMO and not self.carries_memo:
+            raise ValueError(
+                f"default_match: `memo` needs transfers that carry a memo; {self.family} transfers carry none "
+                "(use `address` or `amount`)"
+            )
         if self.xpub is not None:
             check_watch_only_key(self.xpub, self.family, where="xpub")
         pattern = _EVM_ADDRESS if self.family == "evm" else _TRON_ADDRESS
@@ -133,6 +140,11 @@ class NetworkConfig(BaseModel):
         if not any(a.native for a in self.assets.values()) and not self.assets:
             raise ValueError("assets: expected at least one asset")
         return self
+
+    @property
+    def carries_memo(self) -> bool:
+        """Whether this network's transfers carry a memo, so that the memo strategy can work."""
+        return self.family in MEMO_FAMILIES
 
     @property
     def confirmations_required(self) -> int:

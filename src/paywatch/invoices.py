@@ -87,6 +87,12 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
         strategy = Strategy(req.match) if req.match is not None else network.default_match
     except ValueError:
         raise InputError("match must be one of address, memo, amount", field="match") from None
+    if strategy is Strategy.MEMO and not network.carries_memo:
+        raise InputError(
+            f"match: memo is not available on {network.name}: {network.family} transfers carry no memo, "
+            "so such an invoice could never be paid; use address or amount",
+            field="match",
+        )
     if req.callback_url is not None:
         validate_callback_url(req.callback_url, allow_private=config.settings.allow_private_callbacks)
     asset_key = NATIVE if asset.native else address_key(asset.contract or "")
