@@ -43,6 +43,11 @@ def attach(
         raise ConflictError(f"transfer is on {row.network}, invoice on {invoice.network}", field="invoice")
     if row.asset_key != invoice.asset_key:
         raise ConflictError(f"transfer is in another asset than the invoice's {invoice.asset}", field="invoice")
+    if row.amount < ledger.networks[row.network].min_units(row.asset_key):
+        raise ConflictError(
+            f"transfer {transfer_id} is dust (below the min_amount of {invoice.asset}); it never changes an invoice",
+            field="transfer",
+        )
     payment = Payment(
         **transfer_columns(row),
         invoice_id=invoice.id,
