@@ -26,12 +26,16 @@ from paywatch.domain.transfer import Transfer, address_key
 from paywatch.errors import ConflictError
 from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice, get_invoice
 from paywatch.ledger import Ledger
+from paywatch.rescan import rescan_range
 from paywatch.store.db import session_scope
-from paywatch.store.models import CallbackEvent, Invoice, NetworkState, Payment, UnmatchedTransfer
-from paywatch.stores import create_store
+from paywatch.store.models import CallbackEvent, Invoice, NetworkState, Payment, Store, UnmatchedTransfer
+from paywatch.stores import create_store, update_store
 from paywatch.unmatched import attach, list_unmatched
 from tests.conftest import T0, USDT_TRON
 from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database)
+from tests.support.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
+from tests.support.evm_harness import Harness
+from tests.support.evm_node import anvil_node_fixture  # noqa: F401
 
 LATE = T0 + timedelta(hours=2)  # the invoices below expire after one hour
 
@@ -130,3 +134,33 @@ def test_pure_rule_an_admitted_late_payment_counts_without_accepting_late_paymen
     )
     assert attach_refusal(replace(late, orphaned=True), invoice) is not None
     assert attach_refusal(replace(late, asset_key="0xother"), invoice) is not None
+
+
+# --- end to end on anvil: a payment beyond the late window, found by the scanner, then attached ----
+
+
+@pytest.mark.anvil
+def test_a_transfer_beyond_the_late_window_attached_by_an_admin_completes_the_invoice(
+    h: Harness, deployed: Deployed
+) -> None:
+    with session_scope(h.engine) as s:
+        store = s.get(Store, h.store.id)
+        assert store is not None
+        update_store(s, store, h.clock(), actor="test", allow_private_callbacks=False, late_window="0")
+    inv = h.invoice("USDT", "5", expires_in=60)
+    h.chain.next_timestamp(inv.expires_at + timedelta(minutes=5))
+    h.chain.token_transfer(deployed.usdt, inv.address, 5 * 10**6)
+    h.scan()
+    [row] = h.unmatched()
+    assert (row.reason, row.hint_invoice_id) == ("expired_beyond_late_window", inv.id)
+    with session_scope(h.engine) as s:
+        h.ledger.expiry_sweep(s, h.clock())
+        assert row.id is not None
+        attach(s, h.ledger, row.id, inv.id, h.clock(), actor="admin")
+    h.chain.mine(3)
+    h.scan()
+    got = h.get(inv.id)
+    assert (got.status, got.amount_paid, got.flags) == ("COMPLETED", 5 * 10**6, ["paid_late"])
+    first_block = h.payments(inv.id)[0].block_number
+    rescan_range(h.engine, h.network, h.adapter, h.ledger, start=first_block, clock=h.clock)
+    assert len(h.payments(inv.id)) == 1 and h.get(inv.id).amount_paid == 5 * 10**6  # never twice
