@@ -105,6 +105,11 @@ def test_store_routes_need_the_store_key(api: Api) -> None:
         ("accept_late_payments", None),
         ("callback_url", "ftp://merchant.example/"),
         ("callback_url", "http://127.0.0.1:9/hook"),
+        ("callback_url", "https://merchant.example/\x00"),
+        ("callback_url", "https://merchant.example/" + "a" * 2100),
+        ("late_window", "1d" * 5000),
+        ("late_window", "9" * 40),
+        ("underpaid_tolerance", "0.5%\x00"),
         ("colour", "red"),
     ],
 )

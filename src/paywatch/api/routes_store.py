@@ -37,6 +37,13 @@ class StorePatch(BaseModel):
     late_window: int | str = Field(default=0, examples=["24h", 86400], description='Seconds, or "24h", "30m", "7d"')
     callback_url: str | None = Field(default=None, max_length=2048, description="null removes it")
 
+    @field_validator("underpaid_tolerance", "callback_url")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
     @field_validator("late_window", mode="before")
     @classmethod
     def _seconds_or_duration(cls, value: object) -> object:
