@@ -25,7 +25,7 @@ from paywatch.ledger import Ledger
 from paywatch.store.db import make_engine, session_scope
 from paywatch.store.models import DepositAddress, Invoice, NetworkState, Store
 from paywatch.stores import create_store
-from tests.conftest import EVM_XPUB, PG_URL, T0, TEST_NETWORKS, fresh_postgres_database
+from tests.conftest import EVM_XPUB, PG_URL, T0, TEST_NETWORKS, TRON_XPUB, fresh_postgres_database
 from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
 
 PER_PROCESS = 250  # address strategy: 2 x 250 = 500 invoices at once, as the issue asks
@@ -61,7 +61,8 @@ def _create_many(url: str, store_id: str, count: int, threads: int, match: str, 
                 with session_scope(engine) as s:
                     store = s.get(Store, store_id)
                     assert store is not None
-                    req = InvoiceRequest("ethereum", "USDT", amount, "01:00", match=match)
+                    network = "tron" if match == "memo" else "ethereum"  # EVM transfers carry no memo
+                    req = InvoiceRequest(network, "USDT", amount, "01:00", match=match)
                     inv = create_invoice(s, config, store, req, T0)
                     inv_id = inv.id
                 with lock:
@@ -141,7 +142,7 @@ def test_two_processes_memo_strategy_postgres(pg_url: str) -> None:
     engine.dispose()
     assert len(rows) == 2 * SHARED_PER_PROCESS
     assert len({r.memo for r in rows}) == 2 * SHARED_PER_PROCESS
-    assert {r.address for r in rows} == {derive_address(EVM_XPUB, "evm", 0)}
+    assert {r.address for r in rows} == {derive_address(TRON_XPUB, "tron", 0)}
 
 
 def test_two_processes_amount_strategy_postgres(pg_url: str) -> None:
@@ -176,17 +177,19 @@ def test_threads_in_one_process_share_nothing(db_url: str, match: str) -> None:
         assert sorted(r.amount for r in rows) == [1_000_000 + k for k in range(1, 41)]
 
 
-def _create(s: Session, config: AppConfig, store: Store, amount: str, match: str, asset: str = "USDT") -> Invoice:
-    return create_invoice(s, config, store, InvoiceRequest("ethereum", asset, amount, "00:10", match=match), T0)
+def _create(
+    s: Session, config: AppConfig, store: Store, amount: str, match: str, asset: str = "USDT", network: str = "ethereum"
+) -> Invoice:
+    return create_invoice(s, config, store, InvoiceRequest(network, asset, amount, "00:10", match=match), T0)
 
 
 def test_memo_strategy_unique_memos_on_shared_address(engine: Engine, app_config: AppConfig) -> None:
     with session_scope(engine) as s:
         store = create_store(s, "shop", T0).store
-        rows = [_create(s, app_config, store, "5", "memo") for _ in range(50)]
+        rows = [_create(s, app_config, store, "5", "memo", network="tron") for _ in range(50)]
         assert len({r.memo for r in rows}) == 50
         assert all(r.memo and len(r.memo) >= 8 and r.memo.isalnum() and r.memo.isupper() for r in rows)
-        shared = shared_address(app_config.networks["ethereum"])
+        shared = shared_address(app_config.networks["tron"])
         assert {r.address for r in rows} == {shared}
         assert all(r.address_index is None for r in rows)
 

@@ -96,9 +96,14 @@ def require_shared(network: NetworkConfig, strategy: Strategy) -> str:
     return address
 
 
+def min_amounts(network: NetworkConfig) -> dict[str, int]:
+    """Each asset's smallest transfer in base units, by asset key (what matching compares)."""
+    return {asset.key: asset.min_units for asset in network.assets.values()}
+
+
 def build_watch_index(session: Session, network: NetworkConfig) -> WatchIndex:
     """Every address paywatch issued on ``network`` plus its shared address, with their invoices."""
-    index = WatchIndex()
+    index = WatchIndex(min_amounts=min_amounts(network))
     shared = shared_address(network)
     if shared is not None:
         index.add_shared(shared)

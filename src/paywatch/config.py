@@ -13,17 +13,31 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy
-from paywatch.errors import ConfigError, KeyMaterialError
+from paywatch.domain.transfer import NATIVE, address_key
+from paywatch.errors import AmountError, ConfigError, KeyMaterialError
 from paywatch.keys import check_watch_only_key
 from paywatch.secretbox import SecretBox, parse_keys
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 _TRON_ADDRESS = re.compile(r"^T[1-9A-HJ-NP-Za-km-z]{33}$")
+#: chain families whose transfers carry a memo the memo strategy can match (EVM transfers carry none)
+MEMO_FAMILIES = frozenset({"tron"})
 _LEADING_KEY = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*): (?P<rest>.+)$", re.DOTALL)
 
 
@@ -96,13 +110,19 @@ class Settings(BaseSettings):
 
 
 class AssetConfig(BaseModel):
-    """One asset of a network: the native coin or a token contract."""
+    """One asset of a network: the native coin or a token contract.
+
+    ``min_amount`` (a decimal string in asset units, such as ``"0.01"``) is the smallest transfer
+    that may touch an invoice; smaller ones are dust and go to the unmatched inbox. Unset: only
+    zero-value transfers are ignored.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     native: bool = False
     contract: str | None = None
     decimals: int = Field(ge=0, le=77)
+    min_amount: str | None = None
 
     @field_validator("decimals", mode="before")
     @classmethod
@@ -110,6 +130,31 @@ class AssetConfig(BaseModel):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 77:
             raise ValueError("expected an integer 0..77")
         return value
+
+    @field_validator("min_amount", mode="before")
+    @classmethod
+    def _decimal_min_amount(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not _DECIMAL.match(str(value).strip()):
+            raise ValueError('expected a decimal string such as "0.01" in asset units (quote it)')
+        decimals = info.data.get("decimals")
+        if isinstance(decimals, int):
+            try:
+                parse_amount(str(value), decimals, field="min_amount")
+            except AmountError as exc:
+                raise ValueError(exc.message.removeprefix("min_amount ")) from None
+        return str(value).strip()
+
+    @property
+    def key(self) -> str:
+        """The asset key transfers carry: ``native``, or the contract in its compared form."""
+        return NATIVE if self.native else address_key(self.contract or "")
+
+    @property
+    def min_units(self) -> int:
+        """``min_amount`` in base units (1 when unset)."""
+        return 1 if self.min_amount is None else parse_amount(self.min_amount, self.decimals, field="min_amount")
 
     @model_validator(mode="after")
     def _one_kind(self) -> AssetConfig:
@@ -179,6 +224,11 @@ class NetworkConfig(BaseModel):
             raise ValueError("finality: `finalized` exists only on evm; use `solidified`")
         if self.finality is not None and self.confirmations is not None:
             raise ValueError("expected either `confirmations` or `finality`, not both")
+        if self.default_match is Strategy.MEMO and not self.carries_memo:
+            raise ValueError(
+                f"default_match: `memo` needs transfers that carry a memo; {self.family} transfers carry none "
+                "(use `address` or `amount`)"
+            )
         if self.xpub is not None:
             check_watch_only_key(self.xpub, self.family, where="xpub")
         pattern = _EVM_ADDRESS if self.family == "evm" else _TRON_ADDRESS
@@ -192,6 +242,11 @@ class NetworkConfig(BaseModel):
         return self
 
     @property
+    def carries_memo(self) -> bool:
+        """Whether this network's transfers carry a memo, so that the memo strategy can work."""
+        return self.family in MEMO_FAMILIES
+
+    @property
     def confirmations_required(self) -> int:
         """Blocks needed on top; 0 when the network relies on its finality signal."""
         if self.finality is not None:
@@ -200,6 +255,10 @@ class NetworkConfig(BaseModel):
 
     def asset(self, symbol: str) -> AssetConfig | None:
         return self.assets.get(symbol)
+
+    def min_units(self, asset_key: str) -> int:
+        """The smallest transfer of ``asset_key`` that may touch an invoice (1 for an unknown asset)."""
+        return next((a.min_units for a in self.assets.values() if a.key == asset_key), 1)
 
 
 @dataclass(frozen=True)

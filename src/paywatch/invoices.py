@@ -17,7 +17,7 @@ from paywatch.config import AppConfig
 from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy
 from paywatch.domain.status import TERMINAL, InvoiceStatus
-from paywatch.domain.transfer import NATIVE, address_key
+from paywatch.domain.transfer import address_key
 from paywatch.errors import ConflictError, InputError, NotFoundError
 from paywatch.inputs import check_metadata, check_text
 from paywatch.keys import derive_address
@@ -88,18 +88,30 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
             f"unknown asset {req.asset!r} on {req.network}; configured: {', '.join(network.assets)}", field="asset"
         )
     amount = parse_amount(req.amount, asset.decimals)
+    if amount < asset.min_units:
+        raise InputError(
+            f"amount is below the min_amount of {req.asset} on {network.name} ({asset.min_amount}): "
+            "smaller transfers are treated as dust",
+            field="amount",
+        )
     expires_at = now + parse_expires_in(req.expires_in)
     try:
         strategy = Strategy(req.match) if req.match is not None else network.default_match
     except ValueError:
         raise InputError("match must be one of address, memo, amount", field="match") from None
+    if strategy is Strategy.MEMO and not network.carries_memo:
+        raise InputError(
+            f"match: memo is not available on {network.name}: {network.family} transfers carry no memo, "
+            "so such an invoice could never be paid; use address or amount",
+            field="match",
+        )
     if req.callback_url is not None:
         validate_callback_url(
             req.callback_url,
             allow_private=config.settings.allow_private_callbacks,
             ports=config.settings.callback_ports,
         )
-    asset_key = NATIVE if asset.native else address_key(asset.contract or "")
+    asset_key = asset.key
     invoice = Invoice(
         id="inv_" + secrets.token_hex(10),
         store_id=store.id,

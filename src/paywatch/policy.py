@@ -39,6 +39,7 @@ def payment_facts(payment: Payment) -> PaymentFacts:
         block_time=payment.block_time,
         succeeded=payment.success,
         orphaned=payment.orphaned,
+        admitted=payment.admitted,
     )
 
 

@@ -35,7 +35,7 @@ from paywatch.domain.status import Heights
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.ledger import Ledger
 from paywatch.store.db import session_scope
-from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock
+from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
 
 #: How many recent block hashes are kept per network (reorgs deeper than this stop the scan).
 KEEP_BLOCKS = 1024
@@ -94,9 +94,11 @@ class WatchIndexCache:
 
     The fingerprint is one query over two indexes (migration 0002): the network's invoice count
     (invoices are never deleted, so it grows with every commit, even one that commits after a
-    newer invoice: ``created_at`` alone would miss it), the newest ``created_at`` and the count of
-    reserved unique amounts (released amounts leave the index). The count is a covering-index
-    scan: about 50 ms at 1,000,000 invoices on SQLite. The index is rebuilt only when it moves.
+    newer invoice: ``created_at`` alone would miss it), the newest ``created_at``, the count of
+    reserved unique amounts (released amounts leave the index) and the sum of the stores' policy
+    versions (a changed late window moves the deadlines of that store's invoices). The count is a
+    covering-index scan: about 50 ms at 1,000,000 invoices on SQLite. The index is rebuilt only
+    when it moves.
     """
 
     def __init__(self, network: NetworkConfig) -> None:
@@ -112,7 +114,8 @@ class WatchIndexCache:
         reserved = sa_select(func.count(col(Invoice.open_amount))).where(
             col(Invoice.network) == network, col(Invoice.open_amount).is_not(None)
         )
-        parts = (count.scalar_subquery(), newest.scalar_subquery(), reserved.scalar_subquery())
+        policies = sa_select(func.coalesce(func.sum(col(Store.policy_version)), 0))
+        parts = (*(q.scalar_subquery() for q in (count, newest, reserved)), policies.scalar_subquery())
         row = session.connection().execute(sa_select(*parts)).one()
         fingerprint = tuple(row)
         if self._index is None or fingerprint != self._fingerprint:

@@ -98,6 +98,64 @@ def store_create(
     console.print(table)
 
 
+@store_app.command("update")
+def store_update(
+    store: Annotated[str, typer.Argument(help="Store id")],
+    underpaid_tolerance: Annotated[
+        str | None, typer.Option(help='Shortfall that still settles an invoice: "0.5%" or the fraction "0.005"')
+    ] = None,
+    late_window: Annotated[
+        str | None, typer.Option(help='How long after expiry payments still match: "24h", "30m", "7d" or seconds')
+    ] = None,
+    accept_late: Annotated[
+        bool | None, typer.Option("--accept-late/--no-accept-late", help="Whether late payments count")
+    ] = None,
+    callback_url: Annotated[str | None, typer.Option(help="The store's callback URL")] = None,
+    no_callback_url: Annotated[bool, typer.Option("--no-callback-url", help="Remove the callback URL")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+) -> None:
+    """Change a store's payment policy (applies to the running scanners without a restart)."""
+    from paywatch.stores import get_store, store_view, update_store
+
+    config, engine = open_app()
+    given: dict[str, Any] = {}
+    if underpaid_tolerance is not None:
+        given["underpaid_tolerance"] = underpaid_tolerance
+    if late_window is not None:
+        given["late_window"] = late_window
+    if accept_late is not None:
+        given["accept_late_payments"] = accept_late
+    if callback_url is not None and no_callback_url:
+        raise fail("give either --callback-url or --no-callback-url, not both")
+    if callback_url is not None or no_callback_url:
+        given["callback_url"] = None if no_callback_url else callback_url
+
+    def change() -> dict[str, Any]:
+        with session_scope(engine) as session:
+            row = get_store(session, store)
+            update_store(
+                session,
+                row,
+                now(),
+                actor="cli",
+                allow_private_callbacks=config.settings.allow_private_callbacks,
+                callback_ports=config.settings.callback_ports,
+                **given,
+            )
+            return store_view(row)
+
+    view = guarded(change)
+    if as_json:
+        typer.echo(json.dumps(view))
+        return
+    table = Table(title=f"store {plain(view['id'])}")
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in view.items():
+        table.add_row(key, plain(str(value)))
+    console.print(table)
+
+
 @app.command("api")
 def api(
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",

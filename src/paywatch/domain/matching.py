@@ -21,6 +21,7 @@ class UnmatchedReason(StrEnum):
     NO_AMOUNT_MATCH = "no_amount_match"
     ASSET_MISMATCH = "asset_mismatch"
     EXPIRED_BEYOND_LATE_WINDOW = "expired_beyond_late_window"
+    DUST = "dust"
 
 
 class Strategy(StrEnum):
@@ -71,9 +72,14 @@ class WatchIndex:
     the address's 20 raw bytes (EVM; other families keep their string form) and whose value is a
     row number into flat arrays (deadline, asset, invoice id packed to 10 bytes when it has the
     usual ``inv_<20 hex>`` form). :class:`Watch` objects are made only for hits.
+
+    ``min_amounts`` maps an asset key to its smallest transfer in base units: a smaller transfer to
+    a watched address is dust, returned as unmatched (reason ``dust``, the invoice it would have
+    gone to as hint) so that it never changes an invoice.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_amounts: dict[str, int] | None = None) -> None:
+        self._min_amounts = dict(min_amounts or {})
         self._rows: dict[bytes | str, int] = {}
         self._deadlines = array("q")
         self._asset_of = array("H")
@@ -130,6 +136,12 @@ class WatchIndex:
 
     def match(self, transfer: Transfer) -> Match | Unmatched | None:
         """Attribute one transfer; ``None`` when its recipient is not watched at all."""
+        result = self._attribute(transfer)
+        if result is not None and transfer.amount < self._min_amounts.get(transfer.asset_key, 1):
+            return Unmatched(transfer, UnmatchedReason.DUST, result.invoice_id)
+        return result
+
+    def _attribute(self, transfer: Transfer) -> Match | Unmatched | None:
         key = _key(transfer.to_address)
         row = self._rows.get(key)
         if row is not None:

@@ -56,7 +56,10 @@ class Policy:
 
 @dataclass(frozen=True)
 class PaymentFacts:
-    """What evaluate() needs to know about one matched payment."""
+    """What evaluate() needs to know about one matched payment.
+
+    ``admitted``: an admin attached it, an explicit decision that it counts even when late.
+    """
 
     key: str
     asset_key: str
@@ -65,6 +68,7 @@ class PaymentFacts:
     block_time: datetime
     succeeded: bool = True
     orphaned: bool = False
+    admitted: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,24 @@ def counts(payment: PaymentFacts, invoice: InvoiceFacts, policy: Policy) -> bool
         and not payment.orphaned
         and payment.amount > 0
         and payment.asset_key == invoice.asset_key
-        and (policy.accept_late_payments or not is_late(payment, invoice))
+        and (policy.accept_late_payments or payment.admitted or not is_late(payment, invoice))
     )
+
+
+def attach_refusal(payment: PaymentFacts, invoice: InvoiceFacts) -> tuple[str, str] | None:
+    """Why an admin may not attach ``payment`` to ``invoice``: ``(field, reason)``; None when it may.
+
+    An attached payment is admitted, so it counts whenever this returns None, late or not.
+    """
+    if payment.orphaned:
+        return "transfer", "it was removed by a reorg; it cannot be credited"
+    if not payment.succeeded or payment.amount <= 0:
+        return "transfer", "it moved no value"
+    if payment.asset_key != invoice.asset_key:
+        return "invoice", "it is in another asset than the invoice's"
+    if invoice.status is InvoiceStatus.CANCELLED:
+        return "invoice", "the invoice is CANCELLED, so nothing counts toward it; attach it to a replacement invoice"
+    return None
 
 
 def evaluate(

@@ -35,6 +35,7 @@ class Store(SQLModel, table=True):
     underpaid_tolerance: str = Field(default="0", max_length=20)
     accept_late_payments: bool = False
     late_window_seconds: int = 7 * 24 * 3600
+    policy_version: int = 0  # bumped by every policy change, so scanners notice it without a restart
     created_at: datetime = _when()
 
 
@@ -143,6 +144,7 @@ class Payment(TransferColumns, table=True):
     success: bool = True
     orphaned: bool = False
     late: bool = False
+    admitted: bool = False  # attached by an admin: counts even when late
     created_at: datetime = _when()
     updated_at: datetime = _when()
 
