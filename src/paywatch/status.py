@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import and_, case, func, text
 from sqlmodel import Session, col, select
 
 from paywatch.callbacks.schedule import EventState
@@ -36,6 +36,7 @@ class NetworkStatus:
     lag_blocks: int | None
     lag_seconds: float | None
     last_scan_at: str | None
+    seconds_since_scan: float | None
     last_error: str | None
     lease_holder: str
 
@@ -102,31 +103,26 @@ def _network_status(lag: NetworkLag, state: NetworkState | None, limit: float, h
         lag_blocks=lag.lag_blocks,
         lag_seconds=None if lag.lag_seconds is None else round(lag.lag_seconds, 1),
         last_scan_at=iso(state.last_scan_at) if state is not None and state.last_scan_at else None,
+        seconds_since_scan=None if lag.seconds_since_scan is None else round(lag.seconds_since_scan, 1),
         last_error=scrub(lag.last_error) if lag.last_error else None,
         lease_holder=holder,
     )
 
 
 def _queue(session: Session, now: datetime) -> QueueStatus:
-    rows = session.exec(
-        select(CallbackEvent.state, col(CallbackEvent.attempts) > 0, func.count(), func.min(CallbackEvent.created_at))
-        .where(col(CallbackEvent.state).in_([EventState.PENDING.value, EventState.DEAD.value]))
-        .group_by(col(CallbackEvent.state), col(CallbackEvent.attempts) > 0)
-    ).all()
-    pending = retrying = dead = 0
-    oldest: datetime | None = None
-    for state, tried, count, first in rows:
-        if state == EventState.DEAD.value:
-            dead += count
-            continue
-        if tried:
-            retrying += count
-        else:
-            pending += count
-        if first is not None and (oldest is None or first < oldest):
-            oldest = first
+    pending, dead = EventState.PENDING.value, EventState.DEAD.value
+    state, attempts = col(CallbackEvent.state), col(CallbackEvent.attempts)
+    counts = session.exec(
+        select(
+            func.sum(case((and_(state == pending, attempts == 0), 1), else_=0)),
+            func.sum(case((and_(state == pending, attempts > 0), 1), else_=0)),
+            func.sum(case((state == dead, 1), else_=0)),
+        ).where(state.in_([pending, dead]))
+    ).one()
+    oldest = session.exec(select(func.min(CallbackEvent.created_at)).where(state == pending)).one()
     age = None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 1)
-    return QueueStatus(pending=pending, retrying=retrying, dead=dead, oldest_pending_seconds=age)
+    first, retrying, gone = (int(n or 0) for n in counts)
+    return QueueStatus(pending=first, retrying=retrying, dead=gone, oldest_pending_seconds=age)
 
 
 def collect(session: Session, config: AppConfig, now: datetime) -> StatusReport:
@@ -149,7 +145,7 @@ def collect(session: Session, config: AppConfig, now: datetime) -> StatusReport:
     ).one()
     return StatusReport(
         status=overall_status(lags, limit),
-        at=iso(now) or "",
+        at=iso(now.replace(microsecond=0)) or "",
         networks=networks,
         callbacks=_queue(session, now),
         open_invoices={status: int(counts.get(status, 0)) for status in statuses},

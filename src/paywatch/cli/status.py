@@ -13,20 +13,40 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.engine import Engine
 
 from paywatch.cli.support import fail, get_config, guarded, now
+from paywatch.config import AppConfig
+from paywatch.errors import PaywatchError, UnavailableError
 from paywatch.redact import scrub
 from paywatch.runtime import open_database
 from paywatch.status import StatusReport, collect
 from paywatch.store.db import session_scope
 
 EXIT_CODES = {"ok": 0, "degraded": 1, "error": 2}
+
+
+def _database_error(exc: BaseException) -> str:
+    first_line = (str(exc).splitlines() or [""])[0]
+    return f"cannot read the database: {type(exc).__name__}: {scrub(first_line)[:300]}"
+
+
+def _open(config: AppConfig) -> Engine:
+    """The engine on an up-to-date schema; an unreachable database is a PaywatchError here."""
+    try:
+        return open_database(config)
+    except PaywatchError:
+        raise
+    except Exception as exc:
+        message = _database_error(exc)
+    raise UnavailableError(message)
 
 
 def _cell(value: object) -> Text:
@@ -36,14 +56,13 @@ def _cell(value: object) -> Text:
 def render(report: StatusReport) -> Group:
     """The report as Rich renderables (tables of plain Text cells)."""
     networks = Table(title=Text(f"paywatch {report.status} at {report.at}"))
-    for column in ("network", "state", "tip", "cursor", "lag blocks", "lag s", "last scan", "lease holder"):
+    for column in ("network", "state", "tip", "cursor", "lag blk", "lag s", "scanned", "lease"):
         networks.add_column(column)
     errors: list[Text] = []
     for n in report.networks:
-        networks.add_row(
-            *(_cell(v) for v in (n.network, n.status, n.tip, n.cursor, n.lag_blocks, n.lag_seconds, n.last_scan_at)),
-            _cell(n.lease_holder),
-        )
+        scanned = None if n.seconds_since_scan is None else f"{n.seconds_since_scan:.0f}s ago"
+        row = (n.network, n.status, n.tip, n.cursor, n.lag_blocks, n.lag_seconds, scanned, n.lease_holder)
+        networks.add_row(*(_cell(v) for v in row))
         if n.last_error:
             errors.append(Text(f"{n.network}: last error: {n.last_error}"))
     queue = Table(title=Text("callback queue"))
@@ -78,19 +97,19 @@ def run_status(
     count: int | None,
     console: Console,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], datetime] = now,
 ) -> int:
     """Print one report (or ``count`` of them with ``watch``); the exit code of the last one."""
     config = get_config()
-    engine = guarded(lambda: open_database(config))
+    engine = guarded(lambda: _open(config))
     rounds = 0
     try:
         while True:
             try:
                 with session_scope(engine) as session:
-                    report = collect(session, config, now())
+                    report = collect(session, config, clock())
             except Exception as exc:  # the database is down or unreadable: a monitoring "error"
-                first_line = (str(exc).splitlines() or [""])[0]
-                raise fail(f"cannot read the database: {type(exc).__name__}: {scrub(first_line)[:300]}") from None
+                raise fail(_database_error(exc)) from None
             if as_json:
                 typer.echo(json.dumps(report.to_json()))
             else:
