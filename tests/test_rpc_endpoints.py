@@ -66,8 +66,8 @@ def test_entries_mix_urls_and_mappings() -> None:
             "networks.tron.rpc_urls.0.url: expected an http(s) URL with a valid port",
         ),
         (
-            tron(rpc_urls=["http://x"], proxy="ftp://p"),
-            "networks.tron.proxy: expected an http(s):// or socks5:// proxy URL",
+            tron(rpc_urls=["http://x"], proxy="socks5://p:1080"),
+            "networks.tron.proxy: expected an http:// or https:// proxy URL",
         ),
         (evm(rpc_urls=["http://x"], api_key="k"), "networks.eth.api_key: a network-wide api_key exists only on tron"),
         (evm(rpc_urls=[{"url": "http://x", "api_key": "k"}]), "networks.eth.rpc_urls.0.api_key: exists only on tron"),

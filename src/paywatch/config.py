@@ -219,8 +219,8 @@ class NetworkConfig(BaseModel):
     def _proxy_url(cls, value: object) -> object:
         if value is None or value == "":
             return None
-        if not isinstance(value, str) or not value.startswith(("http://", "https://", "socks5://", "socks5h://")):
-            raise ValueError("expected an http(s):// or socks5:// proxy URL")
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// proxy URL")
         return value
 
     @field_validator("xpub", "api_key", "deposit_address", mode="before")
