@@ -233,3 +233,16 @@ def test_error_stored_by_an_older_version_is_scrubbed_on_display(engine: Engine,
     assert_clean("paywatch status", result.output, s)
     shown = json.loads(result.output)["networks"][0]["last_error"]
     assert "every RPC URL failed (http://127.0.0.1:" in shown and "***" in shown
+
+
+@pytest.mark.parametrize("failure", ["refused", "rpc_error", "http_401"])
+def test_rescan_cli_output_leaks_nothing(failure: str, db_url: str, tmp_path: Path) -> None:
+    s = make_secrets()
+    with HostileRpc("http_500" if failure == "refused" else failure) as server:
+        port = free_port() if failure == "refused" else server.port
+        networks_file = tmp_path / "networks.yaml"
+        networks_file.write_text(yaml.safe_dump(networks_document("evm", secret_url(port, "evm", s), s)))
+        env = {"PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks_file)}
+        result = CliRunner().invoke(cli_app, ["rescan", "leaky", "--from-block", "1", "--to-block", "2"], env=env)
+    assert result.exit_code != 0 and "every RPC URL failed" in result.output
+    assert_clean("paywatch rescan", result.output, s)
