@@ -64,7 +64,7 @@ def test_healthy_watcher_exits_0_with_every_section(engine: Engine, env: dict[st
     assert report["unmatched_inbox"] == 0
     screen = status(env)
     assert screen.exit_code == 0
-    for heading in ("ethereum", "lag blk", "lease", "callback queue", "unmatched inbox", "PENDING", "0s ago"):
+    for heading in ("ethereum", "lag s", "lease holder", "callback queue", "unmatched inbox", "PENDING", "0s ago"):
         assert heading in screen.stdout, heading
 
 

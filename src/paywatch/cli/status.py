@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -55,22 +56,25 @@ def _cell(value: object) -> Text:
 
 def render(report: StatusReport) -> Group:
     """The report as Rich renderables (tables of plain Text cells)."""
-    networks = Table(title=Text(f"paywatch {report.status} at {report.at}"))
-    for column in ("network", "state", "tip", "cursor", "lag blk", "lag s", "scanned", "lease"):
-        networks.add_column(column)
+    networks = Table(
+        title=Text(f"paywatch {report.status} at {report.at}"), box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1)
+    )
+    for column in ("network", "state", "tip", "cursor", "lag", "lag s", "scanned", "lease holder"):
+        networks.add_column(column, no_wrap=column != "lease holder", overflow="fold")
     errors: list[Text] = []
     for n in report.networks:
         scanned = None if n.seconds_since_scan is None else f"{n.seconds_since_scan:.0f}s ago"
+        # lag: blocks behind the tip; lag s: age of the newest scanned block while blocks wait
         row = (n.network, n.status, n.tip, n.cursor, n.lag_blocks, n.lag_seconds, scanned, n.lease_holder)
         networks.add_row(*(_cell(v) for v in row))
         if n.last_error:
             errors.append(Text(f"{n.network}: last error: {n.last_error}"))
-    queue = Table(title=Text("callback queue"))
+    queue = Table(title=Text("callback queue"), box=box.SIMPLE_HEAD)
     for column in ("pending", "retrying", "dead", "oldest pending (s)"):
         queue.add_column(column)
     q = report.callbacks
     queue.add_row(*(_cell(v) for v in (q.pending, q.retrying, q.dead, q.oldest_pending_seconds)))
-    work = Table(title=Text("open invoices and inbox"))
+    work = Table(title=Text("open invoices and inbox"), box=box.SIMPLE_HEAD)
     for status in report.open_invoices:
         work.add_column(status)
     work.add_column("unmatched inbox")
