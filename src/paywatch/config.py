@@ -33,13 +33,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PAYWATCH_", extra="ignore")
 
-    database_url: str = "sqlite:///./paywatch.db"
+    database_url: str = Field(default="sqlite:///./paywatch.db", repr=False)
     networks: Path = Path("./networks.yaml")
     allow_private_callbacks: bool = False
     log_json: bool = False
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_lag_seconds: int = Field(default=600, gt=0)
-    metrics_token: str | None = None
+    metrics_token: str | None = Field(default=None, repr=False)
     """When set, ``GET /metrics`` requires ``Authorization: Bearer <token>`` (401 otherwise)."""
     metrics_bind: str | None = None
     """``host:port``: serve ``/metrics`` there only (not on the API port)."""
@@ -93,9 +93,9 @@ class RpcEndpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    api_key: str | None = None
+    url: str = Field(repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    api_key: str | None = Field(default=None, repr=False)
 
     @field_validator("url")
     @classmethod
@@ -156,13 +156,13 @@ class NetworkConfig(BaseModel):
     name: str
     family: Literal["evm", "tron"]
     chain_id: int | None = None
-    rpc_urls: tuple[str, ...]
+    rpc_urls: tuple[str, ...] = Field(repr=False)
     """The URLs of ``endpoints``, in failover order."""
-    endpoints: tuple[RpcEndpoint, ...] = ()
+    endpoints: tuple[RpcEndpoint, ...] = Field(default=(), repr=False)
     """The ``rpc_urls`` entries with their own headers; built from ``rpc_urls``, never set directly."""
-    api_key: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
     """A TronGrid key: sent only to TronGrid hosts among ``rpc_urls`` (``*.trongrid.io``)."""
-    proxy: str | None = None
+    proxy: str | None = Field(default=None, repr=False)
     """The proxy of this network's RPC clients; without it the ``*_PROXY`` environment is ignored."""
     confirmations: int | None = Field(default=None, ge=1, le=10_000)
     finality: Literal["finalized", "solidified"] | None = None

@@ -246,3 +246,13 @@ def test_rescan_cli_output_leaks_nothing(failure: str, db_url: str, tmp_path: Pa
         result = CliRunner().invoke(cli_app, ["rescan", "leaky", "--from-block", "1", "--to-block", "2"], env=env)
     assert result.exit_code != 0 and "every RPC URL failed" in result.output
     assert_clean("paywatch rescan", result.output, s)
+
+
+def test_configuration_objects_do_not_show_secrets_in_their_repr(tmp_path: Path) -> None:
+    s = make_secrets()
+    url = secret_url(8545, "tron", s)
+    document = networks_document("tron", url, s, proxy=f"http://proxyuser:{s.password}@127.0.0.1:3128")
+    network = parse_networks(yaml.safe_dump(document), source="n.yaml", env={})["leaky"]
+    settings = Settings(database_url=f"postgresql://u:{s.password}@db/x", metrics_token=s.header)
+    assert_clean("repr(NetworkConfig)", repr(network) + str(network) + repr(network.endpoints), s)
+    assert_clean("repr(Settings)", repr(settings) + str(settings), s)
