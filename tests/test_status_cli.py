@@ -190,3 +190,25 @@ def test_postgres_lease_holder_is_shown(engine: Engine, env: dict[str, str]) -> 
     finally:
         lease.release()
     assert json.loads(status(env, "--json").stdout)["networks"][0]["lease_holder"] == "-"
+
+
+def test_interrupting_a_watch_exits_with_the_last_reports_code(engine: Engine, env: dict[str, str]) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from paywatch.cli.status import run_status
+
+    scanned(engine, "ethereum", tip=3, cursor=3, at=datetime.now(UTC), error="ChainError: down")
+
+    def interrupted(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    out = StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        code = run_status(
+            as_json=False, watch=True, interval=5, count=None, console=Console(file=out), sleep=interrupted
+        )
+    assert code == 1 and out.getvalue().count("callback queue") == 1

@@ -123,6 +123,9 @@ def run_status(
             rounds += 1
             if not watch or (count is not None and rounds >= count):
                 return EXIT_CODES.get(report.status, 2)
-            sleep(interval)
+            try:
+                sleep(interval)
+            except KeyboardInterrupt:  # Ctrl-C ends a watch quietly, with the last report's code
+                return EXIT_CODES.get(report.status, 2)
     finally:
         engine.dispose()
