@@ -117,3 +117,19 @@ def test_scrub_masks_every_registered_part_and_the_filter_scrubs_tracebacks() ->
     assert ScrubFilter().filter(record)
     assert "PATHKEY-777" not in record.getMessage() and record.exc_text and "PATHKEY-777" not in record.exc_text
     assert render_endpoint(url) in record.exc_text
+
+
+def test_tron_urls_with_a_path_key_and_a_query_key_reach_the_api_paths() -> None:
+    from paywatch.chains.tron_http import RetryPolicy, TronHttp
+    from paywatch.errors import RetryableChainError
+    from tests.support.hostile_rpc import HostileRpc
+
+    with HostileRpc("rpc_error") as server:
+        base = f"http://127.0.0.1:{server.port}/prefix/KEY123456789/?apikey=QK987654321"
+        http = TronHttp((base,), policy=RetryPolicy(attempts=1, timeout=5), sleep=lambda _s: None)
+        try:
+            with pytest.raises(RetryableChainError):
+                http.post("wallet/getnodeinfo")
+        finally:
+            http.close()
+    assert [seen.path for seen in server.seen] == ["/prefix/KEY123456789/wallet/getnodeinfo?apikey=QK987654321"]

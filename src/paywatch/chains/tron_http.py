@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from tronpy.providers.http import HTTPProvider
@@ -93,6 +94,14 @@ class _Failure(Exception):
         self.wait = wait
 
 
+def api_url(base: str, path: str) -> str:
+    """``path`` under ``base``, keeping the base's query (``https://h/KEY/?apikey=Q`` +
+    ``wallet/x`` -> ``https://h/KEY/wallet/x?apikey=Q``)."""
+    parts = urlsplit(base)
+    joined = f"{parts.path.rstrip('/')}/{path.lstrip('/')}"
+    return urlunsplit((parts.scheme, parts.netloc, joined, parts.query, parts.fragment))
+
+
 class TronHttp:
     """POSTs JSON bodies to a java-tron HTTP API over ``urls`` (failover in order)."""
 
@@ -152,7 +161,7 @@ class TronHttp:
             self._current = 0
         for _ in range(self.policy.attempts):
             index = self._current
-            url = f"{self.urls[index]}/{path.lstrip('/')}"
+            url = api_url(self.urls[index], path)
             try:
                 answer = self._once(url, body or {}, self._headers[index])
             except _Failure as failure:
