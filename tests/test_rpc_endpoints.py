@@ -128,8 +128,9 @@ def test_tron_urls_with_a_path_key_and_a_query_key_reach_the_api_paths() -> None
         base = f"http://127.0.0.1:{server.port}/prefix/KEY123456789/?apikey=QK987654321"
         http = TronHttp((base,), policy=RetryPolicy(attempts=1, timeout=5), sleep=lambda _s: None)
         try:
-            with pytest.raises(RetryableChainError):
+            with pytest.raises(RetryableChainError) as raised:
                 http.post("wallet/getnodeinfo")
         finally:
             http.close()
     assert [seen.path for seen in server.seen] == ["/prefix/KEY123456789/wallet/getnodeinfo?apikey=QK987654321"]
+    assert render_endpoint(base) in str(raised.value)  # the configured URL's id, trailing slash and all

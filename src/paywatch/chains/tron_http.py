@@ -127,7 +127,8 @@ class TronHttp:
         if endpoint_headers is not None and len(endpoint_headers) != len(self.urls):
             raise ValueError("endpoint_headers: one mapping per URL")
         register_secrets([api_key], urls=[*urls, *([proxy] if proxy else [])])
-        self.endpoints = tuple(render_endpoint(u) for u in self.urls)
+        self._configured = tuple(urls)  # as configured: what metrics labels and messages render
+        self.endpoints = tuple(render_endpoint(u) for u in self._configured)
         self.policy = policy or RetryPolicy()
         self.budget = RateBudget(requests_per_second, clock=clock, sleep=sleep)
         self._own_client = client is None
@@ -165,7 +166,7 @@ class TronHttp:
             try:
                 answer = self._once(url, body or {}, self._headers[index])
             except _Failure as failure:
-                count_rpc(self.network, self.urls[index], failed=True)
+                count_rpc(self.network, self._configured[index], failed=True)
                 failures += 1
                 errors.append(f"{self.endpoints[index]}: {failure}")
                 if failure.permanent:
@@ -182,7 +183,7 @@ class TronHttp:
                     tried_this_round = 0
                     self._sleep(self.policy.delay(failures))
             else:
-                count_rpc(self.network, self.urls[index], failed=False)
+                count_rpc(self.network, self._configured[index], failed=False)
                 return answer
         raise RetryableChainError(f"{path}: no node answered after {self.policy.attempts} attempts: {errors[-1]}")
 
