@@ -212,3 +212,16 @@ def test_interrupting_a_watch_exits_with_the_last_reports_code(engine: Engine, e
             as_json=False, watch=True, interval=5, count=None, console=Console(file=out), sleep=interrupted
         )
     assert code == 1 and out.getvalue().count("callback queue") == 1
+
+
+@pytest.mark.parametrize("bind", ["nonsense", "127.0.0.1:0", "127.0.0.1:99999", ":9108"])
+def test_bad_metrics_bind_is_refused_naming_the_variable(tmp_path: Path, bind: str) -> None:
+    networks = tmp_path / "networks.yaml"
+    networks.write_text(TEST_NETWORKS)
+    env = {
+        "PAYWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "PAYWATCH_NETWORKS": str(networks),
+        "PAYWATCH_METRICS_BIND": bind,
+    }
+    result = status(env)
+    assert result.exit_code == 2 and "PAYWATCH.metrics_bind: expected host:port" in result.stderr
