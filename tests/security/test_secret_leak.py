@@ -174,7 +174,13 @@ def run_case(
 
         # the worker's scan step: its log line and network_states.last_error
         worker = Worker(config, engine, adapters={"leaky": adapter})
-        assert worker.scan("leaky") == 0
+        try:
+            assert worker.scan("leaky") == 0
+        finally:
+            for scanner in worker.scanners.values():
+                scanner.close()
+            for lease in worker.leases.values():
+                lease.release()
         with session_scope(engine) as session:
             state = session.get(NetworkState, "leaky")
             assert state is not None and state.last_error, "the failure was recorded"
