@@ -45,6 +45,27 @@ pytestmark = pytest.mark.attack("secret_leak")
 
 FAILURES = ("refused", *MODES)
 NOISY = ("httpx", "httpcore", "web3", "urllib3", "requests")
+#: what the recorded error says for each failure mode (proof that the mode was exercised)
+EXPECTED = {
+    "evm": {
+        "refused": "ConnectionError",
+        "http_401": "HTTP 401",
+        "http_500": "HTTP 500",
+        "http_429": "HTTP 429",
+        "timeout": "timed out",
+        "rpc_error": "JSON-RPC error -32000",
+        "malformed_json": "JSONDecodeError",
+    },
+    "tron": {
+        "refused": "ConnectError",
+        "http_401": "HTTP 401",
+        "http_500": "HTTP 500",
+        "http_429": "HTTP 429 (rate limited)",
+        "timeout": "ReadTimeout",
+        "rpc_error": "node error",
+        "malformed_json": "not JSON",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,7 @@ def run_case(
         with session_scope(engine) as session:
             state = session.get(NetworkState, "leaky")
             assert state is not None and state.last_error, "the failure was recorded"
+            assert EXPECTED[family][failure] in state.last_error, state.last_error  # the mode was exercised
         server.release.set()
 
     log_text = logs.getvalue()
