@@ -205,7 +205,8 @@ def run_case(
         with session_scope(engine) as session:
             state = session.get(NetworkState, "leaky")
             assert state is not None and state.last_error, "the failure was recorded"
-            assert EXPECTED[family][failure] in state.last_error, state.last_error  # the mode was exercised
+            expected = {"evm": "ProxyError", "tron": "ConnectError"}[family] if proxy else EXPECTED[family][failure]
+            assert expected in state.last_error, state.last_error  # the failure mode was exercised
         server.release.set()
 
     log_text = logs.getvalue()
