@@ -320,7 +320,7 @@ def test_transaction_lookup(node: TronNode, adapter: TronAdapter) -> None:
 
 
 def test_api_key_header_and_hex_requests(node: TronNode) -> None:
-    adapter = TronAdapter(tron_network([node.url], api_key="k-123"), policy=FAST)
+    adapter = TronAdapter(tron_network([{"url": node.url, "api_key": "k-123"}]), policy=FAST)
     adapter.fetch_range(node.chain.head, node.chain.head, everyone)
     assert all(r.headers.get(API_KEY_HEADER) == "k-123" for r in node.requests)
     assert node.requests[0].params == {"num": node.chain.head, "visible": False}

@@ -27,6 +27,7 @@ from paywatch.errors import RetryableChainError
 from paywatch.invoices import InvoiceRequest, create_invoice
 from paywatch.lease import Lease
 from paywatch.metrics import REGISTRY
+from paywatch.redact import render_endpoint
 from paywatch.store.db import make_engine, session_scope, upgrade
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
 from paywatch.stores import create_store
@@ -246,11 +247,11 @@ def test_run_serves_the_api_and_scans_with_metrics_and_json_logs(
     assert _metric(metrics, "paywatch_blocks_scanned_total", network="devnet") >= 3
     assert _metric(metrics, "paywatch_transfers_total", network="devnet", result="matched") == 1
     assert _metric(metrics, "paywatch_transfers_total", network="devnet", result="unmatched") == 1
-    anvil_endpoint = devnet.node.url
+    anvil_endpoint, dead_endpoint = render_endpoint(devnet.node.url), render_endpoint(DEAD_RPC)
     assert _metric(metrics, "paywatch_rpc_calls_total", network="devnet", endpoint=anvil_endpoint) >= 3
     assert _metric(metrics, "paywatch_rpc_errors_total", network="devnet", endpoint=anvil_endpoint) == 0
-    assert _metric(metrics, "paywatch_rpc_errors_total", network="devnet", endpoint=DEAD_RPC) >= 1
-    assert _metric(metrics, "paywatch_rpc_calls_total", network="devnet", endpoint=DEAD_RPC) >= 1
+    assert _metric(metrics, "paywatch_rpc_errors_total", network="devnet", endpoint=dead_endpoint) >= 1
+    assert _metric(metrics, "paywatch_rpc_calls_total", network="devnet", endpoint=dead_endpoint) >= 1
     assert _metric(metrics, "paywatch_callback_queue_depth", state="pending") == 1
     assert _metric(metrics, "paywatch_callback_deliveries_total", result="failed") >= 1
     assert _metric(metrics, "paywatch_callback_deliveries_total", result="delivered") >= 3
@@ -276,8 +277,8 @@ def _sample(name: str, **labels: str) -> float:
 def test_tron_transport_counts_calls_and_errors_per_endpoint() -> None:
     with Receiver(Reply(200, b'{"blockID": "00"}')) as good, Receiver(Reply(503, b"busy")) as bad:
         bad_url, good_url = bad.url(""), good.url("")
-        labels_bad = {"network": "tron-metrics", "endpoint": bad_url}
-        labels_good = {"network": "tron-metrics", "endpoint": good_url}
+        labels_bad = {"network": "tron-metrics", "endpoint": render_endpoint(bad_url)}
+        labels_good = {"network": "tron-metrics", "endpoint": render_endpoint(good_url)}
         before = [
             _sample(f"paywatch_rpc_{k}_total", **lbl) for k in ("calls", "errors") for lbl in (labels_bad, labels_good)
         ]

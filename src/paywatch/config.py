@@ -24,12 +24,14 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy
 from paywatch.domain.transfer import NATIVE, address_key
 from paywatch.errors import AmountError, ConfigError, KeyMaterialError
 from paywatch.keys import check_watch_only_key
+from paywatch.redact import register_secrets
 from paywatch.secretbox import SecretBox, parse_keys
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PAYWATCH_", extra="ignore", hide_input_in_errors=True)
 
-    database_url: str = "sqlite:///./paywatch.db"
+    database_url: str = Field(default="sqlite:///./paywatch.db", repr=False)
     networks: Path = Path("./networks.yaml")
     allow_private_callbacks: bool = False
     log_json: bool = False
@@ -106,6 +108,92 @@ class Settings(BaseSettings):
             not value or any(not isinstance(p, int) or not 1 <= p <= 65535 for p in value)
         ):
             raise ValueError("expected one or more port numbers 1..65535")
+        return value
+
+    metrics_token: str | None = Field(default=None, repr=False)
+    """When set, ``GET /metrics`` requires ``Authorization: Bearer <token>`` (401 otherwise)."""
+    metrics_bind: str | None = None
+    """``host:port``: serve ``/metrics`` there only (not on the API port)."""
+
+    @field_validator("metrics_token", "metrics_bind", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            bind_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _register(self) -> Settings:
+        try:
+            password = make_url(self.database_url).password
+        except Exception:  # an unparsable URL fails later, where it is used, with its own message
+            password = None
+        secret_key = self.secret_key.get_secret_value() if self.secret_key is not None else None
+        register_secrets([self.metrics_token, str(password) if password else None, secret_key])
+        return self
+
+
+def bind_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9108`` for IPv6) -> (host, port); ValueError naming the expectation."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host, int(port)
+
+
+TRONGRID_KEY_HEADER = "TRON-PRO-API-KEY"
+
+
+def is_trongrid(url: str) -> bool:
+    """True for TronGrid's own hosts (``trongrid.io`` and ``*.trongrid.io``), the only ones that
+    receive a network-wide ``api_key``."""
+    try:
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    except ValueError:
+        return False
+    return host == "trongrid.io" or host.endswith(".trongrid.io")
+
+
+class RpcEndpoint(BaseModel):
+    """One ``rpc_urls`` entry: a URL and the headers (or TronGrid-style key) sent to it alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    api_key: str | None = Field(default=None, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http(s) URL")
+        try:
+            urlsplit(value).port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("expected an http(s) URL with a valid port") from None
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_map(cls, value: object) -> object:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ValueError("expected a mapping of header names to strings")
         return value
 
 
@@ -171,8 +259,14 @@ class NetworkConfig(BaseModel):
     name: str
     family: Literal["evm", "tron"]
     chain_id: int | None = None
-    rpc_urls: tuple[str, ...]
-    api_key: str | None = None
+    rpc_urls: tuple[str, ...] = Field(repr=False)
+    """The URLs of ``endpoints``, in failover order."""
+    endpoints: tuple[RpcEndpoint, ...] = Field(default=(), repr=False)
+    """The ``rpc_urls`` entries with their own headers; built from ``rpc_urls``, never set directly."""
+    api_key: str | None = Field(default=None, repr=False)
+    """A TronGrid key: sent only to TronGrid hosts among ``rpc_urls`` (``*.trongrid.io``)."""
+    proxy: str | None = Field(default=None, repr=False)
+    """The proxy of this network's RPC clients; without it the ``*_PROXY`` environment is ignored."""
     confirmations: int | None = Field(default=None, ge=1, le=10_000)
     finality: Literal["finalized", "solidified"] | None = None
     poll_interval: float = Field(default=5.0, gt=0, le=3600)
@@ -186,20 +280,51 @@ class NetworkConfig(BaseModel):
     explorer_tx_url: str | None = None
     assets: dict[str, AssetConfig]
 
-    @field_validator("rpc_urls", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _urls(cls, value: object) -> object:
-        if isinstance(value, str):
+    def _split_endpoints(cls, data: Any) -> Any:
+        """``rpc_urls`` entries are URLs or ``{url, headers?, api_key?}``: keep both views."""
+        if not isinstance(data, dict) or "rpc_urls" not in data:
+            return data
+        if "endpoints" in data:
+            raise ValueError("endpoints: unknown key (give headers in the rpc_urls entries)")
+        value = data["rpc_urls"]
+        if isinstance(value, (str, dict)):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ValueError("expected a list of http(s) URLs")
-        urls = [u for u in value if u]
-        if not urls:
-            raise ValueError("expected at least one non-empty URL")
-        for url in urls:
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ValueError(f"expected an http(s) URL, got {url!r}")
-        return tuple(urls)
+            raise ValueError("rpc_urls: expected a list of http(s) URLs")
+        entries = [v for v in value if v]
+        if not entries:
+            raise ValueError("rpc_urls: expected at least one non-empty URL")
+        endpoints = []
+        for i, entry in enumerate(entries):
+            if isinstance(entry, str):
+                if not entry.startswith(("http://", "https://")):
+                    raise ValueError("rpc_urls: expected an http(s) URL")
+                entry = {"url": entry}
+            if not isinstance(entry, dict):
+                raise ValueError(f"rpc_urls.{i}: expected a URL or a mapping {{url, headers, api_key}}")
+            try:
+                endpoints.append(RpcEndpoint.model_validate(entry))
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(str(p) for p in ("rpc_urls", i, *error["loc"]))
+                message = str(error["msg"]).removeprefix("Value error, ")
+                if error["type"] == "missing":
+                    message = "required key is missing"
+                elif error["type"] == "extra_forbidden":
+                    message = "unknown key (expected url, headers, api_key)"
+                raise ValueError(f"{where}: {message}") from None
+        return {**data, "rpc_urls": tuple(e.url for e in endpoints), "endpoints": tuple(endpoints)}
+
+    @field_validator("proxy", mode="before")
+    @classmethod
+    def _proxy_url(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// proxy URL")
+        return value
 
     @field_validator("xpub", "api_key", "deposit_address", mode="before")
     @classmethod
@@ -237,9 +362,44 @@ class NetworkConfig(BaseModel):
                 raise ValueError(f"assets.{symbol}.contract: expected a {self.family} address")
         if self.deposit_address is not None and not pattern.match(self.deposit_address):
             raise ValueError(f"deposit_address: expected a {self.family} address")
+        self._check_keys()
+        register_secrets(
+            [self.api_key, *(e.api_key for e in self.endpoints), *self._header_values()],
+            urls=[*self.rpc_urls, *([self.proxy] if self.proxy else [])],
+        )
         if not any(a.native for a in self.assets.values()) and not self.assets:
             raise ValueError("assets: expected at least one asset")
         return self
+
+    def _header_values(self) -> list[str]:
+        return [value for endpoint in self.endpoints for value in endpoint.headers.values()]
+
+    def _check_keys(self) -> None:
+        if self.family != "tron":
+            if self.api_key is not None:
+                raise ValueError(
+                    "api_key: a network-wide api_key exists only on tron (TronGrid); give headers per rpc_urls entry"
+                )
+            for i, endpoint in enumerate(self.endpoints):
+                if endpoint.api_key is not None:
+                    raise ValueError(f"rpc_urls.{i}.api_key: exists only on tron; use headers for this endpoint")
+            return
+        if self.api_key is not None and not any(is_trongrid(url) for url in self.rpc_urls):
+            raise ValueError(
+                "api_key: a network-wide api_key goes only to TronGrid hosts (*.trongrid.io) and no rpc_urls entry "
+                "is one; set api_key on the rpc_urls entry it belongs to"
+            )
+
+    def endpoint_headers(self, endpoint: RpcEndpoint) -> dict[str, str]:
+        """The headers sent to ``endpoint``: its own, plus its key; the network's TronGrid key
+        only when the endpoint is a TronGrid host and has no key of its own."""
+        headers = dict(endpoint.headers)
+        key = endpoint.api_key
+        if key is None and self.api_key is not None and is_trongrid(endpoint.url):
+            key = self.api_key
+        if key is not None:
+            headers[TRONGRID_KEY_HEADER] = key
+        return headers
 
     @property
     def carries_memo(self) -> bool:

@@ -1,4 +1,5 @@
-"""How far behind each network's scanner is, for /healthz, /metrics and invoice creation."""
+"""How far behind each network's scanner is, for /healthz, /metrics, ``paywatch status`` and
+invoice creation: the one place the lag is computed."""
 
 from __future__ import annotations
 
@@ -28,6 +29,23 @@ class NetworkLag:
         """Not scanned for too long, or behind the tip by blocks older than the limit."""
         stale = self.seconds_since_scan is not None and self.seconds_since_scan > limit_seconds
         return stale or (self.lag_seconds is not None and self.lag_seconds > limit_seconds)
+
+    def state(self, limit_seconds: float) -> str:
+        """``stalled``, ``failing`` (the last scan step failed), ``unscanned`` or ``ok``."""
+        if self.stalled(limit_seconds):
+            return "stalled"
+        if self.last_error:
+            return "failing"
+        return "unscanned" if self.tip is None else "ok"
+
+
+#: network states that make the whole watcher ``degraded``
+DEGRADED_STATES = frozenset({"stalled", "failing"})
+
+
+def overall_status(lags: list[NetworkLag], limit_seconds: float) -> str:
+    """``degraded`` when any network is stalled or failing, else ``ok``."""
+    return "degraded" if any(lag.state(limit_seconds) in DEGRADED_STATES for lag in lags) else "ok"
 
 
 def network_lag(session: Session, network: str, now: datetime) -> NetworkLag:

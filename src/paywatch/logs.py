@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from typing import IO
+
+from paywatch.redact import ScrubFilter
 
 CONTEXT_KEYS = ("invoice_id", "network", "tx_hash", "block", "store_id", "webhook_id")
 
@@ -27,7 +30,9 @@ class JsonFormatter(logging.Formatter):
         for key in CONTEXT_KEYS:
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
-        if record.exc_info:
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        elif record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
@@ -44,11 +49,15 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{context}]" if context else line
 
 
-def configure(*, json_lines: bool, level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler()
+def configure(*, json_lines: bool, level: int = logging.INFO, stream: IO[str] | None = None) -> logging.Handler:
+    """One handler on the root logger (stderr unless ``stream``), scrubbing RPC secrets from every
+    record (:class:`paywatch.redact.ScrubFilter`), ours and the libraries' alike."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ScrubFilter())
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "web3", "urllib3", "apscheduler.executors.default"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler

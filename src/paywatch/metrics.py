@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -16,6 +15,7 @@ from sqlmodel import col, select
 
 from paywatch.config import AppConfig
 from paywatch.health import network_lags
+from paywatch.redact import render_endpoint
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent
 
@@ -31,11 +31,8 @@ SCAN_ERRORS = Counter("paywatch_scan_errors", "Scan steps that failed", ["networ
 
 
 def endpoint_label(url: str) -> str:
-    """An RPC URL as a metric label: scheme, host and port only (paths and queries may hold API keys)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}"
+    """An RPC URL as a metric label: :func:`paywatch.redact.render_endpoint` (never the URL itself)."""
+    return render_endpoint(url)
 
 
 def count_rpc(network: str, url: str, *, failed: bool) -> None:

@@ -34,6 +34,7 @@ from paywatch.domain.matching import Match, Unmatched, WatchIndex
 from paywatch.domain.status import Heights
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.ledger import Ledger
+from paywatch.redact import describe
 from paywatch.store.db import session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
 
@@ -326,7 +327,7 @@ class Scanner:
                     state.tip_height = heights.tip
                     state.final_height = heights.final
                 state.last_scan_at = now
-                state.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+                state.last_error = describe(exc)[:1000]
                 session.add(state)
         except Exception:  # the original error matters more than a failed bookkeeping write
             return

@@ -33,7 +33,7 @@ class AnvilNode(DevnetAnvil):
         super().__init__(*args, port=port, binary=binary)
 
 
-def evm_network(url: str | Sequence[str], tokens: dict[str, str], **overrides: Any) -> NetworkConfig:
+def evm_network(url: str | Sequence[str | dict[str, Any]], tokens: dict[str, str], **overrides: Any) -> NetworkConfig:
     """A NetworkConfig for anvil: ETH plus the given tokens (6 decimals)."""
     assets: dict[str, Any] = {"ETH": {"native": True, "decimals": 18}}
     assets.update({symbol: {"contract": address, "decimals": 6} for symbol, address in tokens.items()})

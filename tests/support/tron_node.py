@@ -699,7 +699,7 @@ def serve(chain: TronChain | None = None) -> Iterator[TronNode]:
         node.stop()
 
 
-def tron_network(urls: list[str], **overrides: Any) -> NetworkConfig:
+def tron_network(urls: list[str] | list[str | dict[str, Any]], **overrides: Any) -> NetworkConfig:
     """A validated tron NetworkConfig for the test node (USDT = the mainnet contract's address)."""
     body: dict[str, Any] = {
         "name": "tron",

@@ -34,6 +34,8 @@ def create_app(config: AppConfig, *, engine: Engine | None = None, clock: Callab
     install_error_handlers(app)
     app.include_router(routes_invoices.router)
     app.include_router(routes_health.router)
+    if config.settings.metrics_bind is None:
+        app.include_router(routes_health.metrics_router)
     app.include_router(routes_callbacks.router)
     app.include_router(routes_store.router)
     app.add_middleware(BodyLimit, max_bytes=config.settings.max_body_bytes)

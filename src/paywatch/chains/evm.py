@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from paywatch.chains.base import BlockRef, ScannedRange, WatchPredicate
-from paywatch.chains.evm_rpc import ProviderFactory, QueryTooLarge, RpcClient
+from paywatch.chains.evm_rpc import JsonRpcProvider, ProviderFactory, QueryTooLarge, RpcClient, Web3Provider
 from paywatch.config import NetworkConfig
 from paywatch.domain.status import Heights
 from paywatch.domain.transfer import NATIVE, NATIVE_INDEX, Transfer, address_key
@@ -72,9 +72,14 @@ class EvmAdapter:
             raise ValueError(f"network {network.name} is not an evm network")
         self.network = network.name
         self._config = network
+        headers = {e.url: network.endpoint_headers(e) for e in network.endpoints}
+
+        def default_factory(url: str) -> JsonRpcProvider:
+            return Web3Provider(url, timeout=timeout, headers=headers.get(url), proxy=network.proxy)
+
         self.rpc = RpcClient(
             network.rpc_urls,
-            provider_factory=provider_factory,
+            provider_factory=provider_factory or default_factory,
             attempts=attempts,
             sleep=sleep,
             timeout=timeout,

@@ -25,6 +25,7 @@ from web3.types import RPCEndpoint
 
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.metrics import count_rpc
+from paywatch.redact import describe, register_secrets, render_endpoint, scrub
 
 #: Messages providers use when an ``eth_getLogs`` range or a response is too big.
 _TOO_LARGE_HINTS = (
@@ -78,10 +79,27 @@ class JsonRpcProvider(Protocol):
 
 
 class Web3Provider:
-    """web3.py's ``HTTPProvider`` without its own retry layer (the client retries and fails over)."""
+    """web3.py's ``HTTPProvider`` without its own retry layer (the client retries and fails over).
 
-    def __init__(self, url: str, *, timeout: float = 15.0) -> None:
-        self._provider = HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    Its ``requests`` session ignores the environment (``HTTP(S)_PROXY``, ``ALL_PROXY``, netrc):
+    it goes through ``proxy`` when one is given, else directly. ``headers`` go to this URL only.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 15.0, headers: dict[str, str] | None = None, proxy: str | None = None
+    ) -> None:
+        session = requests.Session()
+        session.trust_env = False
+        if proxy is not None:
+            session.proxies = {"http": proxy, "https": proxy}
+        self.session = session
+        request_headers = {**HTTPProvider.get_request_headers(), **(headers or {})}
+        self._provider = HTTPProvider(
+            url,
+            request_kwargs={"timeout": timeout, "headers": request_headers},
+            session=session,
+            exception_retry_configuration=None,
+        )
 
     def make_request(self, method: str, params: Any) -> Any:
         return self._provider.make_request(RPCEndpoint(method), params)
@@ -103,8 +121,12 @@ class _Transport(Exception):
 
 
 def _error_of(method: str, error: Any) -> RpcError | _Transport:
-    code = int(error.get("code", 0)) if isinstance(error, dict) else 0
+    try:
+        code = int(error.get("code", 0)) if isinstance(error, dict) else 0
+    except (TypeError, ValueError):
+        code = 0
     message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    message = scrub(message[:500])  # a node may echo the URL (and its key) back
     lowered = message.lower()
     if "rate limit" in lowered or "too many requests" in lowered or code == 429:
         return _Transport(f"{method}: rate limited: {message}")
@@ -144,6 +166,7 @@ class RpcClient:
         self.network = network
         factory = provider_factory or (lambda url: Web3Provider(url, timeout=timeout))
         self.urls = tuple(urls)
+        register_secrets(urls=self.urls)
         self._providers = [factory(url) for url in self.urls]
         self._current = 0
         self._attempts = max(1, attempts)
@@ -165,7 +188,7 @@ class RpcClient:
         """
         response = self._with_retries(method, lambda p: p.make_request(method, list(params)), splittable)
         if not isinstance(response, dict):
-            raise RetryableChainError(f"{method}: malformed response {response!r:.200}")
+            raise RetryableChainError(scrub(f"{method}: malformed response {response!r:.200}"))
         if "error" in response and response["error"] is not None:
             problem = _error_of(method, response["error"])
             if isinstance(problem, RpcError):
@@ -209,7 +232,7 @@ class RpcClient:
         results: list[Any] = []
         for (method, _params), item in zip(calls, response, strict=True):
             if not isinstance(item, dict):
-                raise RetryableChainError(f"{method}: malformed batch item {item!r:.200}")
+                raise RetryableChainError(scrub(f"{method}: malformed batch item {item!r:.200}"))
             if item.get("error") is not None:
                 problem = _error_of(method, item["error"])
                 if isinstance(problem, RpcError):
@@ -233,7 +256,7 @@ class RpcClient:
             if attempt + 1 < self._attempts:
                 delay = min(self._max_backoff, self._backoff * 2**attempt)
                 self._sleep(delay * (0.5 + random.random() / 2))
-        where = ", ".join(self.urls)
+        where = ", ".join(render_endpoint(url) for url in self.urls)
         raise RetryableChainError(f"{label}: every RPC URL failed ({where}); last error: {last}")
 
     def _throttle(self) -> None:
@@ -256,11 +279,16 @@ class RpcClient:
     ) -> Any:
         self._throttle()
         self.round_trips += 1
+        failure: _Transport | None
         try:
             response = self._request(label, provider, send, splittable)
-        except _Transport:
+        except _Transport as exc:
             count_rpc(self.network, url, failed=True)
-            raise
+            failure = _Transport(f"{render_endpoint(url)}: {exc}", timeout=exc.timeout, too_large=exc.too_large)
+        else:
+            failure = None
+        if failure is not None:
+            raise failure  # raised outside the except block: no library exception (and URL) chained
         errors = response if isinstance(response, list) else [response]
         failed = any(isinstance(item, dict) and item.get("error") is not None for item in errors)
         count_rpc(self.network, url, failed=failed)
@@ -270,15 +298,18 @@ class RpcClient:
     def _request(
         label: str, provider: JsonRpcProvider, send: Callable[[JsonRpcProvider], Any], splittable: bool
     ) -> Any:
+        failure: _Transport | None = None
         try:
             response = send(provider)
-        except requests.Timeout as exc:
-            raise _Transport(f"{label}: timed out ({exc})", timeout=True) from None
+        except requests.Timeout:
+            failure = _Transport(f"{label}: timed out", timeout=True)
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else 0
-            raise _Transport(f"{label}: HTTP {status}", too_large=status == 413) from None
-        except (requests.RequestException, OSError, ValueError) as exc:
-            raise _Transport(f"{label}: {type(exc).__name__}: {exc}") from None
+            failure = _Transport(f"{label}: HTTP {status}", too_large=status == 413)
+        except Exception as exc:  # requests, urllib3, web3 and JSON errors: their text may hold the URL
+            failure = _Transport(f"{label}: {describe(exc)}")
+        if failure is not None:
+            raise failure  # outside the except block, so the library's exception is not chained
         if isinstance(response, dict) and response.get("error") is not None and "result" not in response:
             problem = _error_of(label, response["error"])
             if isinstance(problem, _Transport):

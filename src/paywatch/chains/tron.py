@@ -44,6 +44,7 @@ from paywatch.chains.tron_addresses import (
 from paywatch.chains.tron_http import RetryPolicy, TronHttp, TronpyProvider
 from paywatch.config import NetworkConfig
 from paywatch.errors import ChainError, RetryableChainError
+from paywatch.redact import describe
 
 #: keccak256("Transfer(address,address,uint256)")
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -124,6 +125,8 @@ class TronAdapter:
         self.http = TronHttp(
             network.rpc_urls,
             api_key=network.api_key,
+            endpoint_headers=tuple(network.endpoint_headers(e) for e in network.endpoints) or None,
+            proxy=network.proxy,
             requests_per_second=network.requests_per_second,
             client=client,
             policy=policy,
@@ -241,9 +244,10 @@ class TronAdapter:
         except (ChainError, BlockNotFound, TransactionNotFound):
             raise
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, BadTronAddress) as exc:
-            raise ChainError(f"{self.network}: {what}: unexpected answer ({type(exc).__name__}: {exc})") from None
+            failure = ChainError(f"{self.network}: {what}: unexpected answer ({describe(exc)})")
         except Exception as exc:  # tronpy's ApiError, BugInJavaTron, UnknownError...
-            raise ChainError(f"{self.network}: {what}: {type(exc).__name__}: {exc}") from None
+            failure = ChainError(f"{self.network}: {what}: {describe(exc)}")
+        raise failure  # outside the except blocks: the library's exception (and its text) is not chained
 
     # --- parsing -----------------------------------------------------------------------------------
 

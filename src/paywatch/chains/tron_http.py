@@ -14,6 +14,11 @@ What happens to a failed request::
 
 After a failover the next URL stays in use; the first one is tried again ``back_to_primary``
 seconds later.
+
+Headers belong to an endpoint: each URL gets its own (``endpoint_headers``), and a network-wide
+TronGrid key only goes to TronGrid hosts. The HTTP client ignores ``*_PROXY`` environment
+variables; it uses ``proxy`` when given. Errors name endpoints only as
+:func:`paywatch.redact.render_endpoint` renders them.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from tronpy.providers.http import HTTPProvider
 
+from paywatch.config import TRONGRID_KEY_HEADER, is_trongrid
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.metrics import count_rpc
+from paywatch.redact import describe, register_secrets, render_endpoint, scrub
 
-API_KEY_HEADER = "TRON-PRO-API-KEY"
+API_KEY_HEADER = TRONGRID_KEY_HEADER
 _RATE_LIMITED = frozenset({403, 429})
 
 
@@ -86,6 +94,14 @@ class _Failure(Exception):
         self.wait = wait
 
 
+def api_url(base: str, path: str) -> str:
+    """``path`` under ``base``, keeping the base's query (``https://h/KEY/?apikey=Q`` +
+    ``wallet/x`` -> ``https://h/KEY/wallet/x?apikey=Q``)."""
+    parts = urlsplit(base)
+    joined = f"{parts.path.rstrip('/')}/{path.lstrip('/')}"
+    return urlunsplit((parts.scheme, parts.netloc, joined, parts.query, parts.fragment))
+
+
 class TronHttp:
     """POSTs JSON bodies to a java-tron HTTP API over ``urls`` (failover in order)."""
 
@@ -94,6 +110,8 @@ class TronHttp:
         urls: tuple[str, ...],
         *,
         api_key: str | None = None,
+        endpoint_headers: tuple[dict[str, str], ...] | None = None,
+        proxy: str | None = None,
         requests_per_second: float = 10.0,
         client: httpx.Client | None = None,
         policy: RetryPolicy | None = None,
@@ -106,13 +124,22 @@ class TronHttp:
             raise ValueError("at least one URL is needed")
         self.network = network
         self.urls = tuple(u.rstrip("/") for u in urls)
+        if endpoint_headers is not None and len(endpoint_headers) != len(self.urls):
+            raise ValueError("endpoint_headers: one mapping per URL")
+        register_secrets([api_key], urls=[*urls, *([proxy] if proxy else [])])
+        self._configured = tuple(urls)  # as configured: what metrics labels and messages render
+        self.endpoints = tuple(render_endpoint(u) for u in self._configured)
         self.policy = policy or RetryPolicy()
         self.budget = RateBudget(requests_per_second, clock=clock, sleep=sleep)
         self._own_client = client is None
-        self._client = client or httpx.Client(timeout=self.policy.timeout)
-        self._headers = {"Accept": "application/json"}
-        if api_key:
-            self._headers[API_KEY_HEADER] = api_key
+        self._client = client or httpx.Client(timeout=self.policy.timeout, trust_env=False, proxy=proxy)
+        self._headers: list[dict[str, str]] = []
+        for index, url in enumerate(self.urls):
+            own = dict(endpoint_headers[index]) if endpoint_headers else {}
+            if api_key and API_KEY_HEADER not in own and is_trongrid(url):
+                own[API_KEY_HEADER] = api_key
+            register_secrets(own.values())
+            self._headers.append({"Accept": "application/json", **own})
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._clock = clock
@@ -135,13 +162,13 @@ class TronHttp:
             self._current = 0
         for _ in range(self.policy.attempts):
             index = self._current
-            url = f"{self.urls[index]}/{path.lstrip('/')}"
+            url = api_url(self.urls[index], path)
             try:
-                answer = self._once(url, body or {})
+                answer = self._once(url, body or {}, self._headers[index])
             except _Failure as failure:
-                count_rpc(self.network, self.urls[index], failed=True)
+                count_rpc(self.network, self._configured[index], failed=True)
                 failures += 1
-                errors.append(f"{self.urls[index]}: {failure}")
+                errors.append(f"{self.endpoints[index]}: {failure}")
                 if failure.permanent:
                     permanent_urls.add(index)
                     if len(permanent_urls) == len(self.urls):
@@ -156,17 +183,20 @@ class TronHttp:
                     tried_this_round = 0
                     self._sleep(self.policy.delay(failures))
             else:
-                count_rpc(self.network, self.urls[index], failed=False)
+                count_rpc(self.network, self._configured[index], failed=False)
                 return answer
         raise RetryableChainError(f"{path}: no node answered after {self.policy.attempts} attempts: {errors[-1]}")
 
-    def _once(self, url: str, body: dict[str, Any]) -> Any:
+    def _once(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
         self.budget.acquire()
         self.calls += 1
+        failure: _Failure | None = None
         try:
-            response = self._client.post(url, json=body, headers=self._headers)
-        except httpx.TransportError as exc:
-            raise _Failure(f"{type(exc).__name__}: {exc}") from None
+            response = self._client.post(url, json=body, headers=headers)
+        except httpx.HTTPError as exc:  # its text may hold the URL: scrubbed, and not chained
+            failure = _Failure(describe(exc))
+        if failure is not None:
+            raise failure
         status = response.status_code
         if status in _RATE_LIMITED:
             wait = self._retry_after(response)
@@ -180,9 +210,11 @@ class TronHttp:
         try:
             answer = response.json()
         except ValueError:
-            raise _Failure(f"HTTP {status} with a body that is not JSON") from None
+            failure = _Failure(f"HTTP {status} with a body that is not JSON")
+        if failure is not None:
+            raise failure
         if isinstance(answer, dict) and "Error" in answer:  # java-tron reports its exceptions with 200
-            raise _Failure(f"node error: {str(answer['Error'])[:200]}")
+            raise _Failure(f"node error: {scrub(str(answer['Error'])[:200])}")
         return answer
 
     def _retry_after(self, response: httpx.Response) -> float | None:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from paywatch.cli.callbacks import callbacks_app, rotate_secret
 from paywatch.cli.scan import register as register_scan_commands
+from paywatch.cli.status import status as status_command
 from paywatch.cli.support import fail, get_config, guarded, now, open_app, plain
 from paywatch.config import AppConfig, load_config
 from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
@@ -32,6 +33,7 @@ app.add_typer(invoice_app, name="invoice")
 register_scan_commands(app, load_config)
 app.add_typer(callbacks_app, name="callbacks")
 store_app.command("rotate-secret")(rotate_secret)
+app.command("status")(status_command)
 
 console = Console()
 
@@ -162,12 +164,16 @@ def api(
     port: Annotated[int, typer.Option(help="Port")] = 8000,
 ) -> None:
     """Serve the merchant API."""
+    import asyncio
+
     import uvicorn
 
     from paywatch.api.app import create_app
+    from paywatch.api.metrics_server import alongside, metrics_server
 
     config, engine = open_app()
-    uvicorn.run(create_app(config, engine=engine), host=host, port=port, log_level="info")
+    server = uvicorn.Server(uvicorn.Config(create_app(config, engine=engine), host=host, port=port, log_level="info"))
+    asyncio.run(alongside(metrics_server(config, engine), server.serve()))
 
 
 def _invoice_row(view: dict[str, Any]) -> list[str]:
@@ -336,12 +342,13 @@ def worker() -> None:
     """Run the scanners, the expiry sweep and callback delivery until SIGTERM."""
     import asyncio
 
+    from paywatch.api.metrics_server import alongside, metrics_server
     from paywatch.worker import Worker
 
     config = get_config()
     _configure_logging(config)
     engine = guarded(lambda: open_database(config))
-    guarded(lambda: asyncio.run(Worker(config, engine).run()))
+    guarded(lambda: asyncio.run(alongside(metrics_server(config, engine), Worker(config, engine).run())))
 
 
 @app.command("run")
@@ -387,12 +394,18 @@ async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    from paywatch.api.metrics_server import alongside, metrics_server
+
     worker_task = asyncio.create_task(worker.run(install_signals=False))
-    try:
-        await server.serve()
-    finally:
-        worker.stop()
-        await worker_task
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        finally:
+            worker.stop()
+            await worker_task
+
+    await alongside(metrics_server(config, engine), serve())
 
 
 @app.command("demo")
