@@ -23,7 +23,7 @@ from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
 from paywatch.netguard import validate_callback_url
 from paywatch.outbox import emit
-from paywatch.store.models import DepositAddress, Invoice, StatusHistory, Store
+from paywatch.store.models import DepositAddress, Invoice, Payment, StatusHistory, Store
 
 DEFAULT_EXPIRY = timedelta(hours=24)
 MIN_EXPIRY = timedelta(minutes=1)
@@ -168,9 +168,15 @@ def get_invoice(session: Session, store_id: str | None, invoice_id: str) -> Invo
 
 
 def cancel_invoice(session: Session, ledger: Ledger, invoice: Invoice, now: datetime, *, actor: str) -> Invoice:
+    """Cancel an invoice that has received nothing; decided under the invoice's row lock.
+
+    A payment that is committed while the caller was looking at an older copy is seen here, and
+    the cancel is refused with a 409 instead of producing a CANCELLED invoice with money on it.
+    """
+    invoice = ledger.lock_invoice(session, invoice.id)
     if InvoiceStatus(invoice.status) in TERMINAL:
         raise ConflictError(f"invoice is already {invoice.status}", field="status")
-    if invoice.amount_paid > 0:
+    if invoice.amount_paid > 0 or _has_live_payment(session, invoice.id):
         raise ConflictError("invoice has received payments; it cannot be cancelled", field="status")
     ledger.set_status(session, invoice, InvoiceStatus.CANCELLED, now, reason=f"cancelled by {actor}")
     audit(session, now, actor, "invoice.cancel", invoice.id)
@@ -178,6 +184,8 @@ def cancel_invoice(session: Session, ledger: Ledger, invoice: Invoice, now: date
 
 
 def mark_paid(session: Session, ledger: Ledger, invoice: Invoice, now: datetime, *, actor: str) -> Invoice:
+    """Complete an invoice by hand (flag ``marked_paid``); decided under the invoice's row lock."""
+    invoice = ledger.lock_invoice(session, invoice.id)
     if InvoiceStatus(invoice.status) in TERMINAL:
         raise ConflictError(f"invoice is already {invoice.status}", field="status")
     ledger.set_status(
@@ -185,6 +193,12 @@ def mark_paid(session: Session, ledger: Ledger, invoice: Invoice, now: datetime,
     )
     audit(session, now, actor, "invoice.mark_paid", invoice.id)
     return invoice
+
+
+def _has_live_payment(session: Session, invoice_id: str) -> bool:
+    """Any payment on the chain now, counted or not (a late one too): money was received."""
+    query = select(Payment.id).where(Payment.invoice_id == invoice_id, col(Payment.orphaned).is_(False))
+    return session.exec(query.limit(1)).first() is not None
 
 
 def list_invoices(

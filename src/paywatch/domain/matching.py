@@ -21,6 +21,7 @@ class UnmatchedReason(StrEnum):
     NO_AMOUNT_MATCH = "no_amount_match"
     ASSET_MISMATCH = "asset_mismatch"
     EXPIRED_BEYOND_LATE_WINDOW = "expired_beyond_late_window"
+    INVOICE_CANCELLED = "invoice_cancelled"
 
 
 class Strategy(StrEnum):
