@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     log_json: bool = False
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_lag_seconds: int = Field(default=600, gt=0)
+    #: reserved unique amounts (open invoices, and closed ones inside their late window) per store
+    max_open_amount_invoices: int = Field(default=1000, gt=0)
 
 
 class AssetConfig(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from paywatch.addresses import allocate_index, new_memo, require_shared, unique_amount
+from paywatch.addresses import allocate_index, check_amount_cap, new_memo, store_shared_address, unique_amount
 from paywatch.audit import audit
 from paywatch.config import AppConfig
 from paywatch.domain.amounts import parse_amount
@@ -117,11 +117,13 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
             raise InputError(
                 f"network {network.name} has no xpub configured; cannot issue a fresh address", field="network"
             )
-        index = allocate_index(session, network.name)
+        index = allocate_index(session, config.networks, network)
         invoice.address = derive_address(network.xpub, network.family, index)
         invoice.address_index = index
     else:
-        invoice.address = require_shared(network, strategy)
+        if strategy is Strategy.AMOUNT:
+            check_amount_cap(session, store.id, config.settings.max_open_amount_invoices)
+        invoice.address = store_shared_address(session, config.networks, network, store.id, strategy, now)
     invoice.address_key = address_key(invoice.address)
     for attempt in range(1, TARGET_ATTEMPTS + 1):
         if strategy is Strategy.MEMO:
