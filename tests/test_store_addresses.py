@@ -195,3 +195,16 @@ def test_a_configured_deposit_address_belongs_to_one_store(engine: Engine, db_ur
     other = _invoice(engine, config, second, "ethereum", "USDT", "5", "memo")
     assert own.address == "0x1111111111111111111111111111111111111111"
     assert other.address == derive_address(EVM_XPUB, "evm", 1)
+
+
+def test_the_cap_counts_open_invoices_only(engine: Engine, db_url: str) -> None:
+    from paywatch.invoices import cancel_invoice
+    from paywatch.ledger import Ledger
+
+    config = _config(db_url, max_open_amount_invoices=1)
+    store = _store(engine)
+    first = _invoice(engine, config, store, "ethereum", "USDT", "5", "amount")
+    with session_scope(engine) as s:
+        cancel_invoice(s, Ledger(config.networks), first, T0, actor="test")
+    second = _invoice(engine, config, store, "ethereum", "USDT", "5", "amount")
+    assert second.amount != first.amount  # the cancelled one still holds its amount through its late window

@@ -17,6 +17,7 @@ from sqlmodel import Session, SQLModel, col, select, update
 
 from paywatch.config import NetworkConfig
 from paywatch.domain.matching import Strategy, Watch, WatchIndex
+from paywatch.domain.status import OPEN
 from paywatch.domain.transfer import address_key
 from paywatch.errors import ConflictError, InputError
 from paywatch.keys import derive_address
@@ -191,26 +192,25 @@ def _insert_new(session: Session, row: SQLModel) -> bool:
 
 
 def check_amount_cap(session: Session, store_id: str, cap: int) -> None:
-    """Refuse (409) a new unique amount when the store already reserves ``cap`` of them.
+    """Refuse (409) a new unique-amount invoice when the store already has ``cap`` open ones.
 
-    Reserved amounts are those of open invoices and of closed ones still inside their late window.
-    On PostgreSQL the count is serialised per store with a transaction-level advisory lock.
+    Open: PENDING, PARTIAL or WAITING_FOR_CONFIRMATIONS (closed invoices still holding their
+    amount through the late window do not count). On PostgreSQL the count is serialised per store
+    with a transaction-level advisory lock, so concurrent requests cannot overshoot it.
     """
     if _dialect(session) == "postgresql":
         lock = func.pg_advisory_xact_lock(AMOUNT_LOCK_CLASS, func.hashtext(f"store:{store_id}"))
         session.connection().execute(sa_select(lock))
-    reserved = (
-        session.connection()
-        .execute(
-            sa_select(func.count())
-            .select_from(Invoice)
-            .where(col(Invoice.store_id) == store_id, col(Invoice.open_amount).is_not(None))
-        )
-        .scalar_one()
+    count = sa_select(func.count()).select_from(Invoice)
+    open_ones = count.where(
+        col(Invoice.store_id) == store_id,
+        col(Invoice.open_amount).is_not(None),
+        col(Invoice.status).in_([status.value for status in OPEN]),
     )
-    if reserved >= cap:
+    held = session.connection().execute(open_ones).scalar_one()
+    if held >= cap:
         raise ConflictError(
-            f"this store already reserves {reserved} unique amounts (the limit is {cap}, "
+            f"this store already has {held} open unique-amount invoices (the limit is {cap}, "
             "PAYWATCH_MAX_OPEN_AMOUNT_INVOICES); use the address or memo strategy, or wait for invoices to close",
             field="match",
             code="too_many_open_amount_invoices",

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_lag_seconds: int = Field(default=600, gt=0)
-    #: reserved unique amounts (open invoices, and closed ones inside their late window) per store
+    #: open invoices with the unique-amount strategy, per store (a 409 beyond it)
     max_open_amount_invoices: int = Field(default=1000, gt=0)
 
 
