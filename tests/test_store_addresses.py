@@ -208,3 +208,15 @@ def test_the_cap_counts_open_invoices_only(engine: Engine, db_url: str) -> None:
         cancel_invoice(s, Ledger(config.networks), first, T0, actor="test")
     second = _invoice(engine, config, store, "ethereum", "USDT", "5", "amount")
     assert second.amount != first.amount  # the cancelled one still holds its amount through its late window
+
+
+def test_the_cap_is_a_409_naming_match_through_the_api(engine: Engine, db_url: str) -> None:
+    from tests.support.api_helpers import make_api
+
+    api = make_api(engine, _config(db_url, max_open_amount_invoices=1))
+    body = {"network": "ethereum", "asset": "USDT", "amount": "5", "match": "amount"}
+    assert api.client.post("/v1/invoices", json=body, headers=api.headers()).status_code == 201
+    refused = api.client.post("/v1/invoices", json=body, headers=api.headers())
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["field"]) == ("too_many_open_amount_invoices", "match")
