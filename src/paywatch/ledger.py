@@ -245,8 +245,8 @@ class Ledger:
     def lock_invoice(session: Session, invoice_id: str) -> Invoice:
         """The invoice row, locked for update until the transaction ends (PostgreSQL).
 
-        This is the one way into a change of an invoice: every mutation (credits, reorgs, expiry,
-        cancel, mark-paid, attach) first takes this lock, then decides on what it reads here.
+        This is the one way into a change of an invoice: credits, reorgs, confirmations, expiry,
+        cancel and mark-paid take this lock first, then decide on what they read here.
         ``populate_existing``: an invoice this session loaded before taking the lock is re-read, so
         a change another transaction committed while we waited is neither missed nor overwritten.
         (SQLite serialises writers with BEGIN IMMEDIATE, so there the lock is implicit.)
@@ -332,7 +332,7 @@ class Ledger:
             )
         ).all()
         changed = 0
-        for invoice_id in sorted(waiting):  # id order, like every multi-row lock here: no deadlocks
+        for invoice_id in sorted(waiting):  # id order, as record_matches locks: fewer deadlocks
             changed += self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="confirmations")
         return changed
 
