@@ -8,6 +8,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -53,22 +54,28 @@ def _new_invoices(engine: Engine, config: AppConfig, count: int, amount: str = "
 
 
 def _assert_versions(engine: Engine, invoice_id: str) -> None:
+    _assert_all_versions(engine, [invoice_id])
+
+
+def _assert_all_versions(engine: Engine, invoice_ids: list[str]) -> None:
     """Events carry 1..n without gaps or repeats; history versions are distinct; the row has the last one."""
+    events: dict[str, list[CallbackEvent]] = defaultdict(list)
+    history: dict[str, list[int]] = defaultdict(list)
     with Session(engine) as s:
-        events = s.exec(
-            select(CallbackEvent).where(CallbackEvent.invoice_id == invoice_id).order_by(col(CallbackEvent.id))
-        ).all()
-        history = s.exec(
-            select(StatusHistory).where(StatusHistory.invoice_id == invoice_id).order_by(col(StatusHistory.id))
-        ).all()
-        invoice = s.get(Invoice, invoice_id)
-    assert invoice is not None
-    versions = [e.status_version for e in events]
-    assert versions == list(range(1, len(versions) + 1)), (invoice_id, [(e.type, e.status_version) for e in events])
-    assert [json.loads(e.body)["data"]["status_version"] for e in events] == versions
-    history_versions = [h.status_version for h in history]
-    assert len(set(history_versions)) == len(history_versions), history_versions
-    assert invoice.status_version == versions[-1]
+        for e in s.exec(select(CallbackEvent).order_by(col(CallbackEvent.id))):
+            events[e.invoice_id or ""].append(e)
+        for h in s.exec(select(StatusHistory).order_by(col(StatusHistory.id))):
+            history[h.invoice_id].append(h.status_version)
+        rows = {r.id: r for r in s.exec(select(Invoice))}
+    for invoice_id in invoice_ids:
+        versions = [e.status_version for e in events[invoice_id]]
+        assert versions == list(range(1, len(versions) + 1)), (
+            invoice_id,
+            [(e.type, e.status_version) for e in events[invoice_id]],
+        )
+        assert [json.loads(e.body)["data"]["status_version"] for e in events[invoice_id]] == versions
+        assert len(set(history[invoice_id])) == len(history[invoice_id]), history[invoice_id]
+        assert rows[invoice_id].status_version == versions[-1]
 
 
 @pytest.mark.parametrize("action", [cancel_invoice, mark_paid], ids=["cancel", "mark-paid"])
@@ -134,12 +141,13 @@ def test_api_cancel_and_mark_paid_race_credits_postgres(pg_url: str, networks: d
 
     def api_side(pair: int) -> None:
         try:
-            for n in range(pair, ROUNDS, PAIRS):
-                inv = invoices[n]
-                verb = "cancel" if n % 2 == 0 else "mark-paid"
-                barriers[pair].wait(timeout=60)
-                response = api.client.post(f"/v1/invoices/{inv.id}/{verb}", headers=api.headers())
-                outcomes[inv.id] = response.status_code
+            with TestClient(api.app) as client:  # one event loop per thread, not one per request
+                for n in range(pair, ROUNDS, PAIRS):
+                    inv = invoices[n]
+                    verb = "cancel" if n % 2 == 0 else "mark-paid"
+                    barriers[pair].wait(timeout=60)
+                    response = client.post(f"/v1/invoices/{inv.id}/{verb}", headers=api.headers())
+                    outcomes[inv.id] = response.status_code
         except BaseException as exc:
             errors.append(exc)
             barriers[pair].abort()
@@ -184,6 +192,6 @@ def test_api_cancel_and_mark_paid_race_credits_postgres(pg_url: str, networks: d
             assert code == 200, code
             assert row.status == "COMPLETED" and "marked_paid" in row.flags
             assert row.amount_paid == 1_000_000 == paid[inv.id], inv.id  # the credit is never lost
-        _assert_versions(engine, inv.id)
+    _assert_all_versions(engine, [inv.id for inv in invoices])
     engine.dispose()
     print("outcomes:", dict(counts))
