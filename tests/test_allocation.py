@@ -19,11 +19,11 @@ from paywatch.config import AppConfig, Settings, parse_networks
 from paywatch.domain.matching import Strategy
 from paywatch.domain.transfer import Transfer, address_key
 from paywatch.errors import ConflictError, InputError
-from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice
+from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice, mark_paid
 from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
 from paywatch.store.db import make_engine, session_scope
-from paywatch.store.models import DepositAddress, Invoice, NetworkState, Store
+from paywatch.store.models import DepositAddress, Invoice, NetworkState, Payment, Store, UnmatchedTransfer
 from paywatch.stores import create_store
 from tests.conftest import EVM_XPUB, PG_URL, T0, TEST_NETWORKS, TRON_XPUB, fresh_postgres_database
 from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
@@ -142,7 +142,8 @@ def test_two_processes_memo_strategy_postgres(pg_url: str) -> None:
     engine.dispose()
     assert len(rows) == 2 * SHARED_PER_PROCESS
     assert len({r.memo for r in rows}) == 2 * SHARED_PER_PROCESS
-    assert {r.address for r in rows} == {derive_address(TRON_XPUB, "tron", 0)}
+    assert len({r.address for r in rows}) == 1  # the store's own memo address, made once under the race
+    assert rows[0].address != derive_address(TRON_XPUB, "tron", 0)
 
 
 def test_two_processes_amount_strategy_postgres(pg_url: str) -> None:
@@ -189,8 +190,9 @@ def test_memo_strategy_unique_memos_on_shared_address(engine: Engine, app_config
         rows = [_create(s, app_config, store, "5", "memo", network="tron") for _ in range(50)]
         assert len({r.memo for r in rows}) == 50
         assert all(r.memo and len(r.memo) >= 8 and r.memo.isalnum() and r.memo.isupper() for r in rows)
-        shared = shared_address(app_config.networks["tron"])
-        assert {r.address for r in rows} == {shared}
+        # the store's own memo address (its first derivation index), not the network's index 0
+        assert {r.address for r in rows} == {derive_address(TRON_XPUB, "tron", 1)}
+        assert shared_address(app_config.networks["tron"]) != rows[0].address
         assert all(r.address_index is None for r in rows)
 
 
@@ -205,9 +207,9 @@ def test_amount_strategy_unique_among_open_and_released_when_closed(engine: Engi
         assert (a.amount, b.amount, c.amount) == (25_500_001, 25_500_002, 25_500_003)
         assert eth.amount == 2
         cancel_invoice(s, ledger, a, T0, actor="test")
-        assert a.open_amount is None
+        assert a.open_amount == 25_500_001  # kept through the late window, see the test below
         again = _create(s, app_config, store, "25.5", "amount")
-        assert again.amount == 25_500_001  # released by the cancel, reused
+        assert again.amount == 25_500_004
         index = build_watch_index(s, app_config.networks["ethereum"])
         assert index.is_watched(again.address)
 
@@ -248,8 +250,6 @@ def test_unique_amount_across_a_digit_boundary(engine: Engine, app_config: AppCo
 
 
 def test_unique_amount_gives_up_with_conflict(engine: Engine, app_config: AppConfig) -> None:
-    shared = shared_address(app_config.networks["ethereum"])
-    assert shared is not None
     with session_scope(engine) as s:
         store = create_store(s, "shop", T0).store
         first = _create(s, app_config, store, "1", "amount")
@@ -262,7 +262,7 @@ def test_unique_amount_gives_up_with_conflict(engine: Engine, app_config: AppCon
         ]
         s.connection().execute(sa_insert(table), fill)
         with pytest.raises(ConflictError) as info:
-            unique_amount(s, "ethereum", shared, first.asset_key, 1_000_000)
+            unique_amount(s, "ethereum", first.address, first.asset_key, 1_000_000)
         assert info.value.field == "amount"
         s.rollback()
 
@@ -339,3 +339,79 @@ def test_waiting_invoice_keeps_its_unique_amount_past_the_late_window(engine: En
         store_row = s.get(Store, waiting.store_id)
         assert store_row is not None
         assert _create(s, app_config, store_row, "3", "amount").amount == 3_000_002
+
+
+def _usdt_transfer(config: AppConfig, to: str, amount: int, n: int, minute: int) -> Transfer:
+    return Transfer(
+        network="ethereum",
+        tx_hash=f"0x{n:064x}",
+        log_index=0,
+        block_number=10 + n,
+        block_hash=f"0x{n:064x}",
+        block_time=T0 + timedelta(minutes=minute),
+        from_address="0x" + "11" * 20,
+        to_address=to,
+        asset_key=address_key(config.networks["ethereum"].assets["USDT"].contract or ""),
+        amount=amount,
+    )
+
+
+@pytest.mark.parametrize("close", ["cancel", "mark-paid", "completed"])
+def test_unique_amount_is_not_reissued_inside_the_late_window(
+    engine: Engine, app_config: AppConfig, close: str
+) -> None:
+    """A closed invoice's unique amount went straight back to the pool: the next invoice was issued it,
+    and the first customer paying again (or late, after a cancel) completed another customer's invoice."""
+    ledger = Ledger(app_config.networks)
+    network = app_config.networks["ethereum"]
+    with session_scope(engine) as s:
+        store = create_store(s, "shop", T0).store
+        store.late_window_seconds = 3600
+        s.add(NetworkState(network="ethereum", tip_height=100))
+        first = _create(s, app_config, store, "7", "amount")  # expires at T0 + 10 min
+        first_id, first_amount, address = first.id, first.amount, first.address
+    with session_scope(engine) as s:
+        inv = s.get(Invoice, first_id)
+        assert inv is not None
+        if close == "cancel":
+            cancel_invoice(s, ledger, inv, T0, actor="test")
+        elif close == "mark-paid":
+            mark_paid(s, ledger, inv, T0, actor="test")
+        else:
+            matches, _ = build_watch_index(s, network).match_all(
+                [_usdt_transfer(app_config, address, first_amount, 1, 1)]
+            )
+            ledger.record_matches(s, matches, T0 + timedelta(minutes=2))
+            assert inv.status == "COMPLETED"
+    with session_scope(engine) as s:
+        ledger.expiry_sweep(s, T0 + timedelta(minutes=30))
+        store_row = s.get(Store, store.id)
+        assert store_row is not None
+        second = _create(s, app_config, store_row, "7", "amount")
+        second_id = second.id
+        assert second.amount != first_amount
+    again = _usdt_transfer(app_config, address, first_amount, 2, 40)  # the first customer pays again, late
+    with session_scope(engine) as s:
+        matches, unmatched = build_watch_index(s, network).match_all([again])
+        assert [m.invoice_id for m in matches] + [u.invoice_id for u in unmatched] == [first_id]
+        ledger.record_matches(s, matches, T0 + timedelta(minutes=41))
+        ledger.record_unmatched(s, unmatched, T0 + timedelta(minutes=41))
+    with Session(engine) as s:
+        other = s.get(Invoice, second_id)
+        assert other is not None and (other.amount_paid, other.status) == (0, "PENDING")
+        inbox = s.exec(select(UnmatchedTransfer)).all()
+        credited = s.exec(select(Payment).where(Payment.tx_hash == again.tx_hash)).all()
+        if close == "cancel":
+            assert [(u.reason, u.hint_invoice_id) for u in inbox] == [("invoice_cancelled", first_id)]
+            assert credited == []
+        else:
+            assert [(p.invoice_id, p.late) for p in credited] == [(first_id, True)]
+            row = s.get(Invoice, first_id)
+            assert row is not None and "paid_late" in row.flags
+    with session_scope(engine) as s:  # after the late window the amount is free again
+        ledger.expiry_sweep(s, T0 + timedelta(minutes=71))
+        row = s.get(Invoice, first_id)
+        assert row is not None and row.open_amount is None
+        store_row = s.get(Store, store.id)
+        assert store_row is not None
+        assert _create(s, app_config, store_row, "7", "amount").amount == first_amount

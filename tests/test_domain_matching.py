@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from paywatch.domain.matching import Match, Unmatched, UnmatchedReason, Watch, WatchIndex
+from paywatch.domain.matching import Match, Strategy, Unmatched, UnmatchedReason, Watch, WatchIndex
 from paywatch.domain.transfer import NATIVE, Transfer, address_key
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -126,3 +126,37 @@ def test_address_key_normalises_only_hex() -> None:
     assert address_key("0xABCDEF") == "0xabcdef"
     assert address_key("0XABCDEF") == "0xabcdef"
     assert address_key(SHARED_MEMO) == SHARED_MEMO
+
+
+@pytest.mark.parametrize("memo", ["memo123456", "Memo123456", "  MEMO123456\n", "\tmemo123456 "])
+def test_memo_matches_whatever_the_case_and_surrounding_whitespace(index: WatchIndex, memo: str) -> None:
+    """Memo matching was case-sensitive: a wallet that lower-cased the memo lost the payment."""
+    t = transfer(SHARED_MEMO, asset=TRON_USDT, memo=memo)
+    assert index.match(t) == Match(t, "inv_memo")
+
+
+def test_issued_memos_survive_normalisation() -> None:
+    from paywatch.addresses import MEMO_ALPHABET, new_memo
+    from paywatch.domain.matching import normalize_memo
+
+    assert normalize_memo(MEMO_ALPHABET) == MEMO_ALPHABET
+    assert not set(MEMO_ALPHABET) & set("01IO")  # nothing a reader confuses with another character
+    memos = [new_memo() for _ in range(200)]
+    assert all(normalize_memo(m.lower()) == m for m in memos)
+
+
+def test_a_memo_transfer_never_falls_through_to_amount_matching() -> None:
+    """A transfer carrying a memo, or sent to a memo address, used to be tried as a unique amount."""
+    ix = WatchIndex()
+    ix.add_shared(SHARED_MEMO, strategy=Strategy.MEMO)
+    ix.add_memo(SHARED_MEMO, "MEMO123456", Watch("inv_memo", TRON_USDT, DEADLINE))
+    ix.add_shared(SHARED_AMOUNT, strategy=Strategy.AMOUNT)
+    ix.add_amount(SHARED_AMOUNT, Watch("inv_amt", USDT, DEADLINE, 25_500_001))
+    with_memo = transfer(SHARED_AMOUNT, 25_500_001, memo="SOMETHING")
+    result = ix.match(with_memo)
+    assert isinstance(result, Unmatched) and result.reason is UnmatchedReason.UNKNOWN_MEMO
+    # a memo address with an amount invoice on it (an address used by both strategies before 0004)
+    ix.add_amount(SHARED_MEMO, Watch("inv_legacy", TRON_USDT, DEADLINE, 7))
+    no_memo = transfer(SHARED_MEMO, 7, asset=TRON_USDT)
+    result = ix.match(no_memo)
+    assert isinstance(result, Unmatched) and result.reason is UnmatchedReason.NO_MEMO

@@ -375,3 +375,58 @@ def test_record_unmatched_is_idempotent_and_orphaned_by_reorg(fx: Fixture) -> No
     with Session(fx.engine) as s:
         rows = s.exec(select(UnmatchedTransfer)).all()
         assert len(rows) == 1 and not rows[0].orphaned and rows[0].block_number == 13
+
+
+def test_flag_only_change_sends_an_event(fx: Fixture) -> None:
+    """overpaid added after COMPLETED moved status_version and wrote history, but no outbox row."""
+    fx.tip(100)
+    fx.record(fx.transfer(block=10))
+    assert fx.invoice().status == "COMPLETED"
+    fx.tip(51)
+    fx.record(fx.transfer(1_000_000, tx=2, block=50))  # seen, not yet confirmed: no flag yet
+    assert fx.invoice().flags == []
+    fx.tip(52)
+    with session_scope(fx.engine) as s:
+        assert fx.ledger.refresh_confirmations(s, "ethereum", NOW) == 1
+    inv = fx.invoice()
+    assert (inv.status, inv.flags) == ("COMPLETED", ["overpaid"])
+    last = fx.events()[-1]
+    assert last.type == "invoice.updated"
+    assert json.loads(last.body)["data"]["flags"] == ["overpaid"]
+    assert_versions_consistent(fx)
+    assert fx.history()[-1].status_version == last.status_version
+
+
+def test_payment_to_cancelled_invoice_goes_to_the_inbox_and_can_be_attached(fx: Fixture, app_config: AppConfig) -> None:
+    """A late payment to a CANCELLED invoice was credited to it and could not be moved."""
+    from paywatch.invoices import cancel_invoice
+    from paywatch.unmatched import attach
+
+    with session_scope(fx.engine) as s:
+        inv = s.get(Invoice, fx.invoice_id)
+        assert inv is not None
+        cancel_invoice(s, fx.ledger, inv, NOW, actor="admin")
+    events_before = fx.event_types()
+    fx.record(fx.transfer())
+    inv = fx.invoice()
+    assert (inv.status, inv.amount_paid, inv.flags) == ("CANCELLED", 0, [])
+    assert fx.payments() == []
+    assert fx.event_types() == events_before
+    with Session(fx.engine) as s:
+        (row,) = s.exec(select(UnmatchedTransfer)).all()
+        assert (row.reason, row.hint_invoice_id, row.amount) == ("invoice_cancelled", fx.invoice_id, 25_500_000)
+        row_id = row.id
+    fx.record(fx.transfer())  # the next scan of the same transfer changes nothing
+    with Session(fx.engine) as s:
+        assert len(s.exec(select(UnmatchedTransfer)).all()) == 1
+    with session_scope(fx.engine) as s:
+        store = s.get(Store, fx.store_id)
+        assert store is not None
+        replacement = create_invoice(s, app_config, store, InvoiceRequest("ethereum", "USDT", "25.5", "01:00"), NOW)
+        replacement_id = replacement.id
+    with session_scope(fx.engine) as s:
+        assert row_id is not None
+        attach(s, fx.ledger, row_id, replacement_id, NOW, actor="admin")
+    with Session(fx.engine) as s:
+        moved = s.get(Invoice, replacement_id)
+        assert moved is not None and (moved.status, moved.amount_paid) == ("WAITING_FOR_CONFIRMATIONS", 25_500_000)

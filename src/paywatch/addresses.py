@@ -3,32 +3,40 @@ and the watch index the scanners match against."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session, SQLModel, col, select, update
 
 from paywatch.config import NetworkConfig
 from paywatch.domain.matching import Strategy, Watch, WatchIndex
+from paywatch.domain.status import OPEN
 from paywatch.domain.transfer import address_key
 from paywatch.errors import ConflictError, InputError
 from paywatch.keys import derive_address
-from paywatch.store.models import AddressCounter, Invoice, Store
+from paywatch.store.models import AccountCounter, AddressCounter, DepositAddress, Invoice, Store, StoreAddress
 
 MEMO_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 MAX_AMOUNT_OFFSET = 10_000
 # First key of the two-int advisory locks used here; that key space never overlaps single-bigint locks.
 AMOUNT_LOCK_CLASS = 0x70_77_61  # "pwa"
+#: StoreAddress.strategy of a claimed network-wide deposit_address (serves both shared strategies)
+ANY_STRATEGY = "any"
 
 
 def shared_address(network: NetworkConfig) -> str | None:
-    """The network's shared deposit address: configured, or index 0 of the xpub's external chain."""
+    """The network-wide shared address: configured, or index 0 of the xpub's external chain.
+
+    New invoices use per-store addresses (:func:`store_shared_address`); this one stays watched for
+    invoices issued on it before migration 0004 and for payers who still send to it.
+    """
     if network.deposit_address:
         return network.deposit_address
     if network.xpub:
@@ -41,21 +49,180 @@ def _dialect(session: Session) -> str:
     return bind.dialect.name if isinstance(bind, Engine) else bind.engine.dialect.name
 
 
-def allocate_index(session: Session, network: str) -> int:
-    """Take the next HD index for ``network`` atomically (index 0 is kept for the shared address)."""
+def account_key(xpub: str) -> str:
+    """The key HD indexes are counted under: one counter per xpub, whichever networks use it."""
+    return "xpub:" + hashlib.sha256(xpub.strip().encode()).hexdigest()[:40]
+
+
+def allocate_index(session: Session, networks: Mapping[str, NetworkConfig], network: NetworkConfig) -> int:
+    """Take the next HD index of ``network``'s account atomically (index 0 is kept for the shared address).
+
+    The counter belongs to the account key, not to the network: two networks configured with the
+    same xpub never issue the same index. An account's first allocation seeds its counter past
+    every index issued before migration 0004 by the networks that share the xpub.
+    """
+    if not network.xpub:
+        raise InputError(f"network {network.name} has no xpub configured; cannot derive an address", field="network")
+    account = account_key(network.xpub)
+    taken = _bump(session, account)
+    if taken is None:
+        siblings = [n.name for n in networks.values() if n.xpub and account_key(n.xpub) == account]
+        insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
+        seed = insert(AccountCounter).values(account=account, next_index=_first_unused(session, siblings))
+        session.exec(seed.on_conflict_do_nothing())
+        taken = _bump(session, account)
+        assert taken is not None
+    return taken - 1
+
+
+def _bump(session: Session, account: str) -> int | None:
+    bumped = session.exec(
+        update(AccountCounter)
+        .where(col(AccountCounter.account) == account)
+        .values(next_index=col(AccountCounter.next_index) + 1)
+        .returning(col(AccountCounter.next_index))
+    ).scalar_one_or_none()
+    return None if bumped is None else int(bumped)
+
+
+def _first_unused(session: Session, networks: list[str]) -> int:
+    """One past every index the given networks issued (per-network counters before 0004, and rows)."""
+    queries = (
+        sa_select(func.max(col(AddressCounter.next_index) - 1)).where(col(AddressCounter.network).in_(networks)),
+        sa_select(func.max(col(DepositAddress.derivation_index))).where(col(DepositAddress.network).in_(networks)),
+        sa_select(func.max(col(StoreAddress.derivation_index))).where(col(StoreAddress.network).in_(networks)),
+    )
+    highest = [session.connection().execute(q).scalar() for q in queries]
+    return max([0, *(int(h) for h in highest if h is not None)]) + 1
+
+
+def store_shared_address(
+    session: Session,
+    networks: Mapping[str, NetworkConfig],
+    network: NetworkConfig,
+    store_id: str,
+    strategy: Strategy,
+    now: datetime,
+) -> str:
+    """The store's own shared address on ``network`` for ``strategy`` (memo or amount), made on first use.
+
+    Stores never share one: each gets its own derivation index, one address per strategy, so one
+    store's unique amounts and memos can never capture another store's payments. A configured
+    ``deposit_address`` serves the first store that asks (single-store setups); later stores get
+    derived addresses, or a 409 when the network has no xpub.
+    """
+    own = session.exec(
+        select(StoreAddress).where(
+            StoreAddress.store_id == store_id,
+            StoreAddress.network == network.name,
+            col(StoreAddress.strategy).in_([strategy.value, ANY_STRATEGY]),
+        )
+    ).first()
+    if own is not None:
+        return own.address
+    if network.deposit_address:
+        claim = StoreAddress(
+            store_id=store_id,
+            network=network.name,
+            strategy=ANY_STRATEGY,
+            address=network.deposit_address,
+            address_key=address_key(network.deposit_address),
+            created_at=now,
+        )
+        _insert_new(session, claim)
+        owner = session.exec(
+            select(StoreAddress).where(
+                StoreAddress.network == network.name, StoreAddress.address_key == claim.address_key
+            )
+        ).one()
+        if owner.store_id == store_id:
+            return owner.address
+        if not network.xpub:
+            raise ConflictError(
+                f"the deposit_address of network {network.name} is the shared address of another store; configure "
+                f"an xpub on {network.name} so that every store gets its own shared address",
+                field="match",
+            )
+    if not network.xpub:
+        raise InputError(
+            f"network {network.name} has neither deposit_address nor xpub configured for the {strategy} strategy",
+            field="match",
+        )
+    index = allocate_index(session, networks, network)
+    address = derive_address(network.xpub, network.family, index)
+    row = StoreAddress(
+        store_id=store_id,
+        network=network.name,
+        strategy=strategy.value,
+        address=address,
+        address_key=address_key(address),
+        derivation_index=index,
+        created_at=now,
+    )
+    if _insert_new(session, row):
+        _insert_new(
+            session,
+            DepositAddress(
+                network=network.name,
+                address=address,
+                address_key=row.address_key,
+                derivation_index=index,
+                created_at=now,
+            ),
+        )
+        return address
+    # a concurrent request of the same store made it first (this index stays unused)
+    return session.exec(
+        select(StoreAddress.address).where(
+            StoreAddress.store_id == store_id,
+            StoreAddress.network == network.name,
+            StoreAddress.strategy == strategy.value,
+        )
+    ).one()
+
+
+def _insert_new(session: Session, row: SQLModel) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True if the row was new."""
     insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
-    session.exec(insert(AddressCounter).values(network=network, next_index=1).on_conflict_do_nothing())
-    taken = session.exec(
-        update(AddressCounter)
-        .where(col(AddressCounter.network) == network)
-        .values(next_index=col(AddressCounter.next_index) + 1)
-        .returning(col(AddressCounter.next_index))
-    ).scalar_one()
-    return int(taken) - 1
+    table = type(row).__table__  # type: ignore[attr-defined]
+    values = {c.name: getattr(row, c.name) for c in table.columns if getattr(row, c.name) is not None}
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here
+    return session.connection().execute(statement).first() is not None
+
+
+def check_amount_cap(session: Session, store_id: str, cap: int) -> None:
+    """Refuse (409) a new unique-amount invoice when the store already has ``cap`` open ones.
+
+    Open: PENDING, PARTIAL or WAITING_FOR_CONFIRMATIONS (closed invoices still holding their
+    amount through the late window do not count). On PostgreSQL the count is serialised per store
+    with a transaction-level advisory lock, so concurrent requests cannot overshoot it.
+    """
+    if _dialect(session) == "postgresql":
+        lock = func.pg_advisory_xact_lock(AMOUNT_LOCK_CLASS, func.hashtext(f"store:{store_id}"))
+        session.connection().execute(sa_select(lock))
+    count = sa_select(func.count()).select_from(Invoice)
+    open_ones = count.where(
+        col(Invoice.store_id) == store_id,
+        col(Invoice.open_amount).is_not(None),
+        col(Invoice.status).in_([status.value for status in OPEN]),
+    )
+    held = session.connection().execute(open_ones).scalar_one()
+    if held >= cap:
+        raise ConflictError(
+            f"this store already has {held} open unique-amount invoices (the limit is {cap}, "
+            "PAYWATCH_MAX_OPEN_AMOUNT_INVOICES); use the address or memo strategy, or wait for invoices to close",
+            field="match",
+            code="too_many_open_amount_invoices",
+        )
 
 
 def new_memo() -> str:
-    """A short memo that survives copy-paste and wallets that upper-case text."""
+    """A short memo that survives copy-paste and wallets that change its case or pad it.
+
+    Upper-case letters and digits without 0, 1, I and O: matching trims and upper-cases memos
+    (:func:`paywatch.domain.matching.normalize_memo`), and nothing left is read as another character.
+    """
     return "".join(secrets.choice(MEMO_ALPHABET) for _ in range(10))
 
 
@@ -86,16 +253,6 @@ def unique_amount(session: Session, network: str, address: str, asset_key: str, 
     raise ConflictError("too many open invoices for this amount on the shared address; retry later", field="amount")
 
 
-def require_shared(network: NetworkConfig, strategy: Strategy) -> str:
-    address = shared_address(network)
-    if address is None:
-        raise InputError(
-            f"network {network.name} has neither deposit_address nor xpub configured for the {strategy} strategy",
-            field="match",
-        )
-    return address
-
-
 def min_amounts(network: NetworkConfig) -> dict[str, int]:
     """Each asset's smallest transfer in base units, by asset key (what matching compares)."""
     return {asset.key: asset.min_units for asset in network.assets.values()}
@@ -107,6 +264,11 @@ def build_watch_index(session: Session, network: NetworkConfig) -> WatchIndex:
     shared = shared_address(network)
     if shared is not None:
         index.add_shared(shared)
+    own = session.exec(
+        select(StoreAddress.address, StoreAddress.strategy).where(StoreAddress.network == network.name)
+    ).all()
+    for address, strategy in own:
+        index.add_shared(address, strategy=None if strategy == ANY_STRATEGY else Strategy(strategy))
     rows: Sequence[Any] = (
         session.connection()
         .execute(

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     log_json: bool = False
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     max_lag_seconds: int = Field(default=600, gt=0)
+    #: open invoices with the unique-amount strategy, per store (a 409 beyond it)
+    max_open_amount_invoices: int = Field(default=1000, gt=0)
     callback_ports: Annotated[frozenset[int], NoDecode] = frozenset({80, 443})
     secret_key: SecretStr | None = None
     """Fernet key(s), comma separated, first one encrypting: webhook secrets are then stored encrypted."""

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from paywatch.addresses import allocate_index, new_memo, require_shared, unique_amount
+from paywatch.addresses import allocate_index, check_amount_cap, new_memo, store_shared_address, unique_amount
 from paywatch.audit import audit
 from paywatch.config import AppConfig
 from paywatch.domain.amounts import parse_amount
@@ -24,7 +24,7 @@ from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
 from paywatch.netguard import validate_callback_url
 from paywatch.outbox import emit
-from paywatch.store.models import DepositAddress, Invoice, StatusHistory, Store
+from paywatch.store.models import DepositAddress, Invoice, Payment, StatusHistory, Store
 
 DEFAULT_EXPIRY = timedelta(hours=24)
 MIN_EXPIRY = timedelta(minutes=1)
@@ -139,11 +139,13 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
             raise InputError(
                 f"network {network.name} has no xpub configured; cannot issue a fresh address", field="network"
             )
-        index = allocate_index(session, network.name)
+        index = allocate_index(session, config.networks, network)
         invoice.address = derive_address(network.xpub, network.family, index)
         invoice.address_index = index
     else:
-        invoice.address = require_shared(network, strategy)
+        if strategy is Strategy.AMOUNT:
+            check_amount_cap(session, store.id, config.settings.max_open_amount_invoices)
+        invoice.address = store_shared_address(session, config.networks, network, store.id, strategy, now)
     invoice.address_key = address_key(invoice.address)
     for attempt in range(1, TARGET_ATTEMPTS + 1):
         if strategy is Strategy.MEMO:
@@ -190,9 +192,15 @@ def get_invoice(session: Session, store_id: str | None, invoice_id: str) -> Invo
 
 
 def cancel_invoice(session: Session, ledger: Ledger, invoice: Invoice, now: datetime, *, actor: str) -> Invoice:
+    """Cancel an invoice that has received nothing; decided under the invoice's row lock.
+
+    A payment that is committed while the caller was looking at an older copy is seen here, and
+    the cancel is refused with a 409 instead of producing a CANCELLED invoice with money on it.
+    """
+    invoice = ledger.lock_invoice(session, invoice.id)
     if InvoiceStatus(invoice.status) in TERMINAL:
         raise ConflictError(f"invoice is already {invoice.status}", field="status")
-    if invoice.amount_paid > 0:
+    if invoice.amount_paid > 0 or _has_live_payment(session, invoice.id):
         raise ConflictError("invoice has received payments; it cannot be cancelled", field="status")
     ledger.set_status(session, invoice, InvoiceStatus.CANCELLED, now, reason=f"cancelled by {actor}")
     audit(session, now, actor, "invoice.cancel", invoice.id)
@@ -200,6 +208,8 @@ def cancel_invoice(session: Session, ledger: Ledger, invoice: Invoice, now: date
 
 
 def mark_paid(session: Session, ledger: Ledger, invoice: Invoice, now: datetime, *, actor: str) -> Invoice:
+    """Complete an invoice by hand (flag ``marked_paid``); decided under the invoice's row lock."""
+    invoice = ledger.lock_invoice(session, invoice.id)
     if InvoiceStatus(invoice.status) in TERMINAL:
         raise ConflictError(f"invoice is already {invoice.status}", field="status")
     ledger.set_status(
@@ -207,6 +217,12 @@ def mark_paid(session: Session, ledger: Ledger, invoice: Invoice, now: datetime,
     )
     audit(session, now, actor, "invoice.mark_paid", invoice.id)
     return invoice
+
+
+def _has_live_payment(session: Session, invoice_id: str) -> bool:
+    """Any payment on the chain now, counted or not (a late one too): money was received."""
+    query = select(Payment.id).where(Payment.invoice_id == invoice_id, col(Payment.orphaned).is_(False))
+    return session.exec(query.limit(1)).first() is not None
 
 
 def list_invoices(

@@ -15,10 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
 
 from paywatch.config import NetworkConfig
-from paywatch.domain.events import change_events
-from paywatch.domain.matching import Match, Unmatched
-from paywatch.domain.status import OPEN, TERMINAL, InvoiceStatus, evaluate
+from paywatch.domain.events import UPDATED, change_events
+from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
+from paywatch.domain.status import OPEN, InvoiceStatus, evaluate
 from paywatch.domain.transfer import Transfer
+from paywatch.errors import NotFoundError
 from paywatch.metrics import TRANSITIONS
 from paywatch.outbox import emit
 from paywatch.policy import invoice_facts, payment_facts, store_policy, stored_heights
@@ -73,16 +74,14 @@ class Ledger:
         sums_changed = (invoice.amount_paid, invoice.amount_confirmed) != (decision.seen, decision.confirmed)
         if not (moved or sums_changed or events):
             return False
+        if moved and not events:
+            events = [UPDATED]  # every new status_version reaches the merchant as an event
         invoice.status = decision.status.value
         invoice.flags = flags
         invoice.amount_paid = decision.seen
         invoice.amount_confirmed = decision.confirmed
         invoice.updated_at = now
-        if decision.status in TERMINAL:
-            invoice.open_amount = None
         session.add(invoice)
-        if moved and not events:
-            invoice.status_version += 1  # a change without an event still moves the version
         if decision.status != before:
             TRANSITIONS.labels(decision.status.value).inc()
             log.info(
@@ -118,12 +117,16 @@ class Ledger:
         reason: str,
         flag: str | None = None,
     ) -> None:
-        """A manual terminal move (cancel, mark-paid): history and outbox like any other change."""
+        """A manual terminal move (cancel, mark-paid): history and outbox like any other change.
+
+        ``invoice`` must come from :meth:`lock_invoice` in this transaction. A unique amount stays
+        reserved (``open_amount``) until the late window has passed, whatever the status: see
+        :meth:`_release_amounts`.
+        """
         invoice.status = status.value
         TRANSITIONS.labels(status.value).inc()
         if flag and flag not in invoice.flags:
             invoice.flags = sorted([*invoice.flags, flag])
-        invoice.open_amount = None
         invoice.updated_at = now
         session.add(
             StatusHistory(
@@ -141,12 +144,28 @@ class Ledger:
     # --- payments from scanners ------------------------------------------------------------------
 
     def record_matches(self, session: Session, matches: Iterable[Match], now: datetime) -> set[str]:
-        """Store matched transfers idempotently and re-evaluate their invoices; return those touched."""
+        """Store matched transfers idempotently and re-evaluate their invoices; return those touched.
+
+        Every invoice the batch can touch (the matched ones and the owners of re-mined payments) is
+        locked first, in id order, so a concurrent cancel or mark-paid is decided either wholly
+        before or wholly after these credits. A transfer for a CANCELLED invoice is not credited:
+        it goes to the unmatched inbox as ``invoice_cancelled``, where it can be attached elsewhere.
+        """
+        matches = list(matches)
+        existing = {match.transfer: self._payment(session, match.transfer) for match in matches}
+        wanted = {m.invoice_id for m in matches} | {p.invoice_id for p in existing.values() if p is not None}
+        locked = {i: inv for i in sorted(wanted) if (inv := self._lock_if_exists(session, i)) is not None}
         late_by_invoice: dict[str, list[bool]] = defaultdict(list)
         touched: set[str] = set()
+        cancelled: list[Unmatched] = []
         for match in matches:
-            invoice = session.get(Invoice, match.invoice_id)
+            invoice = locked.get(match.invoice_id)
             if invoice is None:
+                continue
+            payment = existing[match.transfer]
+            owner = invoice if payment is None else locked[payment.invoice_id]
+            if owner.status == InvoiceStatus.CANCELLED.value and (payment is None or payment.orphaned):
+                cancelled.append(Unmatched(match.transfer, UnmatchedReason.INVOICE_CANCELLED, owner.id))
                 continue
             stored = self._store_payment(session, invoice, match.transfer, now)
             if stored is None:
@@ -156,8 +175,11 @@ class Ledger:
             if new:
                 late_by_invoice[owner_id].append(match.transfer.block_time > invoice.expires_at)
         for invoice_id in sorted(touched):
-            invoice = self.lock_invoice(session, invoice_id)
-            self.reevaluate(session, invoice, now, reason="payment", new_payments_late=late_by_invoice[invoice_id])
+            self.reevaluate(
+                session, locked[invoice_id], now, reason="payment", new_payments_late=late_by_invoice[invoice_id]
+            )
+        if cancelled:
+            self.record_unmatched(session, cancelled, now)
         return touched
 
     def _store_payment(
@@ -223,14 +245,23 @@ class Ledger:
     def lock_invoice(session: Session, invoice_id: str) -> Invoice:
         """The invoice row, locked for update until the transaction ends (PostgreSQL).
 
+        This is the one way into a change of an invoice: credits, reorgs, confirmations, expiry,
+        cancel and mark-paid take this lock first, then decide on what they read here.
         ``populate_existing``: an invoice this session loaded before taking the lock is re-read, so
-        a change another transaction committed while we waited is not overwritten with stale values.
+        a change another transaction committed while we waited is neither missed nor overwritten.
+        (SQLite serialises writers with BEGIN IMMEDIATE, so there the lock is implicit.)
         """
+        invoice = Ledger._lock_if_exists(session, invoice_id)
+        if invoice is None:
+            raise NotFoundError(f"no invoice {invoice_id!r}", field="id")
+        return invoice
+
+    @staticmethod
+    def _lock_if_exists(session: Session, invoice_id: str) -> Invoice | None:
         stmt = (
             select(Invoice).where(Invoice.id == invoice_id).with_for_update().execution_options(populate_existing=True)
         )
-        invoice = session.exec(stmt).one()
-        return invoice
+        return session.exec(stmt).first()
 
     def record_unmatched(self, session: Session, items: Iterable[Unmatched], now: datetime) -> int:
         """Put unattributed transfers in the inbox, idempotently; return how many were new or revived."""
@@ -301,7 +332,7 @@ class Ledger:
             )
         ).all()
         changed = 0
-        for invoice_id in waiting:
+        for invoice_id in sorted(waiting):  # id order, as record_matches locks: fewer deadlocks
             changed += self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="confirmations")
         return changed
 
@@ -314,7 +345,7 @@ class Ledger:
             )
         ).all()
         changed = 0
-        for invoice_id in due:
+        for invoice_id in sorted(due):
             invoice = self.lock_invoice(session, invoice_id)
             if invoice.network in self.networks:
                 changed += self.reevaluate(session, invoice, now, reason="expiry sweep")

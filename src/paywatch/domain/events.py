@@ -15,8 +15,13 @@ STATUS_EVENTS: dict[InvoiceStatus, str] = {
     InvoiceStatus.CANCELLED: "invoice.cancelled",
 }
 
+#: sent when status or flags change and no more specific event describes it (a flag added after
+#: COMPLETED, say): every new ``status_version`` reaches the merchant as an event.
+UPDATED = "invoice.updated"
+
 EVENT_TYPES: tuple[str, ...] = (
     "invoice.created",
+    UPDATED,
     "invoice.payment_received",
     "invoice.payment_late",
     "invoice.payment_reverted",

@@ -22,6 +22,7 @@ class UnmatchedReason(StrEnum):
     ASSET_MISMATCH = "asset_mismatch"
     EXPIRED_BEYOND_LATE_WINDOW = "expired_beyond_late_window"
     DUST = "dust"
+    INVOICE_CANCELLED = "invoice_cancelled"
 
 
 class Strategy(StrEnum):
@@ -42,8 +43,17 @@ class Watch:
     amount: int = 0
 
 
+def normalize_memo(memo: str) -> str:
+    """A memo as matching compares it: surrounding whitespace dropped, upper case.
+
+    Issued memos use an upper-case alphabet, so a wallet that lower-cases or pads them still matches.
+    """
+    return memo.strip().upper()
+
+
 @dataclass(slots=True)
 class _Shared:
+    strategy: Strategy | None = None  # None: a network-wide shared address, used by both strategies
     memos: dict[str, Watch] = field(default_factory=dict)
     amounts: dict[tuple[str, int], Watch] = field(default_factory=dict)
 
@@ -109,13 +119,19 @@ class WatchIndex:
             self._ids += packed
         self._rows[_key(address)] = row
 
-    def add_shared(self, address: str) -> None:
-        """Watch a shared deposit address even when no invoice is open on it."""
-        self._shared.setdefault(_key(address), _Shared())
+    def add_shared(self, address: str, *, strategy: Strategy | None = None) -> None:
+        """Watch a shared deposit address even when no invoice is open on it.
+
+        ``strategy``: the one strategy a store's own shared address serves. A transfer without a
+        memo to a MEMO address is never tried as a unique amount.
+        """
+        shared = self._shared.setdefault(_key(address), _Shared())
+        if strategy is not None:
+            shared.strategy = strategy
 
     def add_memo(self, address: str, memo: str, watch: Watch) -> None:
-        """Watch ``memo`` on a shared address."""
-        self._shared.setdefault(_key(address), _Shared()).memos[memo] = watch
+        """Watch ``memo`` on a shared address (compared after :func:`normalize_memo`)."""
+        self._shared.setdefault(_key(address), _Shared()).memos[normalize_memo(memo)] = watch
 
     def add_amount(self, address: str, watch: Watch) -> None:
         """Watch an exact (asset, amount) on a shared address."""
@@ -149,16 +165,18 @@ class WatchIndex:
         shared = self._shared.get(key)
         if shared is None:
             return None
-        if transfer.memo:
-            memo_watch = shared.memos.get(transfer.memo)
+        memo = normalize_memo(transfer.memo) if transfer.memo else ""
+        if memo:  # a transfer that carries a memo is matched by its memo or not at all
+            memo_watch = shared.memos.get(memo)
             if memo_watch is not None:
                 return _judge(transfer, memo_watch)
-            if not shared.amounts:
-                return Unmatched(transfer, UnmatchedReason.UNKNOWN_MEMO)
+            return Unmatched(transfer, UnmatchedReason.UNKNOWN_MEMO)
+        if shared.strategy is Strategy.MEMO:
+            return Unmatched(transfer, UnmatchedReason.NO_MEMO)
         amount_watch = shared.amounts.get((transfer.asset_key, transfer.amount))
         if amount_watch is not None:
             return _judge(transfer, amount_watch)
-        if shared.memos and not transfer.memo:
+        if shared.memos:
             return Unmatched(transfer, UnmatchedReason.NO_MEMO)
         return Unmatched(transfer, UnmatchedReason.NO_AMOUNT_MATCH)
 

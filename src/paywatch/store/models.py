@@ -50,6 +50,7 @@ class Invoice(SQLModel, table=True):
         Index("ix_invoice_status_expires", "status", "expires_at"),
         Index("ix_invoice_network_created", "network", "created_at"),
         Index("ix_invoice_network_open_amount", "network", "open_amount"),
+        Index("ix_invoice_store_open_amount", "store_id", "open_amount"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -97,12 +98,44 @@ class DepositAddress(SQLModel, table=True):
 
 
 class AddressCounter(SQLModel, table=True):
-    """The next HD index per network, bumped atomically with UPDATE ... RETURNING."""
+    """Before migration 0004: the next HD index per network. Read once, to seed :class:`AccountCounter`."""
 
     __tablename__ = "address_counters"
 
     network: str = Field(primary_key=True, max_length=40)
     next_index: int = 1
+
+
+class AccountCounter(SQLModel, table=True):
+    """The next HD index per account key (an xpub), bumped atomically with UPDATE ... RETURNING.
+
+    Every network configured with the same xpub draws from this one counter, so an address is
+    never issued twice, on any network.
+    """
+
+    __tablename__ = "account_counters"
+
+    account: str = Field(primary_key=True, max_length=80)
+    next_index: int = 1
+
+
+class StoreAddress(SQLModel, table=True):
+    """A store's own shared deposit address on a network, for the memo or the amount strategy.
+
+    ``strategy`` is ``memo`` or ``amount`` for an address derived for the store, or ``any`` for the
+    network's configured ``deposit_address``, which belongs to the first store that used it.
+    """
+
+    __tablename__ = "store_addresses"
+    __table_args__ = (UniqueConstraint("network", "address_key", name="uq_store_address"),)
+
+    store_id: str = Field(primary_key=True, foreign_key="stores.id", max_length=40)
+    network: str = Field(primary_key=True, max_length=40)
+    strategy: str = Field(primary_key=True, max_length=10)
+    address: str = Field(max_length=64)
+    address_key: str = Field(max_length=64)
+    derivation_index: int | None = None
+    created_at: datetime = _when()
 
 
 class TransferColumns(SQLModel):
