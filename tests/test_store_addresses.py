@@ -17,7 +17,7 @@ from paywatch.keys import derive_address
 from paywatch.store.db import session_scope
 from paywatch.store.models import AddressCounter, DepositAddress, Invoice, Store
 from paywatch.stores import create_store
-from tests.conftest import EVM_XPUB, T0, TEST_NETWORKS, USDT_ETH, USDT_TRON
+from tests.conftest import EVM_XPUB, T0, TEST_NETWORKS, TRON_XPUB, USDT_ETH, USDT_TRON
 from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
 
 TWO_EVM = f"""
@@ -128,19 +128,21 @@ def test_each_store_gets_its_own_shared_address_per_strategy(engine: Engine, db_
     config = _config(db_url)
     a, b = _store(engine, "a"), _store(engine, "b")
     a_amount = _invoice(engine, config, a, "ethereum", "USDT", "1", "amount")
-    a_memo = _invoice(engine, config, a, "ethereum", "USDT", "1", "memo")
+    a_memo = _invoice(engine, config, a, "tron", "USDT", "1", "memo")  # memo only where transfers carry one
     b_amount = _invoice(engine, config, b, "ethereum", "USDT", "1", "amount")
     a_fresh = _invoice(engine, config, a, "ethereum", "USDT", "1", "address")
     assert _invoice(engine, config, a, "ethereum", "USDT", "2", "amount").address == a_amount.address
-    addresses = [a_amount.address, a_memo.address, b_amount.address, a_fresh.address]
-    assert len(set(addresses)) == 4
+    addresses = [a_amount.address, b_amount.address, a_fresh.address]
+    assert len(set(addresses)) == 3
     assert shared_address(config.networks["ethereum"]) not in addresses
+    assert a_memo.address != shared_address(config.networks["tron"])
     assert b_amount.amount == a_amount.amount == 1_000_001  # separate addresses, separate amount spaces
     with Session(engine) as s:
         registered = {d.address for d in s.exec(select(DepositAddress))}
-    assert set(addresses) <= registered
+    assert {*addresses, a_memo.address} <= registered
     for address in addresses:
-        assert address in {derive_address(EVM_XPUB, "evm", i) for i in range(1, 5)}
+        assert address in {derive_address(EVM_XPUB, "evm", i) for i in range(1, 4)}
+    assert a_memo.address == derive_address(TRON_XPUB, "tron", 1)
 
 
 def test_the_cap_counts_open_invoices_only(engine: Engine, db_url: str) -> None:

@@ -48,7 +48,7 @@ def test_open_unique_amount_invoices_per_store_are_capped(engine: Engine, db_url
         _invoice(engine, config, a, "ethereum", "USDT", "6", "amount")
     assert info.value.status_code == 409 and info.value.field == "match"
     assert "3" in str(info.value)
-    _invoice(engine, config, a, "ethereum", "USDT", "5", "memo")  # other strategies are not capped
+    _invoice(engine, config, a, "ethereum", "USDT", "5", "address")  # other strategies are not capped
     _invoice(engine, config, b, "ethereum", "USDT", "5", "amount")  # nor other stores
 
 
@@ -61,8 +61,8 @@ def test_a_configured_deposit_address_belongs_to_one_store(engine: Engine, db_ur
     with pytest.raises(ConflictError) as info:  # no xpub: nothing else to give the second store
         _invoice(engine, config, second, "tron", "USDT", "5", "memo")
     assert info.value.field == "match" and "xpub" in str(info.value)
-    own = _invoice(engine, config, first, "ethereum", "USDT", "5", "memo")
-    other = _invoice(engine, config, second, "ethereum", "USDT", "5", "memo")
+    own = _invoice(engine, config, first, "ethereum", "USDT", "5", "amount")
+    other = _invoice(engine, config, second, "ethereum", "USDT", "5", "amount")
     assert own.address == "0x1111111111111111111111111111111111111111"
     assert other.address == derive_address(EVM_XPUB, "evm", 1)
 
