@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
@@ -28,7 +29,7 @@ from paywatch.store.models import (
     StatusHistory,
     Store,
     UnmatchedTransfer,
-    same_transfer,
+    find_transfer,
     transfer_columns,
 )
 
@@ -52,6 +53,7 @@ class Ledger:
         reason: str,
         new_payments_late: Iterable[bool] = (),
         reverted: int = 0,
+        restored: int = 0,
         extra_events: Iterable[str] = (),
     ) -> bool:
         """Evaluate one invoice and persist what changed; True if anything did."""
@@ -66,7 +68,9 @@ class Ledger:
         before = InvoiceStatus(invoice.status)
         events = [
             *extra_events,
-            *change_events(before, decision.status, new_payments_late=new_payments_late, reverted=reverted),
+            *change_events(
+                before, decision.status, new_payments_late=new_payments_late, reverted=reverted, restored=restored
+            ),
         ]
         flags = sorted(decision.flags)
         moved = decision.status != before or flags != sorted(invoice.flags)
@@ -142,31 +146,48 @@ class Ledger:
 
     def record_matches(self, session: Session, matches: Iterable[Match], now: datetime) -> set[str]:
         """Store matched transfers idempotently and re-evaluate their invoices; return those touched."""
-        late_by_invoice: dict[str, list[bool]] = defaultdict(list)
-        touched: set[str] = set()
+        credits = []
         for match in matches:
             invoice = session.get(Invoice, match.invoice_id)
-            if invoice is None:
-                continue
-            stored = self._store_payment(session, invoice, match.transfer, now)
+            if invoice is not None:
+                credits.append((invoice, match.transfer))
+        return self._credit(session, credits, now)
+
+    def _credit(self, session: Session, credits: Iterable[tuple[Invoice, Transfer]], now: datetime) -> set[str]:
+        """Store each (invoice, transfer) payment, then re-evaluate every invoice that changed once."""
+        late_by_invoice: dict[str, list[bool]] = defaultdict(list)
+        restored: dict[str, int] = defaultdict(int)
+        touched: set[str] = set()
+        for invoice, transfer in credits:
+            stored = self._store_payment(session, invoice, transfer, now)
             if stored is None:
                 continue
-            new, owner_id = stored
+            owner_id, change = stored
             touched.add(owner_id)
-            if new:
-                late_by_invoice[owner_id].append(match.transfer.block_time > invoice.expires_at)
+            if change == "new":
+                late_by_invoice[owner_id].append(transfer.block_time > invoice.expires_at)
+            elif change == "restored":
+                restored[owner_id] += 1
         for invoice_id in sorted(touched):
-            invoice = self.lock_invoice(session, invoice_id)
-            self.reevaluate(session, invoice, now, reason="payment", new_payments_late=late_by_invoice[invoice_id])
+            self.reevaluate(
+                session,
+                self.lock_invoice(session, invoice_id),
+                now,
+                reason="payment",
+                new_payments_late=late_by_invoice[invoice_id],
+                restored=restored[invoice_id],
+            )
         return touched
 
     def _store_payment(
         self, session: Session, invoice: Invoice, transfer: Transfer, now: datetime
-    ) -> tuple[bool, str] | None:
-        """(True, invoice): a new payment; (False, owner): an existing one moved (re-mined); None: no change.
+    ) -> tuple[str, str] | None:
+        """(invoice, change) or None when nothing changed. ``change`` is ``new``, ``restored`` (an
+        orphaned payment re-mined) or ``moved`` (seen in another block without having been orphaned).
 
-        A re-mined transfer keeps the payment row it already has, so the invoice to re-evaluate is
-        that row's owner, even if matching now points elsewhere.
+        A re-mined transfer keeps the payment row it already has (same transaction and position
+        in it), so the invoice to re-evaluate is that row's owner, even if matching now points
+        elsewhere.
         """
         existing = self._payment(session, transfer)
         if existing is None:
@@ -199,25 +220,27 @@ class Ledger:
                         "block": transfer.block_number,
                     },
                 )
-                return True, invoice.id
+                return invoice.id, "new"
         if not existing.orphaned and existing.block_hash == transfer.block_hash:
             return None
         if existing.invoice_id != invoice.id:
             owner = session.get(Invoice, existing.invoice_id)
             assert owner is not None
             invoice = owner
+        change = "restored" if existing.orphaned else "moved"
         existing.orphaned = False
+        existing.log_index = transfer.log_index
         existing.block_number = transfer.block_number
         existing.block_hash = transfer.block_hash
         existing.block_time = transfer.block_time
         existing.late = transfer.block_time > invoice.expires_at
         existing.updated_at = now
         session.add(existing)
-        return False, existing.invoice_id
+        return existing.invoice_id, change
 
     @staticmethod
     def _payment(session: Session, transfer: Transfer) -> Payment | None:
-        return session.exec(select(Payment).where(same_transfer(Payment, transfer))).first()
+        return find_transfer(session, Payment, transfer)
 
     @staticmethod
     def lock_invoice(session: Session, invoice_id: str) -> Invoice:
@@ -233,11 +256,21 @@ class Ledger:
         return invoice
 
     def record_unmatched(self, session: Session, items: Iterable[Unmatched], now: datetime) -> int:
-        """Put unattributed transfers in the inbox, idempotently; return how many were new or revived."""
+        """Put unattributed transfers in the inbox, idempotently; return how many were new or revived.
+
+        A transfer an admin attached to an invoice stays credited to it: when it is re-mined after
+        a reorg, its payment is restored (and its invoice re-evaluated) along with its inbox row.
+        """
         count = 0
+        attached: list[tuple[Invoice, Transfer]] = []
         for item in items:
             t = item.transfer
-            row = session.exec(select(UnmatchedTransfer).where(same_transfer(UnmatchedTransfer, t))).first()
+            row = find_transfer(session, UnmatchedTransfer, t)
+            if row is not None and row.attached_invoice_id is not None:
+                payment = self._payment(session, t)
+                owner = session.get(Invoice, payment.invoice_id) if payment is not None else None
+                if owner is not None:
+                    attached.append((owner, t))
             if row is None:
                 row = UnmatchedTransfer(
                     **transfer_columns(t),
@@ -249,6 +282,7 @@ class Ledger:
                 continue
             else:
                 row.orphaned = False
+                row.log_index = t.log_index
                 row.block_number, row.block_hash, row.block_time = t.block_number, t.block_hash, t.block_time
             session.add(row)
             log.info(
@@ -260,6 +294,8 @@ class Ledger:
                 extra={"network": t.network, "tx_hash": t.tx_hash, "block": t.block_number},
             )
             count += 1
+        if attached:
+            self._credit(session, attached, now)
         return count
 
     # --- reorgs, confirmations, expiry ------------------------------------------------------------
@@ -273,17 +309,47 @@ class Ledger:
                 )
             )
         )
-        per_invoice: dict[str, int] = defaultdict(int)
-        for payment in orphaned:
-            payment.orphaned = True
-            payment.updated_at = now
-            session.add(payment)
-            per_invoice[payment.invoice_id] += 1
         session.exec(
             update(UnmatchedTransfer)
             .where(col(UnmatchedTransfer.network) == network, col(UnmatchedTransfer.block_number) >= height)
             .values(orphaned=True)
         )
+        return self._orphan(session, orphaned, now)
+
+    def orphan_replaced(self, session: Session, network: str, canonical: Mapping[int, str], now: datetime) -> set[str]:
+        """Orphan what was recorded at these heights in another block than the canonical one.
+
+        ``canonical`` maps heights to the hashes the scanner is storing. A payment counts only
+        while its block is the one stored for its height: one recorded ahead of the scanner (by a
+        rescan of an earlier version) whose block a reorg then replaced is caught here.
+        """
+        if not canonical:
+            return set()
+        low, high = min(canonical), max(canonical)
+
+        def stale(model: type[Payment] | type[UnmatchedTransfer]) -> Any:
+            rows = session.exec(
+                select(model).where(
+                    col(model.network) == network,
+                    col(model.block_number) >= low,
+                    col(model.block_number) <= high,
+                    col(model.orphaned).is_(False),
+                )
+            )
+            return [row for row in rows if canonical.get(row.block_number, row.block_hash) != row.block_hash]
+
+        for row in stale(UnmatchedTransfer):
+            row.orphaned = True
+            session.add(row)
+        return self._orphan(session, stale(Payment), now)
+
+    def _orphan(self, session: Session, payments: Iterable[Payment], now: datetime) -> set[str]:
+        per_invoice: dict[str, int] = defaultdict(int)
+        for payment in payments:
+            payment.orphaned = True
+            payment.updated_at = now
+            session.add(payment)
+            per_invoice[payment.invoice_id] += 1
         session.flush()
         for invoice_id, count in sorted(per_invoice.items()):
             self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="reorg", reverted=count)

@@ -9,6 +9,9 @@
   cannot be read fails the whole call.
 * Every log must belong to a block body read in the same call (same hash), so a reorg between the
   two reads fails the call instead of mixing two chains.
+* A token transfer to a watched address also gets its index within its transaction
+  (``tx_position``), from its receipt: its identity must survive re-mining in another block,
+  where its block-wide ``logIndex`` changes.
 * Native transfers made by contracts (internal calls) are not visible in block bodies and are not
   reported; per-invoice addresses are EOAs that payers send to directly.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,7 +134,7 @@ class EvmAdapter:
         by_hash = {ref.hash: ref for ref in refs}
         transfers = self._native_transfers(natives)
         if self._tokens:
-            transfers.extend(self._token_transfers(start, end, by_hash, watched))
+            transfers.extend(self._with_positions(self._token_transfers(start, end, by_hash, watched)))
         transfers.sort(key=lambda t: (t.block_number, t.log_index, t.tx_hash))
         return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
 
@@ -150,11 +154,11 @@ class EvmAdapter:
         if self._native and _pays_watched(tx, watched):
             transfers.append(self._native_transfer(tx, ref, success))
         tokens = set(self._tokens)
-        for log in receipt.get("logs", ()):
+        for position, log in enumerate(receipt.get("logs", ())):
             if str(log.get("address", "")).lower() in tokens:
                 transfer = self._log_transfer(log, ref, watched)
                 if transfer is not None:
-                    transfers.append(transfer)
+                    transfers.append(replace(transfer, tx_position=position))
         return ScannedRange(blocks=(ref,), transfers=tuple(transfers))
 
     # --- native ----------------------------------------------------------------------------------
@@ -201,6 +205,27 @@ class EvmAdapter:
             if transfer is not None:
                 transfers.append(transfer)
         return transfers
+
+    def _with_positions(self, transfers: list[Transfer]) -> list[Transfer]:
+        """Each transfer with its log's index within its transaction, read from the receipts."""
+        if not transfers:
+            return []
+        hashes = sorted({t.tx_hash for t in transfers})
+        receipts = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes], chunk=RECEIPT_BATCH)
+        positions: dict[tuple[str, str, int], int] = {}
+        for tx_hash, receipt in zip(hashes, receipts, strict=True):
+            if not isinstance(receipt, dict):
+                continue
+            block_hash = str(receipt.get("blockHash", "")).lower()
+            for index, log in enumerate(receipt.get("logs") or ()):
+                positions[(tx_hash, block_hash, _int(log["logIndex"]))] = index
+        placed = []
+        for t in transfers:
+            position = positions.get((t.tx_hash, t.block_hash, t.log_index))
+            if position is None:
+                raise RetryableChainError(f"{self.network}: receipt of {t.tx_hash} is missing or moved")
+            placed.append(replace(t, tx_position=position))
+        return placed
 
     def _logs(self, start: int, end: int) -> list[dict[str, Any]]:
         """Every Transfer log of the configured tokens in ``start..end``, splitting refused ranges."""
