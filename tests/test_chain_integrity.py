@@ -5,6 +5,7 @@ payment of a COMPLETED invoice is restored with a callback."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from sqlmodel import col, select
@@ -149,3 +150,29 @@ def test_a_completed_payment_reorged_out_then_remined_is_restored_with_a_callbac
     assert [e.status_version for e in events] == list(range(1, len(events) + 1))
     data = json.loads(last.body)["data"]
     assert (data["status"], data["flags"], data["amount_paid"]) == ("COMPLETED", [], "1")
+
+
+def test_nothing_expires_while_the_scanner_lags_behind_an_on_time_payment(h: Harness) -> None:
+    chain = h.chain
+    paid = h.invoice("ETH", "1", expires_in=600)
+    unpaid = h.invoice("ETH", "1", expires_in=600)
+    chain.send_eth(paid.address, ETH)  # mined now: on time by block time
+    chain.mine(2)
+    wall = paid.expires_at + timedelta(hours=1)  # the wall clock is past the expiry; the scan is not
+    with session_scope(h.engine) as s:
+        assert h.ledger.expiry_sweep(s, wall) == 0
+    assert (h.get(paid.id).status, h.get(unpaid.id).status) == ("PENDING", "PENDING")
+
+    h.scan()  # the scanner catches up and finds the payment made in time
+    assert h.get(paid.id).status == "COMPLETED"
+    with session_scope(h.engine) as s:
+        assert h.ledger.expiry_sweep(s, wall) == 0  # the scanned blocks are all before the expiry
+    assert h.get(unpaid.id).status == "PENDING"
+
+    chain.next_timestamp(unpaid.expires_at)  # a block at the expiry, scanned: now the window is closed
+    chain.mine(1)
+    h.scan()
+    with session_scope(h.engine) as s:
+        assert h.ledger.expiry_sweep(s, wall) == 1
+    assert h.get(unpaid.id).status == "EXPIRED"
+    assert "invoice.expired" not in [e.type for e in _events(h, paid.id)]

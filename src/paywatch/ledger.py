@@ -22,7 +22,7 @@ from paywatch.domain.status import OPEN, TERMINAL, InvoiceStatus, evaluate
 from paywatch.domain.transfer import Transfer
 from paywatch.metrics import TRANSITIONS
 from paywatch.outbox import emit
-from paywatch.policy import invoice_facts, payment_facts, store_policy, stored_heights
+from paywatch.policy import chain_clock, invoice_facts, payment_facts, store_policy, stored_heights
 from paywatch.store.models import (
     Invoice,
     Payment,
@@ -63,7 +63,11 @@ class Ledger:
         payments = list(session.exec(select(Payment).where(Payment.invoice_id == invoice.id)))
         heights = stored_heights(session, invoice.network, uses_finality=network.finality is not None)
         decision = evaluate(
-            invoice_facts(invoice), [payment_facts(p) for p in payments], now, heights, store_policy(store)
+            invoice_facts(invoice),
+            [payment_facts(p) for p in payments],
+            chain_clock(session, invoice.network, now),  # expiry by scanned block time, not the wall clock
+            heights,
+            store_policy(store),
         )
         before = InvoiceStatus(invoice.status)
         events = [
@@ -372,18 +376,23 @@ class Ledger:
         return changed
 
     def expiry_sweep(self, session: Session, now: datetime) -> int:
-        """Evaluate every open invoice whose window has closed; release reserved unique amounts."""
-        due = session.exec(
-            select(Invoice.id).where(
-                col(Invoice.status).in_([s.value for s in OPEN if s is not InvoiceStatus.WAITING_FOR_CONFIRMATIONS]),
-                col(Invoice.expires_at) <= now,
-            )
-        ).all()
+        """Evaluate every open invoice whose window has closed; release reserved unique amounts.
+
+        A window has closed once the network has been scanned up to a block whose timestamp is at
+        or after ``expires_at`` (:func:`chain_clock`): while the scanner lags, nothing expires.
+        """
+        expiring = [s.value for s in OPEN if s is not InvoiceStatus.WAITING_FOR_CONFIRMATIONS]
         changed = 0
-        for invoice_id in due:
-            invoice = self.lock_invoice(session, invoice_id)
-            if invoice.network in self.networks:
-                changed += self.reevaluate(session, invoice, now, reason="expiry sweep")
+        for network in sorted(self.networks):
+            due = session.exec(
+                select(Invoice.id).where(
+                    Invoice.network == network,
+                    col(Invoice.status).in_(expiring),
+                    col(Invoice.expires_at) <= chain_clock(session, network, now),
+                )
+            ).all()
+            for invoice_id in due:
+                changed += self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="expiry sweep")
         self._release_amounts(session, now)
         return changed
 

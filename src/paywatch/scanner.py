@@ -8,9 +8,9 @@ Chain-family neutral: everything chain-specific is behind the ChainAdapter. One 
    the stored block hashes to the common ancestor, orphans everything above it (the ledger moves
    the invoices back) and reads the range again;
 4. in ONE transaction stores the block hashes, orphans anything recorded at those heights in
-   another block (a payment counts only while its block is the stored canonical one), stores the
-   payments and unmatched transfers, advances the cursor and re-evaluates the invoices whose
-   confirmations may have crossed the threshold.
+   another block (a payment counts only while its block is the stored canonical one), advances
+   the cursor (expiry is judged by the scanned blocks' time), stores the payments and unmatched
+   transfers and re-evaluates the invoices whose confirmations may have crossed the threshold.
 
 A failed read raises; the cursor never passes a block that was not stored. There is no cap on
 catch-up: call ``step()`` again while ``StepResult.caught_up`` is False.
@@ -231,8 +231,8 @@ class Scanner:
                 ],
             )
             self.ledger.orphan_replaced(session, name, {r.number: r.hash for r in scanned.blocks}, now)
+            self._move_cursor(session, cursor, end, scanned.blocks[-1].hash)  # first: expiry sees this range
             applied = apply_transfers(session, self.ledger, index, scanned, now)
-            self._move_cursor(session, cursor, end, scanned.blocks[-1].hash)
             session.exec(
                 delete(ScannedBlock).where(
                     col(ScannedBlock.network) == name, col(ScannedBlock.number) <= end - KEEP_BLOCKS
