@@ -165,7 +165,10 @@ class UnmatchedTransfer(TransferColumns, table=True):
     """A transfer to a watched address that no invoice claimed; an admin may attach it."""
 
     __tablename__ = "unmatched_transfers"
-    __table_args__ = (UniqueConstraint("network", "tx_hash", "tx_position", name="uq_unmatched_transfer"),)
+    __table_args__ = (
+        UniqueConstraint("network", "tx_hash", "tx_position", name="uq_unmatched_transfer"),
+        Index("ix_unmatched_network_block", "network", "block_number"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     reason: str = Field(max_length=40)

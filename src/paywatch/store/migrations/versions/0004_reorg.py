@@ -5,6 +5,8 @@ tx_position): an EVM transaction re-mined in another block keeps its transfers' 
 their block-wide log indexes change. Existing rows are converted where the position is known
 offline: native transfers (-1) and Tron logs (their log_index already counts within the
 transaction). EVM token rows keep NULL; the ledger adopts them the next time it sees the transfer.
+Unmatched transfers get the (network, block_number) index payments have: every scan step checks
+the rows at the heights it stores against the stored block hashes.
 
 Revision ID: 0004_reorg
 Revises: 0003
@@ -31,9 +33,11 @@ def upgrade() -> None:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_constraint(constraint, type_="unique")
             batch_op.create_unique_constraint(constraint, ["network", "tx_hash", "tx_position"])
+    op.create_index("ix_unmatched_network_block", "unmatched_transfers", ["network", "block_number"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_unmatched_network_block", table_name="unmatched_transfers")
     for table, constraint in TABLES.items():
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_constraint(constraint, type_="unique")
