@@ -201,11 +201,11 @@ class Scanner:
             ancestor, ancestor_hash = self._common_ancestor(cursor)
             reorg_depth = cursor - ancestor
             with session_scope(self.engine) as session:
+                self._move_cursor(session, cursor, ancestor, ancestor_hash)  # first: the state row lock orders writers
                 self.ledger.orphan_from(session, name, ancestor + 1, now)
                 session.exec(
                     delete(ScannedBlock).where(col(ScannedBlock.network) == name, col(ScannedBlock.number) > ancestor)
                 )
-                self._move_cursor(session, cursor, ancestor, ancestor_hash)
             cursor, cursor_hash, start = ancestor, ancestor_hash, ancestor + 1
             end = min(heights.tip, start + self.network.batch_blocks - 1)
             scanned = self.adapter.fetch_range(start, end, index.is_watched)
