@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import col, select
 
 from paywatch.domain.matching import Match
-from paywatch.errors import ConflictError, InputError
+from paywatch.errors import ConflictError, InputError, RetryableChainError
 from paywatch.rescan import rescan_range, rescan_transaction
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent
@@ -176,3 +176,22 @@ def test_nothing_expires_while_the_scanner_lags_behind_an_on_time_payment(h: Har
         assert h.ledger.expiry_sweep(s, wall) == 1
     assert h.get(unpaid.id).status == "EXPIRED"
     assert "invoice.expired" not in [e.type for e in _events(h, paid.id)]
+
+
+def test_a_rescan_of_blocks_a_reorg_replaced_waits_for_the_scanner(h: Harness) -> None:
+    chain = h.chain
+    inv = h.invoice("ETH", "1")
+    raw, _ = chain.signed_eth(inv.address, ETH, chain.nonce(chain.accounts[0]))
+    chain.mine(2)
+    h.scan()
+    cursor = h.state().cursor_height
+    assert cursor is not None
+    chain.reorg(2, [(raw, 0)])  # the scanner's last two blocks are replaced; one now pays the invoice
+    with pytest.raises(RetryableChainError, match="changed since the scanner stored it"):
+        rescan_range(h.engine, h.network, h.adapter, h.ledger, start=cursor - 1, clock=h.clock)
+    assert h.payments() == []
+    chain.mine(1)
+    h.scan()  # the scanner processes the reorg and credits the payment
+    assert h.get(inv.id).amount_paid == ETH
+    again = rescan_range(h.engine, h.network, h.adapter, h.ledger, start=cursor - 1, clock=h.clock)
+    assert not again.changed and len(h.payments(inv.id)) == 1
