@@ -15,6 +15,7 @@ from paywatch.errors import ConflictError, InputError, RetryableChainError
 from paywatch.rescan import rescan_range, rescan_transaction
 from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent
+from paywatch.unmatched import attach
 from tests.support.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
 from tests.support.evm_harness import Harness
 from tests.support.evm_node import anvil_node_fixture  # noqa: F401
@@ -195,3 +196,33 @@ def test_a_rescan_of_blocks_a_reorg_replaced_waits_for_the_scanner(h: Harness) -
     assert h.get(inv.id).amount_paid == ETH
     again = rescan_range(h.engine, h.network, h.adapter, h.ledger, start=cursor - 1, clock=h.clock)
     assert not again.changed and len(h.payments(inv.id)) == 1
+
+
+def test_an_attached_transfer_reorged_out_and_remined_stays_credited_to_its_invoice(h: Harness) -> None:
+    chain = h.chain
+    inv = h.invoice("ETH", "1", match="amount")  # the shared deposit address, a unique amount
+    raw, tx = chain.signed_eth(inv.address, ETH // 2, chain.nonce(chain.accounts[0]))  # not the amount
+    chain.send_raw(raw)
+    chain.mine(1)
+    h.scan()
+    [row] = h.unmatched()
+    assert (row.tx_hash, row.reason) == (tx, "no_amount_match")
+    with session_scope(h.engine) as s:
+        assert row.id is not None
+        attach(s, h.ledger, row.id, inv.id, h.clock(), actor="admin")
+    assert (h.get(inv.id).status, h.get(inv.id).amount_paid) == ("PARTIAL", ETH // 2)
+
+    chain.reorg(2, [(raw, 1)])  # re-mined one block later
+    chain.mine(1)
+    h.scan()
+    [payment] = h.payments(inv.id)
+    [row] = h.unmatched()
+    assert not payment.orphaned and payment.block_hash == row.block_hash and not row.orphaned
+    assert row.attached_invoice_id == inv.id
+    got = h.get(inv.id)
+    assert (got.status, got.amount_paid, got.flags) == ("PARTIAL", ETH // 2, [])
+    assert [e.type for e in _events(h, inv.id)][-3:] == [
+        "invoice.payment_reverted",  # back to PENDING
+        "invoice.payment_restored",
+        "invoice.partial",
+    ]
