@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from paywatch.config import AppConfig
-from paywatch.domain.matching import Unmatched, UnmatchedReason
+from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
 from paywatch.domain.transfer import Transfer, address_key
 from paywatch.errors import ConflictError
 from paywatch.invoices import InvoiceRequest, create_invoice
@@ -133,3 +133,28 @@ def test_an_attached_transfer_reorged_out_and_remined_is_credited_again(engine: 
         events = s.exec(query).all()
         assert [e.type for e in events][-2:] == ["invoice.payment_reverted", "invoice.payment_restored"]
         assert events[-1].status_version == invoice.status_version
+
+
+def test_an_attached_transfer_remined_that_now_matches_another_invoice_stays_with_its_own(
+    engine: Engine, app_config: AppConfig
+) -> None:
+    invoice_id, transfer_id, ledger = setup(engine, app_config)
+    with session_scope(engine) as s:
+        own = s.get(Invoice, invoice_id)
+        store = s.exec(select(Store)).one()
+        assert own is not None
+        other_id = create_invoice(s, app_config, store, InvoiceRequest("tron", "USDT", "5", match="memo"), T0).id
+        address = own.address
+        attach(s, ledger, transfer_id, invoice_id, T0, actor="test")
+    with session_scope(engine) as s:
+        ledger.orphan_from(s, "tron", 0, T0)
+    remined = replace(stray(address, 5_000_000), block_number=150, block_hash="cd" * 32)
+    with session_scope(engine) as s:
+        assert ledger.record_matches(s, [Match(remined, other_id)], T0) == {invoice_id}
+    with session_scope(engine) as s:
+        [payment] = s.exec(select(Payment)).all()
+        assert (payment.invoice_id, payment.orphaned, payment.block_number) == (invoice_id, False, 150)
+        row = s.get(UnmatchedTransfer, transfer_id)
+        assert row is not None and (row.orphaned, row.block_number, row.attached_invoice_id) == (False, 150, invoice_id)
+        other = s.get(Invoice, other_id)
+        assert other is not None and other.amount_paid == 0

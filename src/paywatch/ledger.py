@@ -240,7 +240,22 @@ class Ledger:
         existing.late = transfer.block_time > invoice.expires_at
         existing.updated_at = now
         session.add(existing)
+        self._follow_in_inbox(session, transfer)
         return existing.invoice_id, change
+
+    @staticmethod
+    def _follow_in_inbox(session: Session, transfer: Transfer) -> None:
+        """An attached transfer's inbox row follows its payment to the block it was re-mined in."""
+        row = find_transfer(session, UnmatchedTransfer, transfer)
+        if row is not None and row.attached_invoice_id is not None:
+            row.orphaned = False
+            row.log_index = transfer.log_index
+            row.block_number, row.block_hash, row.block_time = (
+                transfer.block_number,
+                transfer.block_hash,
+                transfer.block_time,
+            )
+            session.add(row)
 
     @staticmethod
     def _payment(session: Session, transfer: Transfer) -> Payment | None:
