@@ -26,6 +26,7 @@ from paywatch.store.db import make_engine, session_scope
 from paywatch.store.models import DepositAddress, Invoice, NetworkState, Payment, Store, UnmatchedTransfer
 from paywatch.stores import create_store
 from tests.conftest import EVM_XPUB, PG_URL, T0, TEST_NETWORKS, TRON_XPUB, fresh_postgres_database
+from tests.support.chain_clock import scanned_until
 from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
 
 PER_PROCESS = 250  # address strategy: 2 x 250 = 500 invoices at once, as the issue asks
@@ -221,6 +222,7 @@ def test_amount_released_after_expiry_and_late_window(engine: Engine, app_config
         store.late_window_seconds = 3600
         first = _create(s, app_config, store, "7", "amount")
         first_id = first.id
+    scanned_until(engine, "ethereum", T0 + timedelta(minutes=11))
     with session_scope(engine) as s:
         ledger.expiry_sweep(s, T0 + timedelta(minutes=11))
         inv = s.get(Invoice, first_id)

@@ -16,6 +16,7 @@ from paywatch.store.db import session_scope
 from paywatch.store.models import CallbackEvent, NetworkState
 from tests.conftest import USDT_ETH, USDT_TRON
 from tests.support.api_helpers import Api, add_store, make_api
+from tests.support.chain_clock import scanned_until
 
 
 @pytest.fixture
@@ -41,6 +42,7 @@ def test_create_get_and_expire_like_a_new_user(api: Api, app_config: AppConfig) 
     got = api.client.get(f"/v1/invoices/{invoice['id']}", headers=api.headers()).json()
     assert got == invoice
     api.clock.advance(seconds=61)
+    scanned_until(api.engine, "ethereum", api.clock())  # expiry is judged by scanned block time
     with session_scope(api.engine) as session:
         assert Ledger(app_config.networks).expiry_sweep(session, api.clock()) == 1
     after = api.client.get(f"/v1/invoices/{invoice['id']}", headers=api.headers()).json()

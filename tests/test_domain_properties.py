@@ -77,7 +77,10 @@ def test_terminal_statuses_never_change(
     for status in TERMINAL:
         decision = evaluate(replace(invoice, status=status), payments, now, h, policy)
         assert decision.status is status
-        assert decision.flags >= invoice.flags  # flags are facts; they are only ever added
+        # flags are facts, only ever added; `reverted` says a payment is off the chain right now
+        assert decision.flags - {Flag.REVERTED} >= invoice.flags - {Flag.REVERTED}
+        valid = [p for p in payments if p.succeeded and p.amount > 0 and p.asset_key == invoice.asset_key]
+        assert (Flag.REVERTED in decision.flags) == any(p.orphaned for p in valid)
 
 
 @PROFILE

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from paywatch.domain.events import STATUS_EVENTS, change_events
+from paywatch.domain.events import EVENT_TYPES, STATUS_EVENTS, change_events
 from paywatch.domain.status import (
     Flag,
     Heights,
@@ -481,8 +481,17 @@ CASES = [
         expect=S.PENDING,
         seen=0,
         confirmed=0,
-        invoice=inv(flags=frozenset({Flag.REVERTED.value})),
-        flags=[Flag.REVERTED],
+        invoice=inv(flags=frozenset({Flag.PAID_LATE.value, Flag.OVERPAID.value})),
+        flags=[Flag.PAID_LATE, Flag.OVERPAID],
+    ),
+    case(
+        "flags:reverted-clears-when-no-payment-is-orphaned",
+        pay(100, block=CONFIRMED_BLOCK),
+        expect=S.COMPLETED,
+        seen=100,
+        confirmed=100,
+        invoice=inv(status=S.COMPLETED, flags=frozenset({Flag.REVERTED.value})),
+        flags=[],
     ),
 ]
 
@@ -555,7 +564,7 @@ def test_reorg_sequence_waiting_pending_then_remined_completed() -> None:
     back = evaluate(
         inv(status=gone.status, flags=gone.flags), [replace(p, block_number=97)], BEFORE, Heights(TIP), Policy()
     )
-    assert back.status is S.COMPLETED and back.flags == {Flag.REVERTED}
+    assert back.status is S.COMPLETED and back.flags == frozenset()  # re-mined: nothing is off the chain
 
 
 # --- change_events ----------------------------------------------------------------------------------
@@ -613,6 +622,23 @@ def test_change_events(
     before: InvoiceStatus, after: InvoiceStatus, late: tuple[bool, ...], reverted: int, expected: list[str]
 ) -> None:
     assert change_events(before, after, new_payments_late=late, reverted=reverted) == expected
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        pytest.param(S.COMPLETED, S.COMPLETED, ["invoice.payment_restored"], id="remined-completed"),
+        pytest.param(
+            S.PENDING,
+            S.WAITING_FOR_CONFIRMATIONS,
+            ["invoice.payment_restored", "invoice.waiting_for_confirmations"],
+            id="remined-back-to-waiting",
+        ),
+    ],
+)
+def test_change_events_of_a_restored_payment(before: InvoiceStatus, after: InvoiceStatus, expected: list[str]) -> None:
+    assert change_events(before, after, restored=1) == expected
+    assert "invoice.payment_restored" in EVENT_TYPES
 
 
 def test_every_status_but_pending_has_an_event() -> None:

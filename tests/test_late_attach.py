@@ -28,7 +28,15 @@ from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice, ge
 from paywatch.ledger import Ledger
 from paywatch.rescan import rescan_range
 from paywatch.store.db import session_scope
-from paywatch.store.models import CallbackEvent, Invoice, NetworkState, Payment, Store, UnmatchedTransfer
+from paywatch.store.models import (
+    CallbackEvent,
+    Invoice,
+    NetworkState,
+    Payment,
+    ScannedBlock,
+    Store,
+    UnmatchedTransfer,
+)
 from paywatch.stores import create_store, update_store
 from paywatch.unmatched import attach, list_unmatched
 from tests.conftest import T0, USDT_TRON
@@ -63,7 +71,20 @@ def setup(engine: Engine, config: AppConfig, amount: int) -> tuple[str, int, Led
         store = create_store(s, "shop", T0).store
         assert store.accept_late_payments is False
         invoice = create_invoice(s, config, store, InvoiceRequest("tron", "USDT", "5", "3600", match="memo"), T0)
-        s.add(NetworkState(network="tron", tip_height=200, final_height=200, cursor_height=200, last_scan_at=LATE))
+        cursor = "0x" + "c8" * 32
+        s.add(
+            NetworkState(
+                network="tron",
+                tip_height=200,
+                final_height=200,
+                cursor_height=200,
+                cursor_hash=cursor,
+                last_scan_at=LATE,
+            )
+        )
+        # scanned up to a block stamped LATE: expiry is judged by the scanned chain's time
+        s.add(ScannedBlock(network="tron", number=200, hash=cursor, parent_hash="0x" + "0" * 64, timestamp=LATE))
+        s.flush()
         ledger.expiry_sweep(s, LATE)
         item = Unmatched(late_transfer(invoice.address, amount, 1), UnmatchedReason.UNKNOWN_MEMO)
         ledger.record_unmatched(s, [item], LATE)

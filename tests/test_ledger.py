@@ -27,6 +27,7 @@ from paywatch.store.models import (
 )
 from paywatch.stores import create_store
 from tests.conftest import T0, USDT_ETH
+from tests.support.chain_clock import scanned_until
 from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
 
 EXPIRES = T0 + timedelta(hours=1)
@@ -43,6 +44,10 @@ class Fixture:
             store = create_store(s, "shop", T0).store
             inv = create_invoice(s, config, store, InvoiceRequest("ethereum", "USDT", "25.5", "01:00"), T0)
             self.invoice_id, self.address, self.store_id = inv.id, inv.address, store.id
+
+    def scanned(self, when: datetime) -> None:
+        """The scanner has reached a block stamped ``when`` (expiry is judged by scanned block time)."""
+        scanned_until(self.engine, "ethereum", when)
 
     def tip(self, height: int) -> None:
         with session_scope(self.engine) as s:
@@ -235,6 +240,7 @@ def test_history_and_outbox_commit_with_the_change_or_not_at_all(fx: Fixture) ->
 
 
 def test_expiry_sweep_makes_pending_expired_and_history_shows_both(fx: Fixture) -> None:
+    fx.scanned(EXPIRES + timedelta(hours=2))
     with session_scope(fx.engine) as s:
         assert fx.ledger.expiry_sweep(s, EXPIRES - timedelta(seconds=1)) == 0
     assert fx.invoice().status == "PENDING"
@@ -250,6 +256,21 @@ def test_expiry_sweep_makes_pending_expired_and_history_shows_both(fx: Fixture) 
         assert fx.ledger.expiry_sweep(s, EXPIRES + timedelta(hours=1)) == 0
 
 
+def test_nothing_expires_while_the_scan_lags_and_on_time_payments_found_late_count(fx: Fixture) -> None:
+    """The merchant never hears invoice.expired before a payment that was on time by block time."""
+    fx.scanned(EXPIRES - timedelta(minutes=5))  # the scanner's last block is before the expiry
+    wall = EXPIRES + timedelta(hours=2)
+    with session_scope(fx.engine) as s:
+        assert fx.ledger.expiry_sweep(s, wall) == 0
+    assert fx.invoice().status == "PENDING"
+    fx.record(fx.transfer(1_000_000, tx=1, block=40), now=wall)  # mined at T0 + 40 min: on time
+    assert fx.invoice().status == "PARTIAL"
+    fx.record(fx.transfer(24_500_000, tx=2, block=50), now=wall)
+    assert fx.invoice().status == "WAITING_FOR_CONFIRMATIONS"
+    assert not {"invoice.expired", "invoice.partially_expired"} & set(fx.event_types())
+    assert_versions_consistent(fx)
+
+
 def test_expiry_sweep_partial_becomes_partially_expired_but_waiting_does_not_expire(
     engine: Engine, app_config: AppConfig
 ) -> None:
@@ -257,6 +278,7 @@ def test_expiry_sweep_partial_becomes_partially_expired_but_waiting_does_not_exp
     partial.tip(11)
     partial.record(partial.transfer(1_000_000, tx=1))
     waiting.record(waiting.transfer(tx=2))
+    partial.scanned(EXPIRES + timedelta(days=2))
     with session_scope(engine) as s:
         assert Ledger(app_config.networks).expiry_sweep(s, EXPIRES + timedelta(days=2)) == 1
     assert partial.invoice().status == "PARTIALLY_EXPIRED"
@@ -264,6 +286,7 @@ def test_expiry_sweep_partial_becomes_partially_expired_but_waiting_does_not_exp
 
 
 def test_late_payment_flagged_reported_not_counted(fx: Fixture) -> None:
+    fx.scanned(EXPIRES + timedelta(minutes=1))
     with session_scope(fx.engine) as s:
         fx.ledger.expiry_sweep(s, EXPIRES + timedelta(minutes=1))
     late = fx.transfer(block=70)  # block time T0 + 70 min > expiry

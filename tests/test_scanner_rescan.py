@@ -82,18 +82,6 @@ def test_rescan_range_dry_run_then_real_then_idempotent(h: Harness, deployed: De
     assert len(h.payments()) == 1 and h.state().cursor_height == cursor
 
 
-def test_rescan_tx_ahead_of_the_scanner_then_the_scanner_does_not_credit_twice(h: Harness, deployed: Deployed) -> None:
-    inv = h.invoice("USDT", "2")
-    partial = h.chain.token_transfer(deployed.usdt, inv.address, 1 * USDT)
-    dry = rescan_transaction(h.engine, h.network, h.adapter, h.ledger, partial, dry_run=True, clock=h.clock)
-    assert [c.after for c in dry.status_changes] == ["PARTIAL"] and h.payments() == []
-    report = rescan_transaction(h.engine, h.network, h.adapter, h.ledger, partial, clock=h.clock)
-    assert [p.change for p in report.payments] == ["new"]
-    assert h.get(inv.id).status == "PARTIAL"
-    h.scan()
-    assert len(h.payments(inv.id)) == 1 and h.get(inv.id).amount_paid == 1 * USDT
-
-
 def test_cli_rescan_and_rescan_tx(h: Harness, deployed: Deployed) -> None:
     inv_id, tx, block = _history_payment(h, deployed)
     app = typer.Typer()

@@ -35,6 +35,7 @@ def _payment(invoice_id: str, amount: int, n: int = 0, block_time: datetime = T0
         network="ethereum",
         tx_hash=f"0x{n:064x}",
         log_index=-1,
+        tx_position=-1,
         from_address="0x" + "11" * 20,
         to_address="0x" + "22" * 20,
         asset_key="native",

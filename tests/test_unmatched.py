@@ -6,14 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from paywatch.config import AppConfig
-from paywatch.domain.matching import Unmatched, UnmatchedReason
+from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
 from paywatch.domain.transfer import Transfer, address_key
 from paywatch.errors import ConflictError
 from paywatch.invoices import InvoiceRequest, create_invoice
@@ -104,3 +105,56 @@ def test_cli_lists_and_attaches(db_url: str, engine: Engine, app_config: AppConf
     assert attached.returncode == 0 and "COMPLETED" in attached.stdout, attached.stderr
     again = paywatch("unmatched", "attach", str(transfer_id), invoice_id)
     assert again.returncode == 2 and "already attached" in again.stderr
+
+
+def test_an_attached_transfer_reorged_out_and_remined_is_credited_again(engine: Engine, app_config: AppConfig) -> None:
+    invoice_id, transfer_id, ledger = setup(engine, app_config)
+    with session_scope(engine) as s:
+        address = s.exec(select(Invoice.address)).one()
+        attach(s, ledger, transfer_id, invoice_id, T0, actor="test")
+    with session_scope(engine) as s:
+        ledger.orphan_from(s, "tron", 0, T0)  # the transfer's block is reorged out
+    with session_scope(engine) as s:
+        invoice = s.get(Invoice, invoice_id)
+        assert invoice is not None and (invoice.amount_paid, invoice.flags) == (0, ["reverted"])
+    remined = replace(stray(address, 5_000_000), block_number=150, block_hash="cd" * 32)
+    with session_scope(engine) as s:  # the scanner finds it again; it still matches no invoice
+        ledger.record_unmatched(s, [Unmatched(remined, UnmatchedReason.UNKNOWN_MEMO)], T0)
+    with session_scope(engine) as s:
+        invoice = s.get(Invoice, invoice_id)
+        assert invoice is not None
+        assert (invoice.status, invoice.amount_paid, invoice.flags) == ("COMPLETED", 5_000_000, [])
+        [payment] = s.exec(select(Payment)).all()
+        assert (payment.orphaned, payment.block_number) == (False, 150)
+        row = s.get(UnmatchedTransfer, transfer_id)
+        assert row is not None and not row.orphaned and row.attached_invoice_id == invoice_id
+        assert list_unmatched(s) == []  # still attached: credited once, not offered again
+        query = select(CallbackEvent).where(CallbackEvent.invoice_id == invoice_id).order_by(col(CallbackEvent.id))
+        events = s.exec(query).all()
+        assert [e.type for e in events][-2:] == ["invoice.payment_reverted", "invoice.payment_restored"]
+        assert events[-1].status_version == invoice.status_version
+
+
+def test_an_attached_transfer_remined_that_now_matches_another_invoice_stays_with_its_own(
+    engine: Engine, app_config: AppConfig
+) -> None:
+    invoice_id, transfer_id, ledger = setup(engine, app_config)
+    with session_scope(engine) as s:
+        own = s.get(Invoice, invoice_id)
+        store = s.exec(select(Store)).one()
+        assert own is not None
+        other_id = create_invoice(s, app_config, store, InvoiceRequest("tron", "USDT", "5", match="memo"), T0).id
+        address = own.address
+        attach(s, ledger, transfer_id, invoice_id, T0, actor="test")
+    with session_scope(engine) as s:
+        ledger.orphan_from(s, "tron", 0, T0)
+    remined = replace(stray(address, 5_000_000), block_number=150, block_hash="cd" * 32)
+    with session_scope(engine) as s:
+        assert ledger.record_matches(s, [Match(remined, other_id)], T0) == {invoice_id}
+    with session_scope(engine) as s:
+        [payment] = s.exec(select(Payment)).all()
+        assert (payment.invoice_id, payment.orphaned, payment.block_number) == (invoice_id, False, 150)
+        row = s.get(UnmatchedTransfer, transfer_id)
+        assert row is not None and (row.orphaned, row.block_number, row.attached_invoice_id) == (False, 150, invoice_id)
+        other = s.get(Invoice, other_id)
+        assert other is not None and other.amount_paid == 0

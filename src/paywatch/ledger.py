@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
@@ -22,14 +23,14 @@ from paywatch.domain.transfer import Transfer
 from paywatch.errors import NotFoundError
 from paywatch.metrics import TRANSITIONS
 from paywatch.outbox import emit
-from paywatch.policy import invoice_facts, payment_facts, store_policy, stored_heights
+from paywatch.policy import chain_clock, invoice_facts, payment_facts, store_policy, stored_heights
 from paywatch.store.models import (
     Invoice,
     Payment,
     StatusHistory,
     Store,
     UnmatchedTransfer,
-    same_transfer,
+    find_transfer,
     transfer_columns,
 )
 
@@ -53,6 +54,7 @@ class Ledger:
         reason: str,
         new_payments_late: Iterable[bool] = (),
         reverted: int = 0,
+        restored: int = 0,
         extra_events: Iterable[str] = (),
     ) -> bool:
         """Evaluate one invoice and persist what changed; True if anything did."""
@@ -62,12 +64,18 @@ class Ledger:
         payments = list(session.exec(select(Payment).where(Payment.invoice_id == invoice.id)))
         heights = stored_heights(session, invoice.network, uses_finality=network.finality is not None)
         decision = evaluate(
-            invoice_facts(invoice), [payment_facts(p) for p in payments], now, heights, store_policy(store)
+            invoice_facts(invoice),
+            [payment_facts(p) for p in payments],
+            chain_clock(session, invoice.network, now),  # expiry by scanned block time, not the wall clock
+            heights,
+            store_policy(store),
         )
         before = InvoiceStatus(invoice.status)
         events = [
             *extra_events,
-            *change_events(before, decision.status, new_payments_late=new_payments_late, reverted=reverted),
+            *change_events(
+                before, decision.status, new_payments_late=new_payments_late, reverted=reverted, restored=restored
+            ),
         ]
         flags = sorted(decision.flags)
         moved = decision.status != before or flags != sorted(invoice.flags)
@@ -155,8 +163,7 @@ class Ledger:
         existing = {match.transfer: self._payment(session, match.transfer) for match in matches}
         wanted = {m.invoice_id for m in matches} | {p.invoice_id for p in existing.values() if p is not None}
         locked = {i: inv for i in sorted(wanted) if (inv := self._lock_if_exists(session, i)) is not None}
-        late_by_invoice: dict[str, list[bool]] = defaultdict(list)
-        touched: set[str] = set()
+        credits: list[tuple[Invoice, Transfer]] = []
         cancelled: list[Unmatched] = []
         for match in matches:
             invoice = locked.get(match.invoice_id)
@@ -167,28 +174,47 @@ class Ledger:
             if owner.status == InvoiceStatus.CANCELLED.value and (payment is None or payment.orphaned):
                 cancelled.append(Unmatched(match.transfer, UnmatchedReason.INVOICE_CANCELLED, owner.id))
                 continue
-            stored = self._store_payment(session, invoice, match.transfer, now)
-            if stored is None:
-                continue
-            new, owner_id = stored
-            touched.add(owner_id)
-            if new:
-                late_by_invoice[owner_id].append(match.transfer.block_time > invoice.expires_at)
-        for invoice_id in sorted(touched):
-            self.reevaluate(
-                session, locked[invoice_id], now, reason="payment", new_payments_late=late_by_invoice[invoice_id]
-            )
+            credits.append((invoice, match.transfer))
+        touched = self._credit(session, credits, now)
         if cancelled:
             self.record_unmatched(session, cancelled, now)
         return touched
 
+    def _credit(self, session: Session, credits: Iterable[tuple[Invoice, Transfer]], now: datetime) -> set[str]:
+        """Store each (invoice, transfer) payment, then re-evaluate every invoice that changed once."""
+        late_by_invoice: dict[str, list[bool]] = defaultdict(list)
+        restored: dict[str, int] = defaultdict(int)
+        touched: set[str] = set()
+        for invoice, transfer in credits:
+            stored = self._store_payment(session, invoice, transfer, now)
+            if stored is None:
+                continue
+            owner_id, change = stored
+            touched.add(owner_id)
+            if change == "new":
+                late_by_invoice[owner_id].append(transfer.block_time > invoice.expires_at)
+            elif change == "restored":
+                restored[owner_id] += 1
+        for invoice_id in sorted(touched):
+            self.reevaluate(
+                session,
+                self.lock_invoice(session, invoice_id),
+                now,
+                reason="payment",
+                new_payments_late=late_by_invoice[invoice_id],
+                restored=restored[invoice_id],
+            )
+        return touched
+
     def _store_payment(
         self, session: Session, invoice: Invoice, transfer: Transfer, now: datetime
-    ) -> tuple[bool, str] | None:
-        """(True, invoice): a new payment; (False, owner): an existing one moved (re-mined); None: no change.
+    ) -> tuple[str, str] | None:
+        """(invoice, change) or None when nothing changed. ``change`` is ``new``, ``restored`` (an
+        orphaned payment re-mined) or ``moved`` (seen in another block without having been orphaned).
 
-        A re-mined transfer keeps the payment row it already has, so the invoice to re-evaluate is
-        that row's owner, even if matching now points elsewhere.
+        A re-mined transfer keeps the payment row it already has (same transaction and position
+        in it), so the invoice to re-evaluate is that row's owner, even if matching now points
+        elsewhere.
         """
         existing = self._payment(session, transfer)
         if existing is None:
@@ -221,25 +247,42 @@ class Ledger:
                         "block": transfer.block_number,
                     },
                 )
-                return True, invoice.id
+                return invoice.id, "new"
         if not existing.orphaned and existing.block_hash == transfer.block_hash:
             return None
         if existing.invoice_id != invoice.id:
             owner = session.get(Invoice, existing.invoice_id)
             assert owner is not None
             invoice = owner
+        change = "restored" if existing.orphaned else "moved"
         existing.orphaned = False
+        existing.log_index = transfer.log_index
         existing.block_number = transfer.block_number
         existing.block_hash = transfer.block_hash
         existing.block_time = transfer.block_time
         existing.late = transfer.block_time > invoice.expires_at
         existing.updated_at = now
         session.add(existing)
-        return False, existing.invoice_id
+        self._follow_in_inbox(session, transfer)
+        return existing.invoice_id, change
+
+    @staticmethod
+    def _follow_in_inbox(session: Session, transfer: Transfer) -> None:
+        """An attached transfer's inbox row follows its payment to the block it was re-mined in."""
+        row = find_transfer(session, UnmatchedTransfer, transfer)
+        if row is not None and row.attached_invoice_id is not None:
+            row.orphaned = False
+            row.log_index = transfer.log_index
+            row.block_number, row.block_hash, row.block_time = (
+                transfer.block_number,
+                transfer.block_hash,
+                transfer.block_time,
+            )
+            session.add(row)
 
     @staticmethod
     def _payment(session: Session, transfer: Transfer) -> Payment | None:
-        return session.exec(select(Payment).where(same_transfer(Payment, transfer))).first()
+        return find_transfer(session, Payment, transfer)
 
     @staticmethod
     def lock_invoice(session: Session, invoice_id: str) -> Invoice:
@@ -264,11 +307,21 @@ class Ledger:
         return session.exec(stmt).first()
 
     def record_unmatched(self, session: Session, items: Iterable[Unmatched], now: datetime) -> int:
-        """Put unattributed transfers in the inbox, idempotently; return how many were new or revived."""
+        """Put unattributed transfers in the inbox, idempotently; return how many were new or revived.
+
+        A transfer an admin attached to an invoice stays credited to it: when it is re-mined after
+        a reorg, its payment is restored (and its invoice re-evaluated) along with its inbox row.
+        """
         count = 0
+        attached: list[tuple[Invoice, Transfer]] = []
         for item in items:
             t = item.transfer
-            row = session.exec(select(UnmatchedTransfer).where(same_transfer(UnmatchedTransfer, t))).first()
+            row = find_transfer(session, UnmatchedTransfer, t)
+            if row is not None and row.attached_invoice_id is not None:
+                payment = self._payment(session, t)
+                owner = session.get(Invoice, payment.invoice_id) if payment is not None else None
+                if owner is not None:
+                    attached.append((owner, t))
             if row is None:
                 row = UnmatchedTransfer(
                     **transfer_columns(t),
@@ -280,6 +333,7 @@ class Ledger:
                 continue
             else:
                 row.orphaned = False
+                row.log_index = t.log_index
                 row.block_number, row.block_hash, row.block_time = t.block_number, t.block_hash, t.block_time
             session.add(row)
             log.info(
@@ -291,6 +345,8 @@ class Ledger:
                 extra={"network": t.network, "tx_hash": t.tx_hash, "block": t.block_number},
             )
             count += 1
+        if attached:
+            self._credit(session, attached, now)
         return count
 
     # --- reorgs, confirmations, expiry ------------------------------------------------------------
@@ -304,17 +360,47 @@ class Ledger:
                 )
             )
         )
-        per_invoice: dict[str, int] = defaultdict(int)
-        for payment in orphaned:
-            payment.orphaned = True
-            payment.updated_at = now
-            session.add(payment)
-            per_invoice[payment.invoice_id] += 1
         session.exec(
             update(UnmatchedTransfer)
             .where(col(UnmatchedTransfer.network) == network, col(UnmatchedTransfer.block_number) >= height)
             .values(orphaned=True)
         )
+        return self._orphan(session, orphaned, now)
+
+    def orphan_replaced(self, session: Session, network: str, canonical: Mapping[int, str], now: datetime) -> set[str]:
+        """Orphan what was recorded at these heights in another block than the canonical one.
+
+        ``canonical`` maps heights to the hashes the scanner is storing. A payment counts only
+        while its block is the one stored for its height: one recorded ahead of the scanner (by a
+        rescan of an earlier version) whose block a reorg then replaced is caught here.
+        """
+        if not canonical:
+            return set()
+        low, high = min(canonical), max(canonical)
+
+        def stale(model: type[Payment] | type[UnmatchedTransfer]) -> Any:
+            rows = session.exec(
+                select(model).where(
+                    col(model.network) == network,
+                    col(model.block_number) >= low,
+                    col(model.block_number) <= high,
+                    col(model.orphaned).is_(False),
+                )
+            )
+            return [row for row in rows if canonical.get(row.block_number, row.block_hash) != row.block_hash]
+
+        for row in stale(UnmatchedTransfer):
+            row.orphaned = True
+            session.add(row)
+        return self._orphan(session, stale(Payment), now)
+
+    def _orphan(self, session: Session, payments: Iterable[Payment], now: datetime) -> set[str]:
+        per_invoice: dict[str, int] = defaultdict(int)
+        for payment in payments:
+            payment.orphaned = True
+            payment.updated_at = now
+            session.add(payment)
+            per_invoice[payment.invoice_id] += 1
         session.flush()
         for invoice_id, count in sorted(per_invoice.items()):
             self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="reorg", reverted=count)
@@ -337,18 +423,23 @@ class Ledger:
         return changed
 
     def expiry_sweep(self, session: Session, now: datetime) -> int:
-        """Evaluate every open invoice whose window has closed; release reserved unique amounts."""
-        due = session.exec(
-            select(Invoice.id).where(
-                col(Invoice.status).in_([s.value for s in OPEN if s is not InvoiceStatus.WAITING_FOR_CONFIRMATIONS]),
-                col(Invoice.expires_at) <= now,
-            )
-        ).all()
+        """Evaluate every open invoice whose window has closed; release reserved unique amounts.
+
+        A window has closed once the network has been scanned up to a block whose timestamp is at
+        or after ``expires_at`` (:func:`chain_clock`): while the scanner lags, nothing expires.
+        """
+        expiring = [s.value for s in OPEN if s is not InvoiceStatus.WAITING_FOR_CONFIRMATIONS]
         changed = 0
-        for invoice_id in sorted(due):
-            invoice = self.lock_invoice(session, invoice_id)
-            if invoice.network in self.networks:
-                changed += self.reevaluate(session, invoice, now, reason="expiry sweep")
+        for network in sorted(self.networks):
+            due = session.exec(
+                select(Invoice.id).where(
+                    Invoice.network == network,
+                    col(Invoice.status).in_(expiring),
+                    col(Invoice.expires_at) <= chain_clock(session, network, now),
+                )
+            ).all()
+            for invoice_id in sorted(due):
+                changed += self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="expiry sweep")
         self._release_amounts(session, now)
         return changed
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from paywatch.domain.status import Heights, InvoiceFacts, InvoiceStatus, PaymentFacts, Policy
-from paywatch.store.models import Invoice, NetworkState, Payment, Store
+from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
+
+#: the chain clock of a network never scanned: before every expiry
+NEVER_SCANNED = datetime.min.replace(tzinfo=UTC)
 
 
 def store_policy(store: Store) -> Policy:
@@ -50,3 +53,18 @@ def stored_heights(session: Session, network: str, *, uses_finality: bool) -> He
         return Heights(tip=-1, final=-1 if uses_finality else None)
     final = (state.final_height if state.final_height is not None else -1) if uses_finality else None
     return Heights(tip=state.tip_height, final=final)
+
+
+def chain_clock(session: Session, network: str, now: datetime) -> datetime:
+    """The time up to which ``network`` has been scanned: its cursor block's timestamp, at most ``now``.
+
+    Expiry is judged by this clock, not the wall clock: while the scanner lags, a payment made
+    on time (by block time) may still be found, so nothing expires. Before the first scan it is
+    :data:`NEVER_SCANNED`.
+    """
+    scanned = session.exec(
+        select(ScannedBlock.timestamp)
+        .join(NetworkState, NetworkState.network == ScannedBlock.network)  # type: ignore[arg-type]
+        .where(ScannedBlock.network == network, ScannedBlock.number == NetworkState.cursor_height)
+    ).first()
+    return NEVER_SCANNED if scanned is None else min(now, scanned)

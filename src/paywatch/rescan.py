@@ -3,6 +3,12 @@
 A rescan never moves the live cursor and never touches the stored block hashes; payments are
 stored idempotently, so running it twice changes nothing the second time. Under ``dry_run`` the
 work runs inside one transaction that is rolled back: the report says what would change.
+
+A rescan reads only blocks the scanner has passed (at or below the cursor), and each of them must
+be the block the scanner stored for its height: a payment counts only while its block is the
+stored canonical one, and nothing above the cursor is checked against reorgs yet. Blocks above
+the cursor are the scanner's to record when it reaches them. Each chunk takes the network's
+state row lock (PostgreSQL) while it checks and writes, so the scanner cannot roll back under it.
 """
 
 from __future__ import annotations
@@ -12,16 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from paywatch.addresses import build_watch_index
-from paywatch.chains.base import ChainAdapter, ScannedRange
+from paywatch.chains.base import BlockRef, ChainAdapter, ScannedRange
 from paywatch.config import NetworkConfig
 from paywatch.domain.matching import Match, Unmatched, WatchIndex
-from paywatch.errors import InputError
+from paywatch.errors import ConflictError, InputError, RetryableChainError
 from paywatch.ledger import Ledger
 from paywatch.scanner import record
-from paywatch.store.models import Invoice, Payment, UnmatchedTransfer, same_transfer
+from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, UnmatchedTransfer, find_transfer
 
 #: ``progress(blocks_done, blocks_total)``
 Progress = Callable[[int, int], None]
@@ -121,7 +127,7 @@ class _Run:
 
     def _note_payment(self, session: Session, match: Match) -> None:
         t = match.transfer
-        existing = session.exec(select(Payment).where(same_transfer(Payment, t))).first()
+        existing = find_transfer(session, Payment, t)
         change = _change(
             existing is None, existing is not None and (existing.orphaned or existing.block_hash != t.block_hash)
         )
@@ -135,7 +141,7 @@ class _Run:
 
     def _note_unmatched(self, session: Session, item: Unmatched) -> None:
         t = item.transfer
-        existing = session.exec(select(UnmatchedTransfer).where(same_transfer(UnmatchedTransfer, t))).first()
+        existing = find_transfer(session, UnmatchedTransfer, t)
         change = _change(
             existing is None, existing is not None and (existing.orphaned or existing.block_hash != t.block_hash)
         )
@@ -146,6 +152,40 @@ class _Run:
 
 def _change(new: bool, moved: bool) -> str:
     return "new" if new else "moved" if moved else "unchanged"
+
+
+def scan_cursor(session: Session, network: str, *, lock: bool = False) -> int:
+    """The live scanner's cursor; a network never scanned has nothing a rescan may read."""
+    state = session.get(NetworkState, network, with_for_update=lock, populate_existing=True)
+    if state is None or state.cursor_height is None:
+        raise ConflictError(
+            f"{network} has not been scanned yet: a rescan re-reads blocks the scanner has passed", field="network"
+        )
+    return state.cursor_height
+
+
+def check_canonical(session: Session, network: str, blocks: tuple[BlockRef, ...], *, lock: bool) -> None:
+    """Refuse blocks above the cursor or other than the ones the scanner stored for their heights."""
+    cursor = scan_cursor(session, network, lock=lock)
+    numbers = [b.number for b in blocks]
+    if max(numbers) > cursor:
+        raise ConflictError(
+            f"block {max(numbers)} is above the scan cursor {cursor}: the scanner records it when it gets there",
+            field="tx_hash" if len(blocks) == 1 else "to_block",
+        )
+    stored = dict(
+        session.exec(
+            select(ScannedBlock.number, ScannedBlock.hash).where(
+                ScannedBlock.network == network, col(ScannedBlock.number).in_(numbers)
+            )
+        ).all()
+    )
+    for block in blocks:
+        if stored.get(block.number, block.hash) != block.hash:
+            raise RetryableChainError(
+                f"{network}: block {block.number} changed since the scanner stored it (a reorg it has not "
+                "processed yet); run the rescan again after the next scan"
+            )
 
 
 def rescan_range(
@@ -160,17 +200,31 @@ def rescan_range(
     clock: Callable[[], datetime],
     progress: Progress | None = None,
 ) -> RescanReport:
-    """Rescan blocks ``start..end`` (default: to the tip) in chunks of ``batch_blocks``.
+    """Rescan blocks ``start..end`` (default: to the scan cursor) in chunks of ``batch_blocks``.
 
     Real runs commit chunk by chunk (an interrupted rescan can simply be run again); a dry run
     keeps one transaction and rolls it back.
     """
     tip = adapter.heights().tip
-    end = tip if end is None else end
+    with Session(engine) as session:
+        cursor = scan_cursor(session, network.name)
+    end = cursor if end is None else end
+    if start > cursor:
+        raise InputError(
+            f"--from-block {start} is above the scan cursor {cursor}: the scanner records those blocks "
+            "when it reaches them",
+            field="from_block",
+        )
     if start < 0 or end < start:
         raise InputError(f"empty block range {start}..{end}", field="from_block")
     if end > tip:
         raise InputError(f"--to-block {end} is beyond the node's tip {tip}", field="to_block")
+    if end > cursor:
+        raise InputError(
+            f"--to-block {end} is above the scan cursor {cursor}: the scanner records those blocks "
+            "when it reaches them",
+            field="to_block",
+        )
     report = RescanReport(network.name, start, end, dry_run)
     run = _Run(network, ledger, report)
     total = end - start + 1
@@ -183,6 +237,7 @@ def rescan_range(
             for lo in range(start, end + 1, chunk):
                 hi = min(end, lo + chunk - 1)
                 scanned = adapter.fetch_range(lo, hi, index.is_watched)
+                check_canonical(session, network.name, scanned.blocks, lock=not dry_run)
                 run.apply(session, index, scanned, clock())
                 if not dry_run:
                     session.commit()
@@ -205,13 +260,14 @@ def rescan_transaction(
     clock: Callable[[], datetime],
     progress: Progress | None = None,
 ) -> RescanReport:
-    """Read one transaction and record what it pays, like the scanner would."""
+    """Read one transaction and record what it pays, like the scanner would (at or below the cursor)."""
     if progress:
         progress(0, 1)
     with Session(engine, expire_on_commit=False) as session:
         try:
             index = build_watch_index(session, network)
             scanned = adapter.transaction_transfers(tx_hash.strip(), index.is_watched)
+            check_canonical(session, network.name, scanned.blocks, lock=not dry_run)
             number = scanned.blocks[0].number
             report = RescanReport(network.name, number, number, dry_run)
             run = _Run(network, ledger, report)

@@ -7,8 +7,10 @@ Chain-family neutral: everything chain-specific is behind the ChainAdapter. One 
 3. fetches the range; if its first block's parent is not the stored cursor hash, walks back over
    the stored block hashes to the common ancestor, orphans everything above it (the ledger moves
    the invoices back) and reads the range again;
-4. in ONE transaction stores the block hashes, the payments and unmatched transfers, advances the
-   cursor and re-evaluates the invoices whose confirmations may have crossed the threshold.
+4. in ONE transaction stores the block hashes, orphans anything recorded at those heights in
+   another block (a payment counts only while its block is the stored canonical one), advances
+   the cursor (expiry is judged by the scanned blocks' time), stores the payments and unmatched
+   transfers and re-evaluates the invoices whose confirmations may have crossed the threshold.
 
 A failed read raises; the cursor never passes a block that was not stored. There is no cap on
 catch-up: call ``step()`` again while ``StepResult.caught_up`` is False.
@@ -203,11 +205,11 @@ class Scanner:
             ancestor, ancestor_hash = self._common_ancestor(cursor)
             reorg_depth = cursor - ancestor
             with session_scope(self.engine) as session:
+                self._move_cursor(session, cursor, ancestor, ancestor_hash)  # first: the state row lock orders writers
                 self.ledger.orphan_from(session, name, ancestor + 1, now)
                 session.exec(
                     delete(ScannedBlock).where(col(ScannedBlock.network) == name, col(ScannedBlock.number) > ancestor)
                 )
-                self._move_cursor(session, cursor, ancestor, ancestor_hash)
             cursor, cursor_hash, start = ancestor, ancestor_hash, ancestor + 1
             end = min(heights.tip, start + self.network.batch_blocks - 1)
             scanned = self.adapter.fetch_range(start, end, index.is_watched)
@@ -232,8 +234,9 @@ class Scanner:
                     for r in scanned.blocks
                 ],
             )
+            self.ledger.orphan_replaced(session, name, {r.number: r.hash for r in scanned.blocks}, now)
+            self._move_cursor(session, cursor, end, scanned.blocks[-1].hash)  # first: expiry sees this range
             applied = apply_transfers(session, self.ledger, index, scanned, now)
-            self._move_cursor(session, cursor, end, scanned.blocks[-1].hash)
             session.exec(
                 delete(ScannedBlock).where(
                     col(ScannedBlock.network) == name, col(ScannedBlock.number) <= end - KEEP_BLOCKS

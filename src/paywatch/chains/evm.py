@@ -1,7 +1,8 @@
 """The adapter for every EVM network (Ethereum, BSC, Polygon, Arbitrum, Base, anvil).
 
 * Native-coin transfers come from block bodies read with JSON-RPC batches; the receipts of the
-  transactions that pay a watched address are read in one more batch (status 0 = failed).
+  transactions that pay a watched address (native or token) are read in one more batch
+  (status 0 = failed).
 * ERC-20 ``Transfer`` logs come from ``eth_getLogs`` over the range, for the configured contracts
   only. A provider that refuses the range gets halves of it, down to single blocks; the span that
   worked is remembered for the next calls. A span shrunk by timeouts only (which a passing fault
@@ -9,6 +10,9 @@
   cannot be read fails the whole call.
 * Every log must belong to a block body read in the same call (same hash), so a reorg between the
   two reads fails the call instead of mixing two chains.
+* A token transfer to a watched address also gets its index within its transaction
+  (``tx_position``), from its receipt: its identity must survive re-mining in another block,
+  where its block-wide ``logIndex`` changes.
 * Native transfers made by contracts (internal calls) are not visible in block bodies and are not
   reported; per-invoice addresses are EOAs that payers send to directly.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,9 +138,9 @@ class EvmAdapter:
             if self._native:
                 natives.extend((tx, ref) for tx in body.get("transactions", ()) if _pays_watched(tx, watched))
         by_hash = {ref.hash: ref for ref in refs}
-        transfers = self._native_transfers(natives)
-        if self._tokens:
-            transfers.extend(self._token_transfers(start, end, by_hash, watched))
+        tokens = self._token_transfers(start, end, by_hash, watched) if self._tokens else []
+        receipts = self._receipts([tx["hash"] for tx, _ in natives] + [t.tx_hash for t in tokens])
+        transfers = self._native_transfers(natives, receipts) + self._with_positions(tokens, receipts)
         transfers.sort(key=lambda t: (t.block_number, t.log_index, t.tx_hash))
         return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
 
@@ -155,23 +160,29 @@ class EvmAdapter:
         if self._native and _pays_watched(tx, watched):
             transfers.append(self._native_transfer(tx, ref, success))
         tokens = set(self._tokens)
-        for log in receipt.get("logs", ()):
+        for position, log in enumerate(receipt.get("logs", ())):
             if str(log.get("address", "")).lower() in tokens:
                 transfer = self._log_transfer(log, ref, watched)
                 if transfer is not None:
-                    transfers.append(transfer)
+                    transfers.append(replace(transfer, tx_position=position))
         return ScannedRange(blocks=(ref,), transfers=tuple(transfers))
 
     # --- native ----------------------------------------------------------------------------------
 
-    def _native_transfers(self, natives: list[tuple[dict[str, Any], BlockRef]]) -> list[Transfer]:
-        if not natives:
-            return []
-        receipts = self.rpc.batch(
-            [("eth_getTransactionReceipt", [tx["hash"]]) for tx, _ in natives], chunk=RECEIPT_BATCH
-        )
+    def _receipts(self, tx_hashes: list[str]) -> dict[str, Any]:
+        """The receipts of these transactions (one batched round trip), by lowercase hash."""
+        hashes = sorted({str(h).lower() for h in tx_hashes})
+        if not hashes:
+            return {}
+        answers = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes], chunk=RECEIPT_BATCH)
+        return dict(zip(hashes, answers, strict=True))
+
+    def _native_transfers(
+        self, natives: list[tuple[dict[str, Any], BlockRef]], receipts: dict[str, Any]
+    ) -> list[Transfer]:
         transfers = []
-        for (tx, ref), receipt in zip(natives, receipts, strict=True):
+        for tx, ref in natives:
+            receipt = receipts.get(str(tx["hash"]).lower())
             if not isinstance(receipt, dict) or str(receipt.get("blockHash", "")).lower() != ref.hash:
                 raise RetryableChainError(f"{self.network}: receipt of {tx['hash']} is missing or moved")
             transfers.append(self._native_transfer(tx, ref, _int(receipt.get("status", "0x1")) == 1))
@@ -206,6 +217,23 @@ class EvmAdapter:
             if transfer is not None:
                 transfers.append(transfer)
         return transfers
+
+    def _with_positions(self, transfers: list[Transfer], receipts: dict[str, Any]) -> list[Transfer]:
+        """Each transfer with its log's index within its transaction, read from the receipts."""
+        positions: dict[tuple[str, str, int], int] = {}
+        for tx_hash, receipt in receipts.items():
+            if not isinstance(receipt, dict):
+                continue
+            block_hash = str(receipt.get("blockHash", "")).lower()
+            for index, log in enumerate(receipt.get("logs") or ()):
+                positions[(tx_hash, block_hash, _int(log["logIndex"]))] = index
+        placed = []
+        for t in transfers:
+            position = positions.get((t.tx_hash, t.block_hash, t.log_index))
+            if position is None:
+                raise RetryableChainError(f"{self.network}: receipt of {t.tx_hash} is missing or moved")
+            placed.append(replace(t, tx_position=position))
+        return placed
 
     def _logs(self, start: int, end: int) -> list[dict[str, Any]]:
         """Every Transfer log of the configured tokens in ``start..end``, splitting refused ranges."""

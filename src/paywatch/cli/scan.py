@@ -157,7 +157,7 @@ def register(app: typer.Typer, get_config: Callable[[], AppConfig]) -> None:
     def rescan(
         network: str = typer.Argument(..., help="network name from networks.yaml"),
         from_block: int = typer.Option(..., "--from-block", min=0, help="first block to rescan"),
-        to_block: int | None = typer.Option(None, "--to-block", min=0, help="last block (default: the tip)"),
+        to_block: int | None = typer.Option(None, "--to-block", min=0, help="last block (default: the scan cursor)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print what would change; change nothing"),
     ) -> None:
         """Rescan a block range with the live scanner's code path (the cursor does not move)."""

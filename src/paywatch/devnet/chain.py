@@ -109,6 +109,25 @@ class Chain:
         signed = Account.sign_transaction(tx, KEY0)
         return "0x" + signed.raw_transaction.hex().removeprefix("0x"), "0x" + signed.hash.hex().removeprefix("0x")
 
+    def signed_token_transfer(self, token: str, to: str, amount: int, nonce: int) -> tuple[str, str]:
+        """A raw signed ERC-20 ``transfer`` from account 0 (same hash wherever it is mined)."""
+        abi, _ = artifact("TestToken")
+        contract = self.w3.eth.contract(address=Web3.to_checksum_address(token), abi=abi)
+        data = contract.encode_abi("transfer", [Web3.to_checksum_address(to), amount])
+        tx = {
+            "to": Web3.to_checksum_address(token),
+            "value": 0,
+            "data": data,
+            "gas": 100_000,
+            "nonce": nonce,
+            "maxFeePerGas": 10**11,
+            "maxPriorityFeePerGas": 10**9,
+            "chainId": CHAIN_ID,
+            "type": 2,
+        }
+        signed = Account.sign_transaction(tx, KEY0)
+        return "0x" + signed.raw_transaction.hex().removeprefix("0x"), "0x" + signed.hash.hex().removeprefix("0x")
+
     def nonce(self, address: str) -> int:
         return int(self.node.rpc("eth_getTransactionCount", address, "pending"), 16)
 

@@ -25,6 +25,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "invoice.payment_received",
     "invoice.payment_late",
     "invoice.payment_reverted",
+    "invoice.payment_restored",
     *STATUS_EVENTS.values(),
 )
 
@@ -35,14 +36,18 @@ def change_events(
     *,
     new_payments_late: Iterable[bool] = (),
     reverted: int = 0,
+    restored: int = 0,
 ) -> list[str]:
-    """Events in delivery order: payments first, then reverts, then the status change.
+    """Events in delivery order: payments first, then reverts and restores, then the status change.
 
-    A move back to PENDING has no event of its own: the revert event reports it.
+    A move back to PENDING has no event of its own: the revert event reports it. A payment that
+    a reorg removed and that is then re-mined is restored: ``invoice.payment_restored``.
     """
     events = ["invoice.payment_late" if late else "invoice.payment_received" for late in new_payments_late]
     if reverted:
         events.append("invoice.payment_reverted")
+    if restored:
+        events.append("invoice.payment_restored")
     if after != before and after in STATUS_EVENTS:
         events.append(STATUS_EVENTS[after])
     return events

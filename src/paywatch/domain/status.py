@@ -34,7 +34,7 @@ class Flag(StrEnum):
     OVERPAID = "overpaid"
     PAID_LATE = "paid_late"
     MARKED_PAID = "marked_paid"
-    REVERTED = "reverted"
+    REVERTED = "reverted"  # while a counted-kind payment is orphaned; clears when it is re-mined
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def evaluate(
     counted = [p for p in payments if counts(p, invoice, policy)]
     seen = sum(p.amount for p in counted)
     confirmed = sum(p.amount for p in counted if is_confirmed(p.block_number, invoice.confirmations_required, heights))
-    flags = set(invoice.flags)
+    flags = set(invoice.flags) - {Flag.REVERTED}  # reverted while a payment is off the chain, not forever
     valid = [p for p in payments if p.succeeded and p.amount > 0 and p.asset_key == invoice.asset_key]
     if any(p.orphaned for p in valid):
         flags.add(Flag.REVERTED)

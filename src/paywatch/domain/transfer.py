@@ -19,9 +19,13 @@ class Transfer:
     """One value transfer seen on chain.
 
     ``asset_key`` is ``"native"`` or the token contract (lowercase hex for EVM, base58 for Tron).
-    ``log_index`` is the event's index in its block (or transaction) for tokens and
-    ``NATIVE_INDEX`` (-1) for a native-coin transfer. ``success`` is False for failed transactions;
-    adapters still report them so that callers can decide, and matching ignores them.
+    ``log_index`` is the event's index as the chain numbers it (in its block on EVM, in its
+    transaction on Tron) for tokens and ``NATIVE_INDEX`` (-1) for a native-coin transfer.
+    ``tx_position`` is the event's index within its transaction where that differs from
+    ``log_index`` (EVM tokens); ``position`` is the one to use. A transfer's identity is
+    (network, tx hash, position): a transaction re-mined in another block keeps it, while an EVM
+    log's block-wide index changes. ``success`` is False for failed transactions; adapters still
+    report them so that callers can decide, and matching ignores them.
     """
 
     network: str
@@ -36,6 +40,12 @@ class Transfer:
     amount: int
     memo: str | None = None
     success: bool = True
+    tx_position: int | None = None
+
+    @property
+    def position(self) -> int:
+        """The transfer's index within its transaction (-1: the transaction's native value)."""
+        return self.log_index if self.tx_position is None else self.tx_position
 
     @property
     def to_key(self) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, and_
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel, col, select
 
+from paywatch.domain.transfer import Transfer
 from paywatch.store.types import Amount, UTCDateTime
 
 
@@ -139,11 +140,17 @@ class StoreAddress(SQLModel, table=True):
 
 
 class TransferColumns(SQLModel):
-    """The on-chain facts of one transfer, shared by payments and the unmatched inbox."""
+    """The on-chain facts of one transfer, shared by payments and the unmatched inbox.
+
+    Identity is (network, tx hash, ``tx_position``): see :class:`Transfer`. ``tx_position`` is
+    NULL only on EVM token rows stored before migration 0004 (their position within the
+    transaction was never read); :func:`find_transfer` adopts them when the transfer is seen again.
+    """
 
     network: str = Field(max_length=40)
     tx_hash: str = Field(max_length=80)
     log_index: int
+    tx_position: int | None = None
     from_address: str = Field(max_length=64)
     to_address: str = Field(max_length=64)
     asset_key: str = Field(max_length=64)
@@ -160,15 +167,22 @@ TRANSFER_FIELDS: tuple[str, ...] = tuple(TransferColumns.model_fields)
 
 def transfer_columns(source: Any) -> dict[str, Any]:
     """The transfer facts of ``source`` (a chain Transfer, a Payment or an UnmatchedTransfer)."""
-    return {name: getattr(source, name) for name in TRANSFER_FIELDS}
+    columns = {name: getattr(source, name) for name in TRANSFER_FIELDS}
+    columns["tx_position"] = position_of(source)
+    return columns
+
+
+def position_of(source: Any) -> int | None:
+    """A transfer's index within its transaction (None: a row stored before it was recorded)."""
+    return source.position if isinstance(source, Transfer) else source.tx_position
 
 
 class Payment(TransferColumns, table=True):
-    """A transfer matched to an invoice. Unique per (network, tx hash, log index)."""
+    """A transfer matched to an invoice. Unique per (network, tx hash, position in the transaction)."""
 
     __tablename__ = "payments"
     __table_args__ = (
-        UniqueConstraint("network", "tx_hash", "log_index", name="uq_payment_transfer"),
+        UniqueConstraint("network", "tx_hash", "tx_position", name="uq_payment_transfer"),
         Index("ix_payment_network_block", "network", "block_number"),
     )
 
@@ -186,7 +200,10 @@ class UnmatchedTransfer(TransferColumns, table=True):
     """A transfer to a watched address that no invoice claimed; an admin may attach it."""
 
     __tablename__ = "unmatched_transfers"
-    __table_args__ = (UniqueConstraint("network", "tx_hash", "log_index", name="uq_unmatched_transfer"),)
+    __table_args__ = (
+        UniqueConstraint("network", "tx_hash", "tx_position", name="uq_unmatched_transfer"),
+        Index("ix_unmatched_network_block", "network", "block_number"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     reason: str = Field(max_length=40)
@@ -293,8 +310,41 @@ class AuditLog(SQLModel, table=True):
 
 
 def same_transfer(model: type[TransferColumns], source: Any) -> Any:
-    """A WHERE clause selecting ``model`` rows of the same (network, tx hash, log index) as ``source``."""
+    """A WHERE clause selecting ``model`` rows of the same (network, tx hash, position) as ``source``."""
     table = model.__table__  # type: ignore[attr-defined]
     return and_(
-        table.c.network == source.network, table.c.tx_hash == source.tx_hash, table.c.log_index == source.log_index
+        table.c.network == source.network,
+        table.c.tx_hash == source.tx_hash,
+        table.c.tx_position == position_of(source),
     )
+
+
+_Row = TypeVar("_Row", bound=TransferColumns)
+
+
+def find_transfer(session: Session, model: type[_Row], transfer: Transfer) -> _Row | None:
+    """The stored row of ``transfer``, wherever its transaction was mined.
+
+    A row stored before its position was recorded (``tx_position`` NULL) is the same transfer
+    when transaction, asset, sender, recipient and amount agree; it adopts the position now.
+    """
+    row = session.exec(select(model).where(same_transfer(model, transfer))).first()
+    if row is not None:
+        return row
+    legacy = session.exec(
+        select(model)
+        .where(
+            col(model.network) == transfer.network,
+            col(model.tx_hash) == transfer.tx_hash,
+            col(model.tx_position).is_(None),
+            col(model.asset_key) == transfer.asset_key,
+            col(model.from_address) == transfer.from_address,
+            col(model.to_address) == transfer.to_address,
+            col(model.amount) == transfer.amount,
+        )
+        .order_by(col(model.log_index))
+    ).first()
+    if legacy is not None:
+        legacy.tx_position = transfer.position
+        session.add(legacy)
+    return legacy
