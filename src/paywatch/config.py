@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from paywatch.chains import utxo_addresses
 from paywatch.domain.matching import Strategy
 from paywatch.errors import ConfigError, KeyMaterialError
 from paywatch.keys import check_watch_only_key
@@ -67,7 +68,7 @@ class NetworkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    family: Literal["evm", "tron"]
+    family: Literal["evm", "tron", "utxo"]
     chain_id: int | None = None
     rpc_urls: tuple[str, ...]
     api_key: str | None = None
@@ -83,6 +84,14 @@ class NetworkConfig(BaseModel):
     default_match: Strategy = Strategy.ADDRESS
     explorer_tx_url: str | None = None
     assets: dict[str, AssetConfig]
+    # family utxo only (Bitcoin Core compatible nodes); see docs/utxo.md
+    chain: utxo_addresses.Chain | None = None
+    net: utxo_addresses.Net = "main"
+    address_type: utxo_addresses.AddressType | None = None
+    rpc_cookie_file: str | None = None
+    body_batch: int = Field(default=25, ge=1, le=1000)
+    mempool: bool = True
+    mempool_max_per_poll: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("rpc_urls", mode="before")
     @classmethod
@@ -99,7 +108,7 @@ class NetworkConfig(BaseModel):
                 raise ValueError(f"expected an http(s) URL, got {url!r}")
         return tuple(urls)
 
-    @field_validator("xpub", "api_key", "deposit_address", mode="before")
+    @field_validator("xpub", "api_key", "deposit_address", "rpc_cookie_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -122,6 +131,10 @@ class NetworkConfig(BaseModel):
             raise ValueError("finality: `finalized` exists only on evm; use `solidified`")
         if self.finality is not None and self.confirmations is not None:
             raise ValueError("expected either `confirmations` or `finality`, not both")
+        if self.family == "utxo":
+            return self._coherent_utxo()
+        if self.chain is not None or self.address_type is not None or self.rpc_cookie_file is not None:
+            raise ValueError("chain: `chain`, `address_type` and `rpc_cookie_file` exist only on utxo networks")
         if self.xpub is not None:
             check_watch_only_key(self.xpub, self.family, where="xpub")
         pattern = _EVM_ADDRESS if self.family == "evm" else _TRON_ADDRESS
@@ -132,6 +145,32 @@ class NetworkConfig(BaseModel):
             raise ValueError(f"deposit_address: expected a {self.family} address")
         if not any(a.native for a in self.assets.values()) and not self.assets:
             raise ValueError("assets: expected at least one asset")
+        return self
+
+    def _coherent_utxo(self) -> NetworkConfig:
+        if self.chain is None:
+            raise ValueError("chain: expected one of bitcoin, litecoin, dogecoin for a utxo network")
+        if self.finality is not None:
+            raise ValueError("finality: utxo networks use `confirmations`")
+        if self.default_match is Strategy.MEMO:
+            raise ValueError("default_match: utxo transactions carry no memo; use address or amount")
+        address_type = self.address_type or utxo_addresses.default_address_type(self.chain)
+        object.__setattr__(self, "address_type", address_type)
+        if address_type != "p2pkh" and utxo_addresses.params(self.chain, self.net).hrp is None:
+            raise ValueError(f"address_type: {self.chain} has no segwit; use p2pkh")
+        if self.xpub is not None:
+            check_watch_only_key(self.xpub, self.family, where="xpub")
+            utxo_addresses.check_account_key(self.xpub, self.chain, self.net, address_type, where="xpub")
+        natives = [a for a in self.assets.values() if a.native]
+        if len(natives) != 1 or len(self.assets) != 1:
+            raise ValueError("assets: a utxo network has exactly one asset, the native coin (decimals: 8)")
+        if self.deposit_address is not None:
+            if not utxo_addresses.is_valid_address(self.deposit_address, self.chain, self.net):
+                raise ValueError(f"deposit_address: expected a {self.chain} {self.net} address")
+            if utxo_addresses.params(self.chain, self.net).hrp and self.deposit_address.lower().startswith(
+                f"{utxo_addresses.params(self.chain, self.net).hrp}1"
+            ):
+                object.__setattr__(self, "deposit_address", self.deposit_address.lower())
         return self
 
     @property

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from paywatch.addresses import allocate_index, new_memo, require_shared, unique_amount
+from paywatch.addresses import allocate_index, network_address, new_memo, require_shared, unique_amount
 from paywatch.audit import audit
 from paywatch.config import AppConfig
 from paywatch.domain.amounts import parse_amount
@@ -19,7 +19,6 @@ from paywatch.domain.matching import Strategy
 from paywatch.domain.status import TERMINAL, InvoiceStatus
 from paywatch.domain.transfer import NATIVE, address_key
 from paywatch.errors import ConflictError, InputError, NotFoundError
-from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
 from paywatch.netguard import validate_callback_url
 from paywatch.outbox import emit
@@ -87,6 +86,8 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
         strategy = Strategy(req.match) if req.match is not None else network.default_match
     except ValueError:
         raise InputError("match must be one of address, memo, amount", field="match") from None
+    if strategy is Strategy.MEMO and network.family == "utxo":
+        raise InputError(f"{network.name} transactions carry no memo; use address or amount", field="match")
     if req.callback_url is not None:
         validate_callback_url(req.callback_url, allow_private=config.settings.allow_private_callbacks)
     asset_key = NATIVE if asset.native else address_key(asset.contract or "")
@@ -118,7 +119,7 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
                 f"network {network.name} has no xpub configured; cannot issue a fresh address", field="network"
             )
         index = allocate_index(session, network.name)
-        invoice.address = derive_address(network.xpub, network.family, index)
+        invoice.address = network_address(network, index)
         invoice.address_index = index
     else:
         invoice.address = require_shared(network, strategy)

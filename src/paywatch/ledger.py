@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -175,6 +175,9 @@ class Ledger:
                 invoice_id=invoice.id,
                 success=transfer.success,
                 late=transfer.block_time > invoice.expires_at,
+                mempool=transfer.mempool,
+                replaceable=transfer.replaceable,
+                maturity=transfer.maturity,
                 created_at=now,
                 updated_at=now,
             )
@@ -200,8 +203,8 @@ class Ledger:
                     },
                 )
                 return True, invoice.id
-        if not existing.orphaned and existing.block_hash == transfer.block_hash:
-            return None
+        if not existing.orphaned and (transfer.mempool or existing.block_hash == transfer.block_hash):
+            return None  # known; a mempool sighting never undoes a block
         if existing.invoice_id != invoice.id:
             owner = session.get(Invoice, existing.invoice_id)
             assert owner is not None
@@ -211,6 +214,8 @@ class Ledger:
         existing.block_hash = transfer.block_hash
         existing.block_time = transfer.block_time
         existing.late = transfer.block_time > invoice.expires_at
+        existing.mempool = transfer.mempool
+        existing.replaceable = transfer.replaceable
         existing.updated_at = now
         session.add(existing)
         return False, existing.invoice_id
@@ -287,6 +292,31 @@ class Ledger:
         session.flush()
         for invoice_id, count in sorted(per_invoice.items()):
             self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="reorg", reverted=count)
+        return set(per_invoice)
+
+    def drop_from_mempool(self, session: Session, network: str, in_pool: Set[str], now: datetime) -> set[str]:
+        """Mark mempool payments whose transaction left the pool unmined (replaced, double-spent,
+        evicted) as orphaned and re-evaluate their invoices (``payment_reverted``).
+
+        Call only when the node's best block is the scanned one, so that a transaction that just
+        left the pool for a new block is not taken for a dropped one.
+        """
+        pooled = session.exec(
+            select(Payment).where(
+                Payment.network == network, col(Payment.mempool).is_(True), col(Payment.orphaned).is_(False)
+            )
+        ).all()
+        per_invoice: dict[str, int] = defaultdict(int)
+        for payment in pooled:
+            if payment.tx_hash not in in_pool:
+                payment.orphaned = True
+                payment.updated_at = now
+                session.add(payment)
+                per_invoice[payment.invoice_id] += 1
+        session.flush()
+        for invoice_id, count in sorted(per_invoice.items()):
+            invoice = self.lock_invoice(session, invoice_id)
+            self.reevaluate(session, invoice, now, reason="left the mempool", reverted=count)
         return set(per_invoice)
 
     def refresh_confirmations(self, session: Session, network: str, now: datetime) -> int:

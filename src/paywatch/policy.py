@@ -16,6 +16,7 @@ def store_policy(store: Store) -> Policy:
         underpaid_tolerance=Decimal(store.underpaid_tolerance),
         accept_late_payments=store.accept_late_payments,
         late_window=timedelta(seconds=store.late_window_seconds),
+        accept_replaceable_mempool=store.accept_replaceable_mempool,
     )
 
 
@@ -39,6 +40,9 @@ def payment_facts(payment: Payment) -> PaymentFacts:
         block_time=payment.block_time,
         succeeded=payment.success,
         orphaned=payment.orphaned,
+        mempool=payment.mempool,
+        replaceable=payment.replaceable,
+        maturity=payment.maturity,
     )
 
 

@@ -7,6 +7,8 @@ from datetime import datetime
 
 NATIVE = "native"
 NATIVE_INDEX = -1
+#: ``block_number`` of a transfer seen in the mempool (no block yet)
+MEMPOOL_BLOCK = -1
 
 
 def address_key(address: str) -> str:
@@ -22,6 +24,11 @@ class Transfer:
     ``log_index`` is the event's index in its block (or transaction) for tokens and
     ``NATIVE_INDEX`` (-1) for a native-coin transfer. ``success`` is False for failed transactions;
     adapters still report them so that callers can decide, and matching ignores them.
+
+    ``mempool``: seen in the node's pool of unconfirmed transactions, in no block yet
+    (``block_number`` -1, ``block_hash`` "", ``block_time`` the time it was seen);
+    ``replaceable``: the transaction signals that it may be replaced (BIP125);
+    ``maturity``: confirmations needed before it counts at all (coinbase outputs), 0 for most.
     """
 
     network: str
@@ -36,6 +43,9 @@ class Transfer:
     amount: int
     memo: str | None = None
     success: bool = True
+    mempool: bool = False
+    replaceable: bool = False
+    maturity: int = 0
 
     @property
     def to_key(self) -> str:

@@ -35,6 +35,7 @@ class Store(SQLModel, table=True):
     underpaid_tolerance: str = Field(default="0", max_length=20)
     accept_late_payments: bool = False
     late_window_seconds: int = 7 * 24 * 3600
+    accept_replaceable_mempool: bool = True  # count RBF-signalling mempool payments as seen
     created_at: datetime = _when()
 
 
@@ -143,6 +144,9 @@ class Payment(TransferColumns, table=True):
     success: bool = True
     orphaned: bool = False
     late: bool = False
+    mempool: bool = False  # seen in the mempool, in no block (block_number -1); never confirmed
+    replaceable: bool = False  # the transaction signals BIP125 replaceability
+    maturity: int = 0  # confirmations before it counts at all (coinbase outputs: 100)
     created_at: datetime = _when()
     updated_at: datetime = _when()
 
