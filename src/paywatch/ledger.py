@@ -320,13 +320,19 @@ class Ledger:
         return set(per_invoice)
 
     def refresh_confirmations(self, session: Session, network: str, now: datetime) -> int:
-        """Re-evaluate the invoices of ``network`` whose payments may have crossed the threshold."""
+        """Re-evaluate the invoices of ``network`` whose payments may have crossed the threshold
+        (confirmations, or a coinbase output's maturity)."""
+        maturing = select(Payment.invoice_id).where(
+            Payment.network == network, col(Payment.maturity) > 0, col(Payment.orphaned).is_(False)
+        )
         waiting = session.exec(
             select(Invoice.id).where(
                 Invoice.network == network,
                 or_(
                     col(Invoice.status) == InvoiceStatus.WAITING_FOR_CONFIRMATIONS.value,
                     col(Invoice.amount_paid) != col(Invoice.amount_confirmed),
+                    # a coinbase output counts only once mature: watch its invoice until it closes
+                    col(Invoice.id).in_(maturing) & col(Invoice.status).not_in([s.value for s in TERMINAL]),
                 ),
             )
         ).all()
