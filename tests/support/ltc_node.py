@@ -96,6 +96,12 @@ class LtcNode:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+        if (self.datadir / "regtest" / "wallets" / "w").exists():  # a restart: wallets do not load themselves
+            try:
+                self.rpc("loadwallet", "w")
+            except RpcFailed as exc:
+                if exc.code != -35:  # already loaded
+                    raise
         return self
 
     def stop(self) -> None:

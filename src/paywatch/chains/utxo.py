@@ -164,13 +164,12 @@ class UtxoAdapter:
         return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
 
     def transaction_transfers(self, tx_hash: str, watched: WatchPredicate) -> ScannedRange:
-        try:
-            tx = self.rpc.call("getrawtransaction", [tx_hash, True])
-        except RpcError as exc:
+        [tx] = self.rpc.batch([("getrawtransaction", [tx_hash, True])], item_errors=True)
+        if isinstance(tx, RpcError):
             raise ChainError(
-                f"{self.network}: transaction {tx_hash} not found ({exc.message}); without -txindex the node "
+                f"{self.network}: transaction {tx_hash} not found ({tx.message}); without -txindex the node "
                 "finds only mempool transactions: use `paywatch rescan` over its block range instead"
-            ) from None
+            )
         if not isinstance(tx, dict) or not tx.get("blockhash"):
             raise ChainError(f"{self.network}: transaction {tx_hash} is not mined yet")
         header = self.rpc.call("getblockheader", [tx["blockhash"], True])
