@@ -78,6 +78,7 @@ class LtcNode:
             "-server=1",
             "-txindex=1",
             "-rpcworkqueue=64",
+            "-rpcservertimeout=2",  # idle keep-alive connections would hold up the shutdown for 30 s
             "-mempoolreplacement=1",  # Litecoin Core replaces nothing by default; the RBF tests need it
             "-printtoconsole=0",
         ]

@@ -34,7 +34,7 @@ class UtxoHarness:
         self._now = datetime.now(UTC)
         if node.rpc("getrawmempool"):  # the addresses repeat across tests (one key, fresh databases)
             node.mine(1)
-        node.mine_empty(1)
+        node.mine(1)  # empty: the pool is (generateblock fails once MWEB is active)
         network.setdefault("start_block", node.height)  # an empty block: the cursor exists from the first step
         self.network: NetworkConfig = ltc_network(node, **network)
         self.config = AppConfig(
