@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,3 +128,16 @@ def test_addresses_match_the_nodes_deriveaddresses(node: LtcNode, address_type: 
     assert ours == expected
     if address_type == "p2wpkh":
         assert [utxo_addresses.derive_address(VPUB, "litecoin", "regtest", "p2wpkh", i) for i in range(20)] == expected
+
+
+def test_repository_networks_yaml_ships_btc_ltc_doge_that_load_without_environment() -> None:
+    text = (Path(__file__).resolve().parent.parent / "networks.yaml").read_text(encoding="utf-8")
+    nets = parse_networks(text, source="networks.yaml", env={})
+    assert {n: (nets[n].chain, nets[n].net, nets[n].address_type) for n in ("bitcoin", "litecoin", "dogecoin")} == {
+        "bitcoin": ("bitcoin", "main", "p2wpkh"),
+        "litecoin": ("litecoin", "main", "p2wpkh"),
+        "dogecoin": ("dogecoin", "main", "p2pkh"),
+    }
+    assert all(nets[n].xpub is None and nets[n].rpc_cookie_file is None for n in ("bitcoin", "litecoin", "dogecoin"))
+    with_keys = parse_networks(text, source="networks.yaml", env={"BTC_XPUB": ZPUB, "BTC_RPC_COOKIE": "/c"})
+    assert shared_address(with_keys["bitcoin"]) == BIP84_RECEIVE[0] and with_keys["bitcoin"].rpc_cookie_file == "/c"
