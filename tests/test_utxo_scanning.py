@@ -85,3 +85,36 @@ def test_cli_rescan_and_rescan_tx_on_utxo(engine: Engine, db_url: str, tmp_path:
         assert bad.exit_code == 1 and "not found" in bad.output
     finally:
         h.close()
+
+
+def test_mempool_payment_dropped_by_the_node_moves_back_and_comes_back(
+    engine: Engine, db_url: str, tmp_path: Path, node: LtcNode
+) -> None:
+    """A node restarted without its mempool (-persistmempool=0) has dropped the payment: the
+    invoice moves back with payment_reverted; re-broadcast, it is counted again."""
+    h = UtxoHarness(engine, db_url, tmp_path, node)
+    try:
+        inv = h.invoice("0.3")
+        h.scan()
+        txid = node.pay(inv.address, "0.3")
+        raw = node.rpc("getrawtransaction", txid)
+        h.scan()
+        assert h.get(inv.id).status == "WAITING_FOR_CONFIRMATIONS"
+        node.stop()
+        node.start("-persistmempool=0", load_wallet=False)  # a loaded wallet would re-broadcast it
+        assert node.rpc("getrawmempool") == []
+        h.scan()
+        invoice = h.get(inv.id)
+        assert invoice.status == "PENDING" and invoice.flags == ["reverted"]
+        assert h.events(inv.id)[-1] == "invoice.payment_reverted"
+        node.rpc("sendrawtransaction", raw)
+        node.load_wallet()
+        h.scan()
+        [payment] = h.payments(inv.id)
+        assert payment.mempool and not payment.orphaned
+        assert h.get(inv.id).status == "WAITING_FOR_CONFIRMATIONS"
+        node.mine(3)
+        h.scan()
+        assert h.get(inv.id).status == "COMPLETED"
+    finally:
+        h.close()

@@ -64,7 +64,7 @@ class LtcNode:
     def cookie_file(self) -> Path:
         return self.datadir / "regtest" / ".cookie"
 
-    def start(self) -> LtcNode:
+    def start(self, *extra: str, load_wallet: bool = True) -> LtcNode:
         args = [
             self.binary,
             f"-datadir={self.datadir}",
@@ -84,6 +84,7 @@ class LtcNode:
         ]
         if not self.mweb:
             args.append("-vbparams=mweb:0:0")
+        args.extend(extra)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while True:
@@ -97,13 +98,16 @@ class LtcNode:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        if (self.datadir / "regtest" / "wallets" / "w").exists():  # a restart: wallets do not load themselves
-            try:
-                self.rpc("loadwallet", "w")
-            except RpcFailed as exc:
-                if exc.code != -35:  # already loaded
-                    raise
+        if load_wallet and (self.datadir / "regtest" / "wallets" / "w").exists():
+            self.load_wallet()  # a restart: wallets do not load themselves
         return self
+
+    def load_wallet(self) -> None:
+        try:
+            self.rpc("loadwallet", "w")
+        except RpcFailed as exc:
+            if exc.code != -35:  # already loaded
+                raise
 
     def stop(self) -> None:
         """Stop the node and wait for it (the datadir stays, so it can start again)."""
