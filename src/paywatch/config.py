@@ -167,9 +167,8 @@ class NetworkConfig(BaseModel):
         if self.deposit_address is not None:
             if not utxo_addresses.is_valid_address(self.deposit_address, self.chain, self.net):
                 raise ValueError(f"deposit_address: expected a {self.chain} {self.net} address")
-            if utxo_addresses.params(self.chain, self.net).hrp and self.deposit_address.lower().startswith(
-                f"{utxo_addresses.params(self.chain, self.net).hrp}1"
-            ):
+            hrp = utxo_addresses.params(self.chain, self.net).hrp
+            if hrp and self.deposit_address.lower().startswith(hrp + "1"):  # bech32: the node prints lower case
                 object.__setattr__(self, "deposit_address", self.deposit_address.lower())
         return self
 
