@@ -36,8 +36,11 @@ def fixture(name: str) -> Any:
 class FixtureNode:
     """A JSON-RPC 1.0 server with HTTP basic auth answering from the fixture files."""
 
-    def __init__(self, blocks: list[dict[str, Any]], *, user: str = "rpc", password: str = "s3cret") -> None:
+    def __init__(
+        self, blocks: list[dict[str, Any]], *, user: str = "rpc", password: str = "s3cret", legacy: bool = False
+    ) -> None:
         self.blocks = {int(b["height"]): b for b in blocks}
+        self.legacy = legacy  # Dogecoin Core 1.14: getblock takes only `verbose: true/false`
         self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.mempool: list[str] = fixture("getrawmempool.json")
         self.txs = {
@@ -89,6 +92,11 @@ class FixtureNode:
             result = max(self.blocks)
         elif method == "getblockhash":
             result = self.blocks[params[0]]["hash"]
+        elif method == "getblock" and self.legacy and not isinstance(params[1], bool):
+            error = {"code": -1, "message": "JSON value is not a boolean as expected"}
+        elif method == "getblock" and self.legacy:
+            block = by_hash[params[0]]
+            result = {**block, "tx": [tx["txid"] for tx in block["tx"]]}
         elif method == "getblock":
             result = by_hash[params[0]]
         elif method == "getblockheader":
@@ -98,7 +106,8 @@ class FixtureNode:
         elif method == "getrawmempool":
             result = self.mempool
         elif method == "getrawtransaction":
-            result = self.txs.get(params[0])
+            in_blocks = {tx["txid"]: tx for b in self.blocks.values() for tx in b["tx"]}
+            result = self.txs.get(params[0]) or in_blocks.get(params[0])
             if result is None:
                 error = {"code": -5, "message": "No such mempool or blockchain transaction"}
         elif method == "getmempoolentry":
@@ -201,8 +210,9 @@ def test_cookie_file(btc_node: FixtureNode, tmp_path: Path) -> None:
     assert adapter.heights().tip == 880000
 
 
-def test_dogecoin_addresses_list_shape() -> None:
-    node = FixtureNode([fixture("dogecoin_getblock_5500000_verbosity2.json")], user="u", password="p")
+@pytest.mark.parametrize("legacy", [False, True], ids=["getblock-verbosity-2", "dogecoin-1.14-verbose-bool"])
+def test_dogecoin_addresses_list_shape(legacy: bool) -> None:
+    node = FixtureNode([fixture("dogecoin_getblock_5500000_verbosity2.json")], user="u", password="p", legacy=legacy)
     try:
         network = NetworkConfig.model_validate(
             {
@@ -221,6 +231,9 @@ def test_dogecoin_addresses_list_shape() -> None:
         adapter = UtxoAdapter(network, sleep=lambda _s: None)
         transfers = adapter.fetch_range(5500000, 5500000, {first, second}.__contains__).transfers
         assert [(t.to_address, t.amount) for t in transfers] == [(first, 42_069_000_000), (second, 10_000_000)]
+        if legacy:  # the verbosity-2 refusal is remembered: later ranges go straight to the fallback
+            adapter.fetch_range(5500000, 5500000, {first}.__contains__)
+            assert node.calls.count("getblock") == 3 and node.calls.count("getrawtransaction") == 2
     finally:
         node.close()
 

@@ -2,7 +2,8 @@
 
 * Blocks: one JSON-RPC batch of ``getblockhash`` for the range, then batches of ``getblock``
   verbosity 2 (``body_batch`` blocks each), processed batch by batch so that large blocks are
-  not all held at once.
+  not all held at once. A node without verbosity 2 (Dogecoin Core 1.14) gets verbose blocks and
+  a batch of ``getrawtransaction`` for their transactions instead.
 * Outputs (never inputs) to a watched address are transfers: ``log_index`` is the output index
   (``vout``), so a payment's identity is txid plus vout and several outputs of one transaction
   to one invoice add up. The address comes from ``scriptPubKey.address`` (Bitcoin Core >= 22)
@@ -126,6 +127,7 @@ class UtxoAdapter:
             network=network.name,
         )
         self._maturity = utxo_addresses.params(network.chain, network.net).coinbase_maturity
+        self._legacy_blocks = False  # the node has no getblock verbosity 2 (Dogecoin Core 1.14)
 
     # --- ChainAdapter ----------------------------------------------------------------------------
 
@@ -149,7 +151,7 @@ class UtxoAdapter:
         step = self._config.body_batch
         for offset in range(0, len(numbers), step):
             part = list(zip(numbers[offset : offset + step], hashes[offset : offset + step], strict=True))
-            bodies = self.rpc.batch([("getblock", [h, 2]) for _, h in part], chunk=step)
+            bodies = self._bodies([h for _, h in part])
             for (number, block_hash), body in zip(part, bodies, strict=True):
                 if not isinstance(body, dict) or body.get("hash") != block_hash:
                     raise RetryableChainError(f"{self.network}: block {number} changed while reading it")
@@ -162,6 +164,27 @@ class UtxoAdapter:
                 for tx in body.get("tx") or ():
                     transfers.extend(self._outputs(tx, ref, watched))
         return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
+
+    def _bodies(self, hashes: list[str]) -> list[Any]:
+        """Blocks with their transactions: ``getblock`` verbosity 2, or, on nodes without it
+        (Dogecoin Core 1.14 takes only ``verbose: true/false``), verbose blocks and a batch of
+        ``getrawtransaction`` for their txids (such a node needs ``-txindex=1``)."""
+        if not self._legacy_blocks:
+            bodies = self.rpc.batch([("getblock", [h, 2]) for h in hashes], chunk=len(hashes), item_errors=True)
+            problems = [b for b in bodies if isinstance(b, RpcError)]
+            if not problems:
+                return bodies
+            if "boolean" not in problems[0].message:
+                raise RetryableChainError(f"{self.network}: {problems[0]}")
+            self._legacy_blocks = True
+        blocks = self.rpc.batch([("getblock", [h, True]) for h in hashes], chunk=len(hashes))
+        txids = [str(t) for b in blocks if isinstance(b, dict) for t in b.get("tx") or ()]
+        txs = self.rpc.batch([("getrawtransaction", [t, 1]) for t in txids], chunk=MEMPOOL_TX_BATCH)
+        by_id = {str(t["txid"]): t for t in txs if isinstance(t, dict)}
+        for block in blocks:
+            if isinstance(block, dict):
+                block["tx"] = [by_id[str(t)] for t in block.get("tx") or ()]
+        return list(blocks)
 
     def transaction_transfers(self, tx_hash: str, watched: WatchPredicate) -> ScannedRange:
         [tx] = self.rpc.batch([("getrawtransaction", [tx_hash, True])], item_errors=True)
