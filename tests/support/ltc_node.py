@@ -54,7 +54,6 @@ class LtcNode:
         self.port = free_port()
         self.mweb = mweb
         self.proc: subprocess.Popen[bytes] | None = None
-        self.session = requests.Session()
 
     @property
     def url(self) -> str:
@@ -136,7 +135,9 @@ class LtcNode:
         user, _, password = self.cookie_file.read_text().strip().partition(":")
         url = self.url + (f"/wallet/{wallet}" if wallet else "")
         body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": list(params)}, default=str)
-        answer = loads(self.session.post(url, data=body, auth=(user, password), timeout=120).content)
+        # a fresh connection per call: the node drops idle keep-alive ones after -rpcservertimeout
+        headers = {"Connection": "close"}
+        answer = loads(requests.post(url, data=body, auth=(user, password), headers=headers, timeout=120).content)
         if answer.get("error"):
             raise RpcFailed(method, answer["error"])
         return answer["result"]
