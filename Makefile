@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/evm_scan.py
 	$(BIN)/python bench/tron_scan.py
+	$(BIN)/python bench/utxo_scan.py
 	$(BIN)/python bench/callbacks.py
 
 clean:

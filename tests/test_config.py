@@ -59,7 +59,7 @@ BAD = [
     ("networks.tron.assets.USDT.decimals", _DELETE, "networks.tron.assets.USDT.decimals: required key is missing"),
     ("networks.tron.assets.USDT.colour", "red", "networks.tron.assets.USDT.colour: unknown key"),
     ("networks.ethereum.confirmation", 3, "networks.ethereum.confirmation: unknown key"),
-    ("networks.ethereum.family", "bitcoin", "networks.ethereum.family: Input should be 'evm' or 'tron'"),
+    ("networks.ethereum.family", "bitcoin", "networks.ethereum.family: Input should be 'evm', 'tron' or 'utxo'"),
     ("networks.ethereum.rpc_urls", ["ftp://x"], "networks.ethereum.rpc_urls: expected an http(s) URL"),
     ("networks.ethereum.rpc_urls", [], "networks.ethereum.rpc_urls: expected at least one non-empty URL"),
     ("networks.ethereum.rpc_urls", _DELETE, "networks.ethereum.rpc_urls: required key is missing"),

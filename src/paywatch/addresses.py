@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, col, select, update
 
+from paywatch.chains import utxo_addresses
 from paywatch.config import NetworkConfig
 from paywatch.domain.matching import Strategy, Watch, WatchIndex
 from paywatch.domain.status import OPEN
@@ -40,8 +41,17 @@ def shared_address(network: NetworkConfig) -> str | None:
     if network.deposit_address:
         return network.deposit_address
     if network.xpub:
-        return derive_address(network.xpub, network.family, 0)
+        return network_address(network, 0)
     return None
+
+
+def network_address(network: NetworkConfig, index: int) -> str:
+    """The receive address at ``index`` of the network's xpub, in the network's address format."""
+    assert network.xpub is not None
+    if network.family == "utxo":
+        assert network.chain is not None and network.address_type is not None
+        return utxo_addresses.derive_address(network.xpub, network.chain, network.net, network.address_type, index)
+    return derive_address(network.xpub, network.family, index)
 
 
 def _dialect(session: Session) -> str:
@@ -149,7 +159,7 @@ def store_shared_address(
             field="match",
         )
     index = allocate_index(session, networks, network)
-    address = derive_address(network.xpub, network.family, index)
+    address = network_address(network, index)
     row = StoreAddress(
         store_id=store_id,
         network=network.name,

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from paywatch.chains import utxo_addresses
 from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy
 from paywatch.domain.transfer import NATIVE, address_key
@@ -259,7 +260,7 @@ class NetworkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    family: Literal["evm", "tron"]
+    family: Literal["evm", "tron", "utxo"]
     chain_id: int | None = None
     rpc_urls: tuple[str, ...] = Field(repr=False)
     """The URLs of ``endpoints``, in failover order."""
@@ -281,6 +282,14 @@ class NetworkConfig(BaseModel):
     default_match: Strategy = Strategy.ADDRESS
     explorer_tx_url: str | None = None
     assets: dict[str, AssetConfig]
+    # family utxo only (Bitcoin Core compatible nodes); see docs/utxo.md
+    chain: utxo_addresses.Chain | None = None
+    net: utxo_addresses.Net = "main"
+    address_type: utxo_addresses.AddressType | None = None
+    rpc_cookie_file: str | None = None
+    body_batch: int = Field(default=25, ge=1, le=1000)
+    mempool: bool = True
+    mempool_max_per_poll: int = Field(default=500, ge=1, le=100_000)
 
     @model_validator(mode="before")
     @classmethod
@@ -328,7 +337,7 @@ class NetworkConfig(BaseModel):
             raise ValueError("expected an http:// or https:// proxy URL")
         return value
 
-    @field_validator("xpub", "api_key", "deposit_address", mode="before")
+    @field_validator("xpub", "api_key", "deposit_address", "rpc_cookie_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -356,14 +365,19 @@ class NetworkConfig(BaseModel):
                 f"default_match: `memo` needs transfers that carry a memo; {self.family} transfers carry none "
                 "(use `address` or `amount`)"
             )
-        if self.xpub is not None:
-            check_watch_only_key(self.xpub, self.family, where="xpub")
-        pattern = _EVM_ADDRESS if self.family == "evm" else _TRON_ADDRESS
-        for symbol, asset in self.assets.items():
-            if asset.contract is not None and not pattern.match(asset.contract):
-                raise ValueError(f"assets.{symbol}.contract: expected a {self.family} address")
-        if self.deposit_address is not None and not pattern.match(self.deposit_address):
-            raise ValueError(f"deposit_address: expected a {self.family} address")
+        if self.family == "utxo":
+            self._coherent_utxo()
+        else:
+            if self.chain is not None or self.address_type is not None or self.rpc_cookie_file is not None:
+                raise ValueError("chain: `chain`, `address_type` and `rpc_cookie_file` exist only on utxo networks")
+            if self.xpub is not None:
+                check_watch_only_key(self.xpub, self.family, where="xpub")
+            pattern = _EVM_ADDRESS if self.family == "evm" else _TRON_ADDRESS
+            for symbol, asset in self.assets.items():
+                if asset.contract is not None and not pattern.match(asset.contract):
+                    raise ValueError(f"assets.{symbol}.contract: expected a {self.family} address")
+            if self.deposit_address is not None and not pattern.match(self.deposit_address):
+                raise ValueError(f"deposit_address: expected a {self.family} address")
         self._check_keys()
         register_secrets(
             [self.api_key, *(e.api_key for e in self.endpoints), *self._header_values()],
@@ -407,6 +421,31 @@ class NetworkConfig(BaseModel):
     def carries_memo(self) -> bool:
         """Whether this network's transfers carry a memo, so that the memo strategy can work."""
         return self.family in MEMO_FAMILIES
+
+    def _coherent_utxo(self) -> NetworkConfig:
+        if self.chain is None:
+            raise ValueError("chain: expected one of bitcoin, litecoin, dogecoin for a utxo network")
+        if self.finality is not None:
+            raise ValueError("finality: utxo networks use `confirmations`")
+        if self.default_match is Strategy.MEMO:
+            raise ValueError("default_match: utxo transactions carry no memo; use address or amount")
+        address_type = self.address_type or utxo_addresses.default_address_type(self.chain)
+        object.__setattr__(self, "address_type", address_type)
+        if address_type != "p2pkh" and utxo_addresses.params(self.chain, self.net).hrp is None:
+            raise ValueError(f"address_type: {self.chain} has no segwit; use p2pkh")
+        if self.xpub is not None:
+            check_watch_only_key(self.xpub, self.family, where="xpub")
+            utxo_addresses.check_account_key(self.xpub, self.chain, self.net, address_type, where="xpub")
+        natives = [a for a in self.assets.values() if a.native]
+        if len(natives) != 1 or len(self.assets) != 1:
+            raise ValueError("assets: a utxo network has exactly one asset, the native coin (decimals: 8)")
+        if self.deposit_address is not None:
+            if not utxo_addresses.is_valid_address(self.deposit_address, self.chain, self.net):
+                raise ValueError(f"deposit_address: expected a {self.chain} {self.net} address")
+            hrp = utxo_addresses.params(self.chain, self.net).hrp
+            if hrp and self.deposit_address.lower().startswith(hrp + "1"):  # bech32: the node prints lower case
+                object.__setattr__(self, "deposit_address", self.deposit_address.lower())
+        return self
 
     @property
     def confirmations_required(self) -> int:

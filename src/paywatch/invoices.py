@@ -11,7 +11,14 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from paywatch.addresses import allocate_index, check_amount_cap, new_memo, store_shared_address, unique_amount
+from paywatch.addresses import (
+    allocate_index,
+    check_amount_cap,
+    network_address,
+    new_memo,
+    store_shared_address,
+    unique_amount,
+)
 from paywatch.audit import audit
 from paywatch.config import AppConfig
 from paywatch.domain.amounts import parse_amount
@@ -20,7 +27,6 @@ from paywatch.domain.status import TERMINAL, InvoiceStatus
 from paywatch.domain.transfer import address_key
 from paywatch.errors import ConflictError, InputError, NotFoundError
 from paywatch.inputs import check_metadata, check_text
-from paywatch.keys import derive_address
 from paywatch.ledger import Ledger
 from paywatch.netguard import validate_callback_url
 from paywatch.outbox import emit
@@ -140,7 +146,7 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
                 f"network {network.name} has no xpub configured; cannot issue a fresh address", field="network"
             )
         index = allocate_index(session, config.networks, network)
-        invoice.address = derive_address(network.xpub, network.family, index)
+        invoice.address = network_address(network, index)
         invoice.address_index = index
     else:
         if strategy is Strategy.AMOUNT:

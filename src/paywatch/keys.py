@@ -16,7 +16,21 @@ from paywatch.errors import ConfigError, KeyMaterialError
 
 Family = Literal["evm", "tron"]
 _COINS = {"evm": Bip44Coins.ETHEREUM, "tron": Bip44Coins.TRON}
-_PRIVATE_PREFIXES = ("xprv", "tprv", "yprv", "zprv", "uprv", "vprv", "Yprv", "Zprv", "Uprv", "Vprv")
+_PRIVATE_PREFIXES = (
+    "xprv",
+    "tprv",
+    "yprv",
+    "zprv",
+    "uprv",
+    "vprv",
+    "Yprv",
+    "Zprv",
+    "Uprv",
+    "Vprv",
+    "Ltpv",
+    "Mtpv",
+    "dgpv",
+)
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _WIF = re.compile(r"^[5KLc9][1-9A-HJ-NP-Za-km-z]{50,51}$")
 
@@ -30,6 +44,8 @@ def check_watch_only_key(key: str, family: str, *, where: str = "xpub") -> None:
         raise KeyMaterialError(f"{where}: this looks like a mnemonic; paywatch accepts only an xpub")
     if _HEX_KEY.match(text) or _WIF.match(text):
         raise KeyMaterialError(f"{where}: this looks like a private key; paywatch accepts only an xpub")
+    if family == "utxo":
+        return  # the account key's chain, net and script type are checked in chains.utxo_addresses
     if family not in _COINS:
         raise ConfigError(f"{where}: unknown chain family {family!r}")
     try:

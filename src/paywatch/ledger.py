@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlmodel import Session, col, or_, select, update
 from paywatch.config import NetworkConfig
 from paywatch.domain.events import UPDATED, change_events
 from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
-from paywatch.domain.status import OPEN, InvoiceStatus, evaluate
+from paywatch.domain.status import OPEN, TERMINAL, InvoiceStatus, evaluate
 from paywatch.domain.transfer import Transfer
 from paywatch.errors import NotFoundError
 from paywatch.metrics import TRANSITIONS
@@ -223,6 +223,9 @@ class Ledger:
                 invoice_id=invoice.id,
                 success=transfer.success,
                 late=transfer.block_time > invoice.expires_at,
+                mempool=transfer.mempool,
+                replaceable=transfer.replaceable,
+                maturity=transfer.maturity,
                 created_at=now,
                 updated_at=now,
             )
@@ -248,8 +251,8 @@ class Ledger:
                     },
                 )
                 return invoice.id, "new"
-        if not existing.orphaned and existing.block_hash == transfer.block_hash:
-            return None
+        if not existing.orphaned and (transfer.mempool or existing.block_hash == transfer.block_hash):
+            return None  # known; a mempool sighting never undoes a block
         if existing.invoice_id != invoice.id:
             owner = session.get(Invoice, existing.invoice_id)
             assert owner is not None
@@ -261,6 +264,8 @@ class Ledger:
         existing.block_hash = transfer.block_hash
         existing.block_time = transfer.block_time
         existing.late = transfer.block_time > invoice.expires_at
+        existing.mempool = transfer.mempool
+        existing.replaceable = transfer.replaceable
         existing.updated_at = now
         session.add(existing)
         self._follow_in_inbox(session, transfer)
@@ -406,14 +411,45 @@ class Ledger:
             self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="reorg", reverted=count)
         return set(per_invoice)
 
+    def drop_from_mempool(self, session: Session, network: str, in_pool: Set[str], now: datetime) -> set[str]:
+        """Mark mempool payments whose transaction left the pool unmined (replaced, double-spent,
+        evicted) as orphaned and re-evaluate their invoices (``payment_reverted``).
+
+        Call only when the node's best block is the scanned one, so that a transaction that just
+        left the pool for a new block is not taken for a dropped one.
+        """
+        pooled = session.exec(
+            select(Payment).where(
+                Payment.network == network, col(Payment.mempool).is_(True), col(Payment.orphaned).is_(False)
+            )
+        ).all()
+        per_invoice: dict[str, int] = defaultdict(int)
+        for payment in pooled:
+            if payment.tx_hash not in in_pool:
+                payment.orphaned = True
+                payment.updated_at = now
+                session.add(payment)
+                per_invoice[payment.invoice_id] += 1
+        session.flush()
+        for invoice_id, count in sorted(per_invoice.items()):
+            invoice = self.lock_invoice(session, invoice_id)
+            self.reevaluate(session, invoice, now, reason="left the mempool", reverted=count)
+        return set(per_invoice)
+
     def refresh_confirmations(self, session: Session, network: str, now: datetime) -> int:
-        """Re-evaluate the invoices of ``network`` whose payments may have crossed the threshold."""
+        """Re-evaluate the invoices of ``network`` whose payments may have crossed the threshold
+        (confirmations, or a coinbase output's maturity)."""
+        maturing = select(Payment.invoice_id).where(
+            Payment.network == network, col(Payment.maturity) > 0, col(Payment.orphaned).is_(False)
+        )
         waiting = session.exec(
             select(Invoice.id).where(
                 Invoice.network == network,
                 or_(
                     col(Invoice.status) == InvoiceStatus.WAITING_FOR_CONFIRMATIONS.value,
                     col(Invoice.amount_paid) != col(Invoice.amount_confirmed),
+                    # a coinbase output counts only once mature: watch its invoice until it closes
+                    col(Invoice.id).in_(maturing) & col(Invoice.status).not_in([s.value for s in TERMINAL]),
                 ),
             )
         ).all()

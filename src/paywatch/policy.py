@@ -19,6 +19,7 @@ def store_policy(store: Store) -> Policy:
         underpaid_tolerance=Decimal(store.underpaid_tolerance),
         accept_late_payments=store.accept_late_payments,
         late_window=timedelta(seconds=store.late_window_seconds),
+        accept_replaceable_mempool=store.accept_replaceable_mempool,
     )
 
 
@@ -43,6 +44,9 @@ def payment_facts(payment: Payment) -> PaymentFacts:
         succeeded=payment.success,
         orphaned=payment.orphaned,
         admitted=payment.admitted,
+        mempool=payment.mempool,
+        replaceable=payment.replaceable,
+        maturity=payment.maturity,
     )
 
 

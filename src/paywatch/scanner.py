@@ -13,7 +13,8 @@ Chain-family neutral: everything chain-specific is behind the ChainAdapter. One 
    transfers and re-evaluates the invoices whose confirmations may have crossed the threshold.
 
 A failed read raises; the cursor never passes a block that was not stored. There is no cap on
-catch-up: call ``step()`` again while ``StepResult.caught_up`` is False.
+catch-up: call ``step()`` again while ``StepResult.caught_up`` is False. A step that reaches the
+tip of a network whose adapter is a MempoolSource then polls the mempool (paywatch.mempool).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from paywatch.addresses import build_watch_index
-from paywatch.chains.base import BlockRef, ChainAdapter, ScannedRange
+from paywatch.chains.base import BlockRef, ChainAdapter, MempoolSource, ScannedRange
 from paywatch.config import NetworkConfig
 from paywatch.domain.matching import Match, Unmatched, WatchIndex
 from paywatch.domain.status import Heights
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.ledger import Ledger
+from paywatch.mempool import MempoolResult, MempoolWatcher
 from paywatch.redact import describe
 from paywatch.store.db import session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
@@ -59,6 +61,7 @@ class StepResult:
     reorg_depth: int = 0
     touched: frozenset[str] = frozenset()
     caught_up: bool = True
+    mempool: MempoolResult | None = None
 
     @property
     def blocks(self) -> int:
@@ -149,6 +152,9 @@ class Scanner:
         self.watch = WatchIndexCache(network)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"scan-{network.name}") if prefetch else None
         self._prefetched: tuple[int, int, Future[ScannedRange]] | None = None
+        self.mempool: MempoolWatcher | None = None
+        if network.mempool and isinstance(adapter, MempoolSource):
+            self.mempool = MempoolWatcher(network, adapter, engine, ledger)
 
     def close(self) -> None:
         """Stop the prefetch thread (waits for a fetch in flight)."""
@@ -196,7 +202,7 @@ class Scanner:
             with session_scope(self.engine) as session:
                 self._save_heights(session, heights, now, None)
                 self.ledger.refresh_confirmations(session, name, now)
-            return StepResult(name, heights.tip, heights.final)
+            return StepResult(name, heights.tip, heights.final, mempool=self._poll_mempool(now))
         end = min(heights.tip, start + self.network.batch_blocks - 1)
         scanned, end = self._fetch(start, end, index)
         _check_range(scanned.blocks, start, end)
@@ -262,6 +268,7 @@ class Scanner:
             reorg_depth=reorg_depth,
             touched=frozenset(applied.touched),
             caught_up=end >= heights.tip,
+            mempool=self._poll_mempool(now) if end >= heights.tip else None,
         )
 
     def _fetch(self, start: int, end: int, index: WatchIndex) -> tuple[ScannedRange, int]:
@@ -272,6 +279,14 @@ class Scanner:
             if p_start == start and p_end <= end and future.exception() is None:
                 return future.result(), p_end
         return self.adapter.fetch_range(start, end, index.is_watched), end
+
+    def _poll_mempool(self, now: datetime) -> MempoolResult | None:
+        """Mempool sightings, matched against a fresh watch index (invoices made during the step)."""
+        if self.mempool is None:
+            return None
+        with session_scope(self.engine) as session:
+            index = self.watch.get(session)
+        return self.mempool.poll(index, now)
 
     # --- reorgs ----------------------------------------------------------------------------------
 

@@ -21,7 +21,10 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def payment_uri(invoice: Invoice, network: NetworkConfig) -> str:
-    """EIP-681 for EVM (native and token), ``tron:`` for Tron."""
+    """EIP-681 for EVM (native and token), BIP21 for Bitcoin, Litecoin and Dogecoin, ``tron:`` for Tron."""
+    if network.family == "utxo":
+        amount = format_amount(invoice.amount, invoice.decimals)
+        return f"{network.chain}:{invoice.address}?amount={amount}"
     if network.family == "evm":
         if invoice.asset_key == NATIVE:
             return f"ethereum:{invoice.address}@{network.chain_id}?value={invoice.amount}"
@@ -40,6 +43,8 @@ def payment_uri(invoice: Invoice, network: NetworkConfig) -> str:
 def payment_view(payment: Payment, invoice: Invoice, heights: Heights, network: NetworkConfig) -> dict[str, Any]:
     if payment.orphaned:
         state, confs = "orphaned", 0
+    elif payment.mempool:
+        state, confs = "seen", 0
     else:
         confirmed = is_confirmed(payment.block_number, invoice.confirmations_required, heights)
         state, confs = ("confirmed" if confirmed else "seen"), confirmations(payment.block_number, heights)
@@ -49,13 +54,15 @@ def payment_view(payment: Payment, invoice: Invoice, heights: Heights, network: 
         "log_index": payment.log_index,
         "from_address": payment.from_address,
         "amount": format_amount(payment.amount, invoice.decimals),
-        "block_number": payment.block_number,
-        "block_hash": payment.block_hash,
+        "block_number": None if payment.mempool else payment.block_number,
+        "block_hash": None if payment.mempool else payment.block_hash,
         "block_time": iso(payment.block_time),
         "confirmations": confs,
         "state": state,
         "late": payment.late,
         "explorer_url": explorer,
+        "in_mempool": payment.mempool,
+        "rbf": payment.replaceable,
     }
 
 

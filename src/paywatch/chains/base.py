@@ -5,15 +5,25 @@ Raw web3 or tronpy objects never leave ``paywatch.chains``; adapters return thes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from paywatch.domain.status import Heights
 from paywatch.domain.transfer import NATIVE, NATIVE_INDEX, Transfer
 
-__all__ = ["NATIVE", "NATIVE_INDEX", "BlockRef", "ChainAdapter", "Heights", "ScannedRange", "Transfer"]
+__all__ = [
+    "NATIVE",
+    "NATIVE_INDEX",
+    "BlockRef",
+    "ChainAdapter",
+    "Heights",
+    "MempoolSource",
+    "MempoolView",
+    "ScannedRange",
+    "Transfer",
+]
 
 #: Tells an adapter whether an address (in ``address_key`` form) is watched.
 WatchPredicate = Callable[[str], bool]
@@ -60,4 +70,29 @@ class ChainAdapter(Protocol):
 
     def transaction_transfers(self, tx_hash: str, watched: WatchPredicate) -> ScannedRange:
         """The transfers of one transaction, with its block's ref (for ``paywatch rescan-tx``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolView:
+    """One look at a node's mempool.
+
+    ``txids``: every transaction in the pool; ``read``: the ones read this time (new since the
+    caller's ``known`` set, at most ``limit``); ``transfers``: what those pay to watched addresses
+    (``mempool=True``); ``best_block``: the node's best block hash, read right after the pool, so
+    that the caller can tell whether a transaction missing from the pool may be in a newer block.
+    """
+
+    txids: frozenset[str]
+    read: tuple[str, ...]
+    transfers: tuple[Transfer, ...]
+    best_block: str
+
+
+@runtime_checkable
+class MempoolSource(Protocol):
+    """An adapter whose node has a mempool worth watching (the utxo family)."""
+
+    def mempool_view(self, known: Set[str], watched: WatchPredicate, seen_at: datetime, limit: int) -> MempoolView:
+        """The pool's txids, and the transfers of at most ``limit`` transactions not in ``known``."""
         ...

@@ -196,37 +196,45 @@ class RpcClient:
             raise RetryableChainError(str(problem))
         return response.get("result")
 
-    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]], *, chunk: int = 50) -> list[Any]:
+    def batch(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, chunk: int = 50, item_errors: bool = False
+    ) -> list[Any]:
         """The results of ``calls`` in order, sent as JSON-RPC batches of at most ``chunk`` requests.
 
-        A provider that refuses a batch's size gets smaller batches; any item's error fails all.
+        A provider that refuses a batch's size gets smaller batches; any item's error fails all,
+        unless ``item_errors``: then a failed item's place holds its RpcError (for look-ups of
+        things that may have vanished meanwhile, such as mempool transactions).
         """
         results: list[Any] = []
         for offset in range(0, len(calls), chunk):
-            results.extend(self._batch(calls[offset : offset + chunk]))
+            results.extend(self._batch(calls[offset : offset + chunk], item_errors))
         return results
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+    def _batch(self, calls: Sequence[tuple[str, Sequence[Any]]], item_errors: bool = False) -> list[Any]:
         if not calls:
             return []
-        if len(calls) == 1:
+        if len(calls) == 1 and not item_errors:
             return [self.call(calls[0][0], calls[0][1])]
         label = f"batch of {len(calls)} ({calls[0][0]})"
         payload = [(m, list(p)) for m, p in calls]
         try:
             response = self._with_retries(label, lambda p: p.make_batch_request(payload), True)
         except QueryTooLarge:
+            if len(calls) == 1:
+                raise
             half = len(calls) // 2
-            return self._batch(calls[:half]) + self._batch(calls[half:])
+            return self._batch(calls[:half], item_errors) + self._batch(calls[half:], item_errors)
         if not isinstance(response, list):
             error = response.get("error") if isinstance(response, dict) else response
             problem = _error_of(label, error)
             if isinstance(problem, RpcError) and not isinstance(problem, QueryTooLarge):
                 raise problem
+            if len(calls) == 1:
+                raise problem if isinstance(problem, RpcError) else RetryableChainError(str(problem))
             half = len(calls) // 2  # many providers answer an oversized batch with one error object
-            return self._batch(calls[:half]) + self._batch(calls[half:])
+            return self._batch(calls[:half], item_errors) + self._batch(calls[half:], item_errors)
         if len(response) != len(calls):
             raise RetryableChainError(f"{label}: {len(response)} answers for {len(calls)} requests")
         results: list[Any] = []
@@ -235,6 +243,10 @@ class RpcClient:
                 raise RetryableChainError(scrub(f"{method}: malformed batch item {item!r:.200}"))
             if item.get("error") is not None:
                 problem = _error_of(method, item["error"])
+                if item_errors:
+                    error = item["error"] if isinstance(item["error"], dict) else {}
+                    results.append(RpcError(method, int(error.get("code", 0)), str(error.get("message", ""))))
+                    continue
                 if isinstance(problem, RpcError):
                     raise problem
                 raise RetryableChainError(str(problem))

@@ -12,6 +12,10 @@ def make_adapter(network: NetworkConfig) -> ChainAdapter:
         from paywatch.chains.evm import EvmAdapter
 
         return EvmAdapter(network)
+    if network.family == "utxo":
+        from paywatch.chains.utxo import UtxoAdapter
+
+        return UtxoAdapter(network)
     from paywatch.chains.tron import TronAdapter
 
     return TronAdapter(network)

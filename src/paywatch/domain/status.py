@@ -52,6 +52,7 @@ class Policy:
     underpaid_tolerance: Decimal = Decimal(0)
     accept_late_payments: bool = False
     late_window: timedelta = timedelta(0)
+    accept_replaceable_mempool: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class PaymentFacts:
     succeeded: bool = True
     orphaned: bool = False
     admitted: bool = False
+    mempool: bool = False
+    replaceable: bool = False
+    maturity: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,14 @@ def attach_refusal(payment: PaymentFacts, invoice: InvoiceFacts) -> tuple[str, s
     return None
 
 
+def usable(payment: PaymentFacts, heights: Heights, policy: Policy) -> bool:
+    """A mempool sighting counts as seen (an RBF-signalling one only if the store accepts those);
+    an output with a maturity (coinbase) counts only once it has that many confirmations."""
+    if payment.mempool:
+        return payment.maturity == 0 and (policy.accept_replaceable_mempool or not payment.replaceable)
+    return payment.maturity <= 0 or confirmations(payment.block_number, heights) >= payment.maturity
+
+
 def evaluate(
     invoice: InvoiceFacts,
     payments: list[PaymentFacts] | tuple[PaymentFacts, ...],
@@ -164,9 +176,13 @@ def evaluate(
 ) -> Decision:
     """Decide the invoice's status and flags from its payments, the time and the chain heights."""
     due = amount_due(invoice.amount, policy.underpaid_tolerance)
-    counted = [p for p in payments if counts(p, invoice, policy)]
+    counted = [p for p in payments if counts(p, invoice, policy) and usable(p, heights, policy)]
     seen = sum(p.amount for p in counted)
-    confirmed = sum(p.amount for p in counted if is_confirmed(p.block_number, invoice.confirmations_required, heights))
+    confirmed = sum(
+        p.amount
+        for p in counted
+        if not p.mempool and is_confirmed(p.block_number, invoice.confirmations_required, heights)
+    )
     flags = set(invoice.flags) - {Flag.REVERTED}  # reverted while a payment is off the chain, not forever
     valid = [p for p in payments if p.succeeded and p.amount > 0 and p.asset_key == invoice.asset_key]
     if any(p.orphaned for p in valid):

@@ -7,6 +7,8 @@ from datetime import datetime
 
 NATIVE = "native"
 NATIVE_INDEX = -1
+#: ``block_number`` of a transfer seen in the mempool (no block yet)
+MEMPOOL_BLOCK = -1
 
 
 def address_key(address: str) -> str:
@@ -26,6 +28,11 @@ class Transfer:
     (network, tx hash, position): a transaction re-mined in another block keeps it, while an EVM
     log's block-wide index changes. ``success`` is False for failed transactions; adapters still
     report them so that callers can decide, and matching ignores them.
+
+    ``mempool``: seen in the node's pool of unconfirmed transactions, in no block yet
+    (``block_number`` -1, ``block_hash`` "", ``block_time`` the time it was seen);
+    ``replaceable``: the transaction signals that it may be replaced (BIP125);
+    ``maturity``: confirmations needed before it counts at all (coinbase outputs), 0 for most.
     """
 
     network: str
@@ -41,6 +48,9 @@ class Transfer:
     memo: str | None = None
     success: bool = True
     tx_position: int | None = None
+    mempool: bool = False
+    replaceable: bool = False
+    maturity: int = 0
 
     @property
     def position(self) -> int:

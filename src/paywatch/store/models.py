@@ -37,6 +37,7 @@ class Store(SQLModel, table=True):
     accept_late_payments: bool = False
     late_window_seconds: int = 7 * 24 * 3600
     policy_version: int = 0  # bumped by every policy change, so scanners notice it without a restart
+    accept_replaceable_mempool: bool = True  # count RBF-signalling mempool payments as seen
     created_at: datetime = _when()
 
 
@@ -192,6 +193,9 @@ class Payment(TransferColumns, table=True):
     orphaned: bool = False
     late: bool = False
     admitted: bool = False  # attached by an admin: counts even when late
+    mempool: bool = False  # seen in the mempool, in no block (block_number -1); never confirmed
+    replaceable: bool = False  # the transaction signals BIP125 replaceability
+    maturity: int = 0  # confirmations before it counts at all (coinbase outputs: 100)
     created_at: datetime = _when()
     updated_at: datetime = _when()
 
