@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -29,7 +30,7 @@ TRON_TX = "cd" * 32
 
 def _insert(engine: Engine, invoice_id: str, network: str, tx: str, log_index: int, asset: str) -> None:
     """A payment row as revision 0005_ledger stored it (no ``tx_position`` column yet)."""
-    table = Payment.__table__  # type: ignore[attr-defined]
+    model = Payment.__table__  # type: ignore[attr-defined]
     values = {
         "network": network,
         "tx_hash": tx,
@@ -48,6 +49,8 @@ def _insert(engine: Engine, invoice_id: str, network: str, tx: str, log_index: i
         "created_at": T0,
         "updated_at": T0,
     }
+    # only the columns that revision has: later revisions' columns do not exist yet
+    table = sa.table("payments", *(sa.column(name, model.c[name].type) for name in values))
     with engine.begin() as conn:
         conn.execute(table.insert().values(**values))
 

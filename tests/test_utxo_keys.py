@@ -93,7 +93,8 @@ def test_networks_file_errors_name_the_key() -> None:
             source="n.yaml",
             env={},
         )
-    with pytest.raises(ConfigError, match=r"networks\.btc\.default_match: utxo transactions carry no memo"):
+    memo_refused = r"networks\.btc\.default_match: `memo` needs transfers that carry a memo; utxo transfers carry none"
+    with pytest.raises(ConfigError, match=memo_refused):
         parse_networks(
             raw_document({"networks": {"btc": {**base, "chain": "bitcoin", "default_match": "memo"}}}),
             source="n.yaml",

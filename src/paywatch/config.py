@@ -427,8 +427,6 @@ class NetworkConfig(BaseModel):
             raise ValueError("chain: expected one of bitcoin, litecoin, dogecoin for a utxo network")
         if self.finality is not None:
             raise ValueError("finality: utxo networks use `confirmations`")
-        if self.default_match is Strategy.MEMO:
-            raise ValueError("default_match: utxo transactions carry no memo; use address or amount")
         address_type = self.address_type or utxo_addresses.default_address_type(self.chain)
         object.__setattr__(self, "address_type", address_type)
         if address_type != "p2pkh" and utxo_addresses.params(self.chain, self.net).hrp is None:

@@ -257,7 +257,8 @@ class Ledger:
             owner = session.get(Invoice, existing.invoice_id)
             assert owner is not None
             invoice = owner
-        change = "restored" if existing.orphaned else "moved"
+        # back in a block restores an orphaned payment; back in a mempool only is not restored yet
+        change = "restored" if existing.orphaned and not transfer.mempool else "moved"
         existing.orphaned = False
         existing.log_index = transfer.log_index
         existing.block_number = transfer.block_number

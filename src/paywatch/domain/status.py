@@ -34,7 +34,7 @@ class Flag(StrEnum):
     OVERPAID = "overpaid"
     PAID_LATE = "paid_late"
     MARKED_PAID = "marked_paid"
-    REVERTED = "reverted"  # while a counted-kind payment is orphaned; clears when it is re-mined
+    REVERTED = "reverted"  # while a counted-kind payment is orphaned; clears once it is back in a block (not the mempool)
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,9 @@ def evaluate(
         for p in counted
         if not p.mempool and is_confirmed(p.block_number, invoice.confirmations_required, heights)
     )
-    flags = set(invoice.flags) - {Flag.REVERTED}  # reverted while a payment is off the chain, not forever
+    flags = set(invoice.flags)
+    if not any(p.mempool for p in payments):  # reverted while a payment is off the chain: back in a block clears it
+        flags.discard(Flag.REVERTED)
     valid = [p for p in payments if p.succeeded and p.amount > 0 and p.asset_key == invoice.asset_key]
     if any(p.orphaned for p in valid):
         flags.add(Flag.REVERTED)
