@@ -34,7 +34,7 @@ class Flag(StrEnum):
     OVERPAID = "overpaid"
     PAID_LATE = "paid_late"
     MARKED_PAID = "marked_paid"
-    REVERTED = "reverted"  # while a counted-kind payment is orphaned; clears once it is back in a block (not the mempool)
+    REVERTED = "reverted"  # while a payment is orphaned; clears once it is back in a block (not the mempool)
 
 
 @dataclass(frozen=True)
