@@ -265,3 +265,7 @@ def same_transfer(model: type[TransferColumns], source: Any) -> Any:
     return and_(
         table.c.network == source.network, table.c.tx_hash == source.tx_hash, table.c.log_index == source.log_index
     )
+
+
+# Hosted checkout tables live in their own package; importing them here registers them with the metadata.
+from paywatch.checkout import models as _checkout_models  # noqa: E402, F401

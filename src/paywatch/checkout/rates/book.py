@@ -184,4 +184,3 @@ class RateBook:
         except KeyError:
             return None
         return Rate(base.asset, fiat, cross(base.price, factor), base.at, (*base.sources, "ecb"))
-
