@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from paywatch.store.types import Amount, UTCDateTime
@@ -49,9 +49,11 @@ class PaymentAttempt(SQLModel, table=True):
     """One payer's choice of currency: the crypto invoice it opened and the rate locked for it."""
 
     __tablename__ = "payment_attempts"
+    __table_args__ = (UniqueConstraint("fiat_invoice_id", "number", name="uq_payment_attempt_number"),)
 
     id: str = Field(primary_key=True, max_length=40)
     fiat_invoice_id: str = Field(foreign_key="fiat_invoices.id", index=True, max_length=40)
+    number: int  # 1, 2, ... within its fiat invoice: the order attempts were opened in
     invoice_id: str = Field(foreign_key="invoices.id", unique=True, max_length=40)
     currency: str = Field(max_length=64)
     rate: str = Field(max_length=80)

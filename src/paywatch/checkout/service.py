@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from paywatch.checkout.models import FiatInvoice, PaymentAttempt
@@ -33,6 +34,7 @@ from paywatch.domain.checkout import (
 from paywatch.domain.rates import Rate, fiat_to_units
 from paywatch.domain.status import TERMINAL, InvoiceStatus, is_confirmed
 from paywatch.errors import ConflictError, InputError, NotFoundError
+from paywatch.health import require_fresh
 from paywatch.inputs import check_text
 from paywatch.invoices import InvoiceRequest, create_invoice, parse_expires_in
 from paywatch.outbox import load_view
@@ -219,7 +221,7 @@ def attempts_of(session: Session, invoice: FiatInvoice) -> list[tuple[PaymentAtt
         select(PaymentAttempt, Invoice)
         .where(PaymentAttempt.fiat_invoice_id == invoice.id)
         .where(col(PaymentAttempt.invoice_id) == col(Invoice.id))
-        .order_by(col(PaymentAttempt.created_at), col(PaymentAttempt.id))
+        .order_by(col(PaymentAttempt.number))
     )
     return [(a, i) for a, i in rows]
 
@@ -297,6 +299,7 @@ def open_attempt(
     window = invoice.expires_at - now
     if window < MIN_ATTEMPT_WINDOW:
         raise ConflictError("invoice expires in less than a minute; no new payment attempt", field="status")
+    require_fresh(session, config, network_name, now)  # a stalled scanner would not see the payment
     rate = rates.current(asset_symbol, invoice.currency, now)  # RateUnavailable -> 503
     network = config.networks[network_name]
     asset = network.assets[asset_symbol]
@@ -321,6 +324,7 @@ def open_attempt(
     )
     attempt = PaymentAttempt(
         id="pay_" + secrets.token_hex(10),
+        number=len(attempts_of(session, invoice)) + 1,
         fiat_invoice_id=invoice.id,
         invoice_id=crypto.id,
         currency=currency,
@@ -330,8 +334,12 @@ def open_attempt(
         locked_until=min(now + settings.lock_window, invoice.expires_at),
         created_at=now,
     )
-    session.add(attempt)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(attempt)
+            session.flush()
+    except IntegrityError as exc:
+        raise ConflictError("another payment attempt was opened at the same moment; retry", field="currency") from exc
     return attempt
 
 

@@ -47,6 +47,7 @@ def upgrade() -> None:
         "payment_attempts",
         sa.Column("id", sa.String(40), primary_key=True),
         sa.Column("fiat_invoice_id", sa.String(40), sa.ForeignKey("fiat_invoices.id"), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
         sa.Column("invoice_id", sa.String(40), sa.ForeignKey("invoices.id"), nullable=False, unique=True),
         sa.Column("currency", sa.String(64), nullable=False),
         sa.Column("rate", sa.String(80), nullable=False),
@@ -54,6 +55,7 @@ def upgrade() -> None:
         sa.Column("fiat_amount", Amount(), nullable=False),
         sa.Column("locked_until", UTCDateTime(timezone=True), nullable=False),
         sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("fiat_invoice_id", "number", name="uq_payment_attempt_number"),
     )
     op.create_index("ix_payment_attempts_fiat_invoice_id", "payment_attempts", ["fiat_invoice_id"])
 
