@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from paywatch import __version__
-from paywatch.api import routes_callbacks, routes_checkout, routes_health, routes_invoices, routes_store
+from paywatch.api import routes_callbacks, routes_checkout, routes_health, routes_invoices, routes_pay, routes_store
 from paywatch.api.context import AppContext, utc_now
 from paywatch.api.errors import install_error_handlers
 from paywatch.api.limits import BodyLimit
@@ -45,5 +45,6 @@ def create_app(
     app.include_router(routes_health.router)
     app.include_router(routes_callbacks.router)
     app.include_router(routes_store.router)
+    app.include_router(routes_pay.router)
     app.add_middleware(BodyLimit, max_bytes=config.settings.max_body_bytes)
     return app

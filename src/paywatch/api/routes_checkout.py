@@ -38,7 +38,7 @@ def checkout_of(request: Request) -> Checkout:
     return checkout
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def json_object(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -56,7 +56,7 @@ def view(request: Request, session: DbSession, context: Context, invoice: FiatIn
 
 @router.post("", status_code=201, include_in_schema=False)
 async def create(request: Request, store: CurrentStore, session: DbSession, context: Context) -> Any:
-    body = await _json_object(request)
+    body = await json_object(request)
     if "price" not in body:
         try:
             crypto = InvoiceCreate.model_validate(body)
@@ -83,7 +83,7 @@ def get(rest: FiatId, request: Request, store: CurrentStore, session: DbSession,
 async def open_payment(
     rest: FiatId, request: Request, store: CurrentStore, session: DbSession, context: Context
 ) -> dict[str, Any]:
-    body = await _json_object(request)
+    body = await json_object(request)
     if set(body) != {"currency"}:
         raise InputError('the body must be {"currency": "tron:USDT"}', field="currency")
     invoice = get_fiat_invoice(session, store.id, "chk_" + rest)
