@@ -82,6 +82,6 @@ def test_expired_page_refuses_a_new_attempt(api: Api) -> None:  # noqa: F811
     assert api.client.get(f"/pay/{slug_of(inv)}/status").json()["status"] == "EXPIRED"
 
 
-def _crypto_id(api: Api, fiat_id: str) -> str:
-    got = api.client.get(f"/v1/invoices/{fiat_id}", headers=api.headers()).json()
+def _crypto_id(client_api: Api, fiat_id: str) -> str:
+    got = client_api.client.get(f"/v1/invoices/{fiat_id}", headers=client_api.headers()).json()
     return str(got["payments"][-1]["invoice_id"])

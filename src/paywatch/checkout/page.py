@@ -35,7 +35,8 @@ PUBLIC_TX_FIELDS = ("tx_hash", "amount", "confirmations", "state", "explorer_url
 
 def qr_svg(uri: str) -> str:
     """An inline SVG QR code of ``uri`` (segno; no external request)."""
-    return str(segno.make(uri, error="m", micro=False).svg_inline(scale=6, border=4, dark="#000", light="#fff"))
+    code = segno.make(uri, error="m", micro=False)
+    return str(code.svg_inline(scale=6, border=4, dark="#000", light="#fff", omitsize=True))
 
 
 def public_view(full: dict[str, Any]) -> dict[str, Any]:

@@ -49,8 +49,10 @@
     el.setAttribute("data-state", st);
     $("remaining").textContent = data.remaining.amount;
     $("remaining-line").hidden = !(st === "PARTIAL" || st === "PARTIALLY_EXPIRED");
-    $("pay-remainder").hidden = st !== "PARTIAL";
-    if (st === "PARTIAL" || st === "COMPLETED" || st === "EXPIRED" || st === "PARTIALLY_EXPIRED" || st === "CANCELLED") {
+    var closed = st === "COMPLETED" || st === "EXPIRED" || st === "PARTIALLY_EXPIRED" || st === "CANCELLED";
+    var needChoice = st === "PARTIAL" && open && open.transactions.length > 0;
+    $("pay-remainder").hidden = !needChoice || !$("choose").hidden;
+    if (closed || needChoice) {
       $("attempt").hidden = true;
     } else if (open && (!state.attempt || state.attempt.id !== open.id)) {
       show(open);
