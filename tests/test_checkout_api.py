@@ -319,3 +319,13 @@ def test_other_store_cannot_see_it(api: Api) -> None:
         f"/v1/invoices/{inv['id']}/payments", json={"currency": "tron:USDT"}, headers=api.headers(other)
     )
     assert response.status_code == 404
+
+
+def test_attempts_per_invoice_are_bounded(api: Api) -> None:
+    from paywatch.checkout.service import MAX_ATTEMPTS
+
+    inv = create(api).json()
+    for _ in range(MAX_ATTEMPTS):
+        assert attempt(api, inv["id"], "tron:USDT").status_code == 201
+    refused = attempt(api, inv["id"], "tron:USDT")
+    assert refused.status_code == 409 and refused.json()["error"]["field"] == "currency"

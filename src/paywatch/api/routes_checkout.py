@@ -96,6 +96,7 @@ def attempt(
     """Open an attempt (shared with the pay page) and answer the whole fiat invoice."""
     checkout = checkout_of(request)
     now = context.clock()
+    context.rate_limits().invoices.take(invoice.store_id, now)  # an attempt issues a deposit target
     if isinstance(currency, str) and currency.count(":") == 1 and currency in invoice.currencies:
         checkout.ensure_rates([currency.split(":")[1]], now)
     open_attempt(session, context.config, checkout.rates, checkout.settings, invoice, currency, now)

@@ -45,6 +45,7 @@ from paywatch.views import iso
 DEFAULT_LOCK = timedelta(minutes=15)
 MIN_ATTEMPT_WINDOW = timedelta(minutes=1)
 MAX_ITEMS = 100
+MAX_ATTEMPTS = 20  # per fiat invoice: the page is public, so each attempt's deposit target is bounded
 
 
 class Rates(Protocol):
@@ -296,6 +297,8 @@ def open_attempt(
         raise ConflictError(f"invoice is {status.value}; no new payment attempt can be opened", field="status")
     if result.remaining <= 0:
         raise ConflictError("payments already cover the invoice; they are awaiting confirmations", field="status")
+    if len(attempts_of(session, invoice)) >= MAX_ATTEMPTS:
+        raise ConflictError(f"this invoice already has {MAX_ATTEMPTS} payment attempts", field="currency")
     window = invoice.expires_at - now
     if window < MIN_ATTEMPT_WINDOW:
         raise ConflictError("invoice expires in less than a minute; no new payment attempt", field="status")
