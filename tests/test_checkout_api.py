@@ -329,3 +329,16 @@ def test_attempts_per_invoice_are_bounded(api: Api) -> None:
         assert attempt(api, inv["id"], "tron:USDT").status_code == 201
     refused = attempt(api, inv["id"], "tron:USDT")
     assert refused.status_code == 409 and refused.json()["error"]["field"] == "currency"
+
+
+def test_hostile_bodies_get_4xx(api: Api) -> None:
+    assert create(api, note="a\x00b").json()["error"]["field"] == "note"
+    assert create(api, items=[{"description": "x\x00", "quantity": 1, "unit_price": "29.99"}]).status_code == 422
+    assert create(api, price={"amount": "1e999999", "currency": "USD"}).json()["error"]["field"] == "price.amount"
+    assert create(api, price={"amount": "NaN", "currency": "USD"}).json()["error"]["field"] == "price.amount"
+    deep = b'{"price": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert api.client.post("/v1/invoices", content=deep, headers=api.headers()).status_code in (400, 413)
+    inv = create(api).json()
+    for body in ([1], {"currency": 5}, {"currency": "tron:USDT", "x": 1}, {}):
+        response = api.client.post(f"/v1/invoices/{inv['id']}/payments", json=body, headers=api.headers())
+        assert response.status_code == 422, (body, response.text)

@@ -45,6 +45,7 @@ from paywatch.views import iso
 DEFAULT_LOCK = timedelta(minutes=15)
 MIN_ATTEMPT_WINDOW = timedelta(minutes=1)
 MAX_ITEMS = 100
+MAX_FIAT_DIGITS = 15  # integer digits of a fiat amount; beyond is a typo or an attack
 MAX_ATTEMPTS = 20  # per fiat invoice: the page is public, so each attempt's deposit target is bounded
 
 
@@ -88,6 +89,8 @@ def _money(value: Any, exponent: int, name: str, *, allow_zero: bool = True) -> 
         amount = Decimal(value.strip())
     except InvalidOperation:
         raise InputError(f'{name} must be a decimal string such as "29.99"', field=name) from None
+    if amount.is_finite() and amount.adjusted() >= MAX_FIAT_DIGITS:
+        raise InputError(f"{name} is too large (at most {MAX_FIAT_DIGITS} integer digits)", field=name)
     if not amount.is_finite() or amount < 0 or (amount == 0 and not allow_zero):
         raise InputError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} amount", field=name)
     try:
