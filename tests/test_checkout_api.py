@@ -342,3 +342,35 @@ def test_hostile_bodies_get_4xx(api: Api) -> None:
     for body in ([1], {"currency": 5}, {"currency": "tron:USDT", "x": 1}, {}):
         response = api.client.post(f"/v1/invoices/{inv['id']}/payments", json=body, headers=api.headers())
         assert response.status_code == 422, (body, response.text)
+
+
+def test_no_database_lock_is_held_while_price_apis_answer(api: Api, rates_srv: RateServer, db_url: str) -> None:
+    """Regression: the rate fetch ran inside the request's transaction (SQLite: the write lock)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from paywatch.store.db import make_engine
+    from paywatch.stores import create_store
+
+    inv = create(api).json()
+    rates_srv.gate = threading.Event()
+    result: dict[str, int] = {}
+    opener = threading.Thread(target=lambda: result.update(code=attempt(api, inv["id"], "ethereum:ETH").status_code))
+    opener.start()
+    assert rates_srv.arrived.wait(30)  # the attempt is now waiting for a price API
+    other = make_engine(db_url)
+    if db_url.startswith("sqlite"):
+
+        @event.listens_for(other, "connect")
+        def _fail_fast(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA busy_timeout = 1000")  # a held lock fails this writer in 1 s
+
+    try:
+        with session_scope(other) as session:  # another writer gets through meanwhile
+            create_store(session, "concurrent", api.clock())
+    finally:
+        rates_srv.gate.set()
+        opener.join(30)
+        other.dispose()
+    assert result["code"] == 201

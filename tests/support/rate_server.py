@@ -28,6 +28,9 @@ class RateServer:
     replies: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
     url: str = ""
+    #: when set, every reply waits for ``gate`` after signalling ``arrived`` (a slow upstream, event-driven)
+    gate: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
 
     def set(self, key: str, status: int, body: bytes) -> None:
         self.replies[key] = (status, body)
@@ -41,6 +44,9 @@ def rate_server() -> Iterator[RateServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.hits.append(self.path)
+            if state.gate is not None:
+                state.arrived.set()
+                state.gate.wait(30)
             path = self.path.split("?", 1)[0]
             status, body = state.replies.get(self.path) or state.replies.get(path) or (404, b"{}")
             self.send_response(status)

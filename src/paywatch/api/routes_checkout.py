@@ -98,6 +98,9 @@ def attempt(
     now = context.clock()
     context.rate_limits().invoices.take(invoice.store_id, now)  # an attempt issues a deposit target
     if isinstance(currency, str) and currency.count(":") == 1 and currency in invoice.currencies:
+        # Nothing is written yet: end the read transaction so that no database lock (SQLite takes
+        # the write lock at BEGIN) is held while the price APIs answer; the rows reload on next use.
+        session.rollback()
         checkout.ensure_rates([currency.split(":")[1]], now)
     open_attempt(session, context.config, checkout.rates, checkout.settings, invoice, currency, now)
     return view(request, session, context, invoice)
