@@ -4,6 +4,8 @@ It starts anvil, deploys a test USDT, writes a demo networks file, starts the AP
 a callback receiver that verifies every signature, creates three invoices through the API, pays
 them from anvil's (public test) accounts and shows the statuses and callbacks live. The third
 invoice is left to expire: the demo fast-forwards its clock (and the chain's) past the expiry.
+Last, a fiat-priced invoice (12.50 USD) is paid through its hosted page: the page URL is printed,
+the payer's choice of USDT opens an attempt, and the amount the page shows is paid on the devnet.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,10 @@ from rich.table import Table
 
 from paywatch.api.app import create_app
 from paywatch.callbacks.signing import verify
+from paywatch.checkout.context import Checkout
+from paywatch.checkout.rates import RateBook, RatesConfig
+from paywatch.checkout.rates.fiat import EcbConverter
+from paywatch.checkout.service import CheckoutSettings
 from paywatch.config import AppConfig, Settings, load_config, raw_document
 from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import AnvilNode, free_port
@@ -208,6 +215,52 @@ async def drive(
     return ok and verified and statuses == ["COMPLETED", "COMPLETED", "EXPIRED"]
 
 
+def demo_checkout(base: str) -> Checkout:
+    """Checkout for the devnet: USDT fixed at 1 USD (no price API is asked), pages served at ``base``."""
+    rates = RatesConfig(sources=(), fixed={"USDT": {"USD": Decimal(1)}})
+    return Checkout(
+        RateBook(rates, httpx.Client(), EcbConverter()), CheckoutSettings(public_url=base, development=True)
+    )
+
+
+async def pay_through_page(base: str, key: str, chain: Chain, token: str, console: Console, deadline: float) -> bool:
+    """A fiat invoice paid the way a payer does it: open its page, choose USDT, pay what it shows."""
+    async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}, timeout=10) as client:
+        created = await client.post(
+            "/v1/invoices",
+            json={
+                "price": {"amount": "12.50", "currency": "USD"},
+                "currencies": ["devnet:USDT", "devnet:ETH"],
+                "items": [{"description": "Demo mug", "quantity": 1, "unit_price": "12.50"}],
+                "redirect_url": "https://shop.example/thanks",
+            },
+        )
+        created.raise_for_status()
+        url = created.json()["invoice_url"]
+        console.print(f"fiat invoice of 12.50 USD: pay page {url}")
+    async with httpx.AsyncClient(timeout=10) as browser:
+        loaded = time.monotonic()
+        page = await browser.get(url)
+        page.raise_for_status()
+        chosen = await browser.post(f"{url}/attempts", json={"currency": "devnet:USDT"})
+        chosen.raise_for_status()
+        attempt = chosen.json()["payments"][0]
+        console.print(f"payer chose USDT: pay {attempt['crypto_amount']} USDT to {attempt['address']}")
+        units = int(Decimal(attempt["crypto_amount"]) * USDT)
+        await asyncio.to_thread(chain.token_transfer, token, attempt["address"], units)
+        status = ""
+        while time.monotonic() < deadline:
+            status = (await browser.get(f"{url}/status")).json()["status"]
+            if status == "COMPLETED":
+                break
+            await asyncio.sleep(0.5)
+    console.print(
+        f"pay page: {status} {time.monotonic() - loaded:.1f} s after the first load; "
+        f"page weight {len(page.content) / 1024:.1f} KB (one request: inline script, style and QR)"
+    )
+    return status == "COMPLETED"
+
+
 def _settled(invoice: dict[str, Any], receiver: Receiver) -> bool:
     if invoice["status"] not in FINAL:
         return False
@@ -265,15 +318,17 @@ async def _serve_and_drive(
     deadline: float,
 ) -> bool:
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config, engine=engine, clock=clock), host="127.0.0.1", port=port, log_level="warning")
-    )
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(config, engine=engine, clock=clock, checkout=demo_checkout(base))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     worker = Worker(config, engine, clock=clock, sweep_seconds=1.0, dispatch_seconds=0.5)
     tasks = [asyncio.create_task(server.serve()), asyncio.create_task(worker.run(install_signals=False))]
     try:
         while not server.started:
             await asyncio.sleep(0.05)
-        return await drive(f"http://127.0.0.1:{port}", key, chain, token, clock, receiver, console, started, deadline)
+        ok = await drive(base, key, chain, token, clock, receiver, console, started, deadline)
+        paid = await pay_through_page(base, key, chain, token, console, deadline=time.monotonic() + 30)
+        return ok and paid
     finally:
         worker.stop()
         server.should_exit = True

@@ -9,17 +9,24 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from paywatch import __version__
-from paywatch.api import routes_callbacks, routes_health, routes_invoices, routes_store
+from paywatch.api import routes_callbacks, routes_checkout, routes_health, routes_invoices, routes_pay, routes_store
 from paywatch.api.context import AppContext, utc_now
 from paywatch.api.errors import install_error_handlers
 from paywatch.api.limits import BodyLimit
+from paywatch.checkout.context import Checkout, default_checkout
 from paywatch.config import AppConfig
 from paywatch.ledger import Ledger
 from paywatch.store.db import make_engine
 
 
-def create_app(config: AppConfig, *, engine: Engine | None = None, clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """Build the merchant API for ``config``; ``engine`` and ``clock`` are injectable for tests."""
+def create_app(
+    config: AppConfig,
+    *,
+    engine: Engine | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    checkout: Checkout | None = None,
+) -> FastAPI:
+    """Build the merchant API for ``config``; ``engine``, ``clock`` and ``checkout`` are injectable for tests."""
     app = FastAPI(
         title="paywatch",
         version=__version__,
@@ -31,12 +38,15 @@ def create_app(config: AppConfig, *, engine: Engine | None = None, clock: Callab
         ledger=Ledger(config.networks),
         clock=clock,
     )
+    app.state.checkout = checkout or default_checkout(config)
     install_error_handlers(app)
+    app.include_router(routes_checkout.router)  # before the invoice routes: it owns the fiat form of POST
     app.include_router(routes_invoices.router)
     app.include_router(routes_health.router)
     if config.settings.metrics_bind is None:
         app.include_router(routes_health.metrics_router)
     app.include_router(routes_callbacks.router)
     app.include_router(routes_store.router)
+    app.include_router(routes_pay.router)
     app.add_middleware(BodyLimit, max_bytes=config.settings.max_body_bytes)
     return app

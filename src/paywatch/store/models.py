@@ -352,3 +352,7 @@ def find_transfer(session: Session, model: type[_Row], transfer: Transfer) -> _R
         legacy.tx_position = transfer.position
         session.add(legacy)
     return legacy
+
+
+# Hosted checkout tables live in their own package; importing them here registers them with the metadata.
+from paywatch.checkout import models as _checkout_models  # noqa: E402, F401

@@ -1,0 +1,106 @@
+"""Fiat-priced invoices on the merchant API: create (same POST as crypto invoices), get, open attempts.
+
+Mounted before the invoice routes: ``POST /v1/invoices`` with a ``price`` goes to checkout, any other
+body to the unchanged crypto-invoice handler. Fiat invoice ids start with ``chk_``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from paywatch.api import routes_invoices
+from paywatch.api.deps import Context, CurrentStore, DbSession
+from paywatch.api.schemas import ERROR_RESPONSES, InvoiceCreate
+from paywatch.checkout.context import Checkout
+from paywatch.checkout.models import FiatInvoice
+from paywatch.checkout.service import (
+    FiatInvoiceRequest,
+    create_fiat_invoice,
+    fiat_view,
+    get_fiat_invoice,
+    open_attempt,
+    reevaluate,
+)
+from paywatch.errors import InputError
+
+router = APIRouter(prefix="/v1/invoices", tags=["invoices"], responses=ERROR_RESPONSES)
+FiatId = Annotated[str, Path(max_length=60)]
+FIAT_FIELDS = {"price", "currencies", "items", "discount", "tax", "redirect_url", "note", "order_id", "expires_in"}
+
+
+def checkout_of(request: Request) -> Checkout:
+    checkout: Checkout = request.app.state.checkout
+    return checkout
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON"}]) from None
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object", field=None)
+    return body
+
+
+def view(request: Request, session: DbSession, context: Context, invoice: FiatInvoice) -> dict[str, Any]:
+    checkout = checkout_of(request)
+    result = reevaluate(session, context.config, checkout.rates, invoice, context.clock())
+    return fiat_view(session, context.config, invoice, checkout.settings, result.remaining)
+
+
+@router.post("", status_code=201, include_in_schema=False)
+async def create(request: Request, store: CurrentStore, session: DbSession, context: Context) -> Any:
+    body = await json_object(request)
+    if "price" not in body:
+        try:
+            crypto = InvoiceCreate.model_validate(body)
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        return routes_invoices.create(crypto, store, session, context)
+    unknown = sorted(set(body) - FIAT_FIELDS)
+    if unknown:
+        raise InputError(f"{unknown[0]}: unknown field", field=unknown[0])
+    now = context.clock()
+    context.rate_limits().invoices.take(store.id, now)
+    checkout = checkout_of(request)
+    request_ = FiatInvoiceRequest(**{name: body.get(name) for name in FIAT_FIELDS})
+    invoice = create_fiat_invoice(session, context.config, store, request_, now, checkout.rates, checkout.settings)
+    return view(request, session, context, invoice)
+
+
+@router.get("/chk_{rest}", summary="Get a fiat-priced invoice")
+def get(rest: FiatId, request: Request, store: CurrentStore, session: DbSession, context: Context) -> dict[str, Any]:
+    return view(request, session, context, get_fiat_invoice(session, store.id, "chk_" + rest))
+
+
+@router.post("/chk_{rest}/payments", status_code=201, summary="Open a payment attempt at a locked rate")
+async def open_payment(
+    rest: FiatId, request: Request, store: CurrentStore, session: DbSession, context: Context
+) -> dict[str, Any]:
+    body = await json_object(request)
+    if set(body) != {"currency"}:
+        raise InputError('the body must be {"currency": "tron:USDT"}', field="currency")
+    invoice = get_fiat_invoice(session, store.id, "chk_" + rest)
+    return attempt(request, session, context, invoice, body["currency"])
+
+
+def attempt(
+    request: Request, session: DbSession, context: Context, invoice: FiatInvoice, currency: Any
+) -> dict[str, Any]:
+    """Open an attempt (shared with the pay page) and answer the whole fiat invoice."""
+    checkout = checkout_of(request)
+    now = context.clock()
+    context.rate_limits().invoices.take(invoice.store_id, now)  # an attempt issues a deposit target
+    if isinstance(currency, str) and currency.count(":") == 1 and currency in invoice.currencies:
+        # Nothing is written yet: end the read transaction so that no database lock (SQLite takes
+        # the write lock at BEGIN) is held while the price APIs answer; the rows reload on next use.
+        session.rollback()
+        checkout.ensure_rates([currency.split(":")[1]], now)
+    open_attempt(session, context.config, checkout.rates, checkout.settings, invoice, currency, now)
+    return view(request, session, context, invoice)
