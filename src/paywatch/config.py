@@ -139,6 +139,8 @@ class NetworkConfig(BaseModel):
     deposit_address: str | None = None
     default_match: Strategy = Strategy.ADDRESS
     explorer_tx_url: str | None = None
+    internal_transfers: Literal["trace", "off"] = "off"
+    """``trace``: also credit coin sent by contracts (read from call traces; evm only)."""
     assets: dict[str, AssetConfig]
 
     @field_validator("rpc_urls", mode="before")
@@ -187,6 +189,10 @@ class NetworkConfig(BaseModel):
                 raise ValueError(f"assets.{symbol}.contract: expected a {self.family} address")
         if self.deposit_address is not None and not pattern.match(self.deposit_address):
             raise ValueError(f"deposit_address: expected a {self.family} address")
+        if self.internal_transfers == "trace" and self.family != "evm":
+            raise ValueError("internal_transfers: `trace` exists only on evm networks; use `off`")
+        if self.internal_transfers == "trace" and not any(a.native for a in self.assets.values()):
+            raise ValueError("internal_transfers: `trace` credits the native coin; add an asset with `native: true`")
         if not any(a.native for a in self.assets.values()) and not self.assets:
             raise ValueError("assets: expected at least one asset")
         return self

@@ -9,8 +9,10 @@
   cannot be read fails the whole call.
 * Every log must belong to a block body read in the same call (same hash), so a reorg between the
   two reads fails the call instead of mixing two chains.
-* Native transfers made by contracts (internal calls) are not visible in block bodies and are not
-  reported; per-invoice addresses are EOAs that payers send to directly.
+* Native transfers made by contracts (internal calls) are not visible in block bodies. With
+  ``internal_transfers: trace`` they are read from the call traces of the range's non-empty blocks
+  (see ``evm_trace``); otherwise they are not reported. :meth:`EvmAdapter.preflight` checks at
+  start that the node answers a trace method.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from paywatch.chains.base import BlockRef, ScannedRange, WatchPredicate
 from paywatch.chains.evm_rpc import ProviderFactory, QueryTooLarge, RpcClient
+from paywatch.chains.evm_trace import TraceReader, internal_transfers
 from paywatch.config import NetworkConfig
 from paywatch.domain.status import Heights
 from paywatch.domain.transfer import NATIVE, NATIVE_INDEX, Transfer, address_key
@@ -83,6 +86,7 @@ class EvmAdapter:
         )
         self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
         self._native = any(a.native for a in network.assets.values())
+        self._traces = TraceReader(self.rpc, network.name) if network.internal_transfers == "trace" else None
         self._log_span = network.max_block_range
         self._log_ceiling = network.max_block_range  # lowered only by a provider's explicit refusals
         self._log_successes = 0
@@ -91,6 +95,15 @@ class EvmAdapter:
     def log_span(self) -> int:
         """The ``eth_getLogs`` span currently used (shrinks after a provider refused a larger one)."""
         return self._log_span
+
+    def preflight(self) -> None:
+        """Checks made once at start: with ``internal_transfers: trace``, that the node answers a
+        trace method (ConfigError naming the setting when it refuses them)."""
+        if self._traces is not None and self._traces.method is None:
+            latest = self.rpc.call("eth_getBlockByNumber", ["latest", False])
+            if not isinstance(latest, dict):
+                raise RetryableChainError(f"{self.network}: the node has no latest block")
+            self._traces.probe(str(latest["hash"]).lower(), _int(latest["number"]))
 
     # --- ChainAdapter ----------------------------------------------------------------------------
 
@@ -115,6 +128,7 @@ class EvmAdapter:
             [("eth_getBlockByNumber", [hex(n), self._native]) for n in range(start, end + 1)], chunk=BODY_BATCH
         )
         refs: list[BlockRef] = []
+        traced: list[tuple[BlockRef, list[str]]] = []
         natives: list[tuple[dict[str, Any], BlockRef]] = []
         for number, body in zip(range(start, end + 1), bodies, strict=True):
             if not isinstance(body, dict):
@@ -127,8 +141,13 @@ class EvmAdapter:
             refs.append(ref)
             if self._native:
                 natives.extend((tx, ref) for tx in body.get("transactions", ()) if _pays_watched(tx, watched))
+            if self._traces is not None:
+                traced.append((ref, [_tx_hash(tx) for tx in body.get("transactions", ())]))
         by_hash = {ref.hash: ref for ref in refs}
         transfers = self._native_transfers(natives)
+        if self._traces is not None:
+            self.preflight()
+            transfers.extend(internal_transfers(self.network, self._traces.calls(traced), watched))
         if self._tokens:
             transfers.extend(self._token_transfers(start, end, by_hash, watched))
         transfers.sort(key=lambda t: (t.block_number, t.log_index, t.tx_hash))
@@ -149,6 +168,10 @@ class EvmAdapter:
         transfers: list[Transfer] = []
         if self._native and _pays_watched(tx, watched):
             transfers.append(self._native_transfer(tx, ref, success))
+        if self._traces is not None:
+            self.preflight()
+            calls = [(ref, call) for call in self._traces.transaction_calls(str(tx["hash"]).lower())]
+            transfers.extend(internal_transfers(self.network, calls, watched))
         tokens = set(self._tokens)
         for log in receipt.get("logs", ()):
             if str(log.get("address", "")).lower() in tokens:
@@ -264,6 +287,10 @@ class EvmAdapter:
             asset_key=str(log["address"]).lower(),
             amount=amount,
         )
+
+
+def _tx_hash(tx: Any) -> str:
+    return str(tx["hash"] if isinstance(tx, dict) else tx).lower()
 
 
 def _pays_watched(tx: Any, watched: WatchPredicate) -> bool:
