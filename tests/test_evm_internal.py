@@ -170,6 +170,24 @@ def test_safe_exec_transaction_pays_an_invoice(h: Harness, fresh: Payers) -> Non
     assert h.get(inv.id).status == "COMPLETED"
 
 
+def test_internal_coin_of_the_wrong_asset_goes_to_the_inbox(
+    fresh: Payers, engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    h = _harness(fresh, engine, db_url, tmp_path, assets=_with_token())
+    inv = h.invoice("USDT", "3")
+    tx = _send(fresh, fresh.forwarder.functions.forward(_cs(inv.address)), ETH // 100)
+    h.scan()
+    [stray] = h.unmatched()
+    assert (stray.tx_hash, stray.log_index, stray.reason, stray.hint_invoice_id) == (tx, -2, "asset_mismatch", inv.id)
+    assert h.get(inv.id).status == "PENDING"
+
+
+def _with_token() -> dict[str, Any]:
+    """ETH plus a USDT entry (any contract address: no token transfer is made)."""
+    token = "0x" + "11" * 20
+    return {"ETH": {"native": True, "decimals": 18}, "USDT": {"contract": token, "decimals": 6}}
+
+
 def test_reorg_orphans_an_internal_payment(fresh: Payers, engine: Engine, db_url: str, tmp_path: Path) -> None:
     h = _harness(fresh, engine, db_url, tmp_path, confirmations=100)
     inv = h.invoice("ETH", "1")
