@@ -10,7 +10,7 @@ prints:
 * the watch index build (``build_watch_index``, what a worker does at start and after new
   invoices): seconds and the RSS it adds;
 * one scan step's matching: ``WatchIndex.match_all`` over 1,000 transfers (10% to watched
-  addresses), in microseconds per transfer;
+  addresses), in microseconds per transfer (best of 5);
 * the invoice lookup of the API (``get_invoice``, by id): milliseconds per lookup (1,000 lookups);
 * the watch index's fingerprint query (run on every scan step): milliseconds.
 
@@ -165,9 +165,12 @@ def run(url: str, sizes: list[int]) -> None:
         build = time.perf_counter() - began
         grown = rss_mb() - before
         sample = transfers(addresses, rng, now)
-        began = time.perf_counter()
-        matches, _ = index.match_all(sample)
-        match_us = (time.perf_counter() - began) / len(sample) * 1e6
+        timings = []
+        for _ in range(5):  # best of 5: a garbage collection of the large heap can land in one run
+            began = time.perf_counter()
+            matches, _ = index.match_all(sample)
+            timings.append(time.perf_counter() - began)
+        match_us = min(timings) / len(sample) * 1e6
         assert len(matches) == 100, len(matches)
         wanted = rng.sample(ids, 1000)
         with session_scope(engine) as s:
