@@ -243,11 +243,12 @@ def test_off_is_the_default_and_sees_no_internal_transfer(
     assert h.payments(inv.id) == []
 
 
+@pytest.mark.parametrize("code", [-32601, -32000])
 def test_a_node_without_traces_stops_the_worker_at_start(
-    fresh: Payers, engine: Engine, db_url: str, tmp_path: Path
+    fresh: Payers, engine: Engine, db_url: str, tmp_path: Path, code: int
 ) -> None:
     with RpcProxy(fresh.node.url) as proxy:
-        proxy.refused_methods = set(TRACES)
+        proxy.refused_methods, proxy.refused_code = set(TRACES), code
         network = evm_network(proxy.url, {}, internal_transfers="trace")
         config = AppConfig(Settings(database_url=db_url, networks=tmp_path / "n.yaml"), {network.name: network})
         adapter = EvmAdapter(network, sleep=lambda _s: None)

@@ -34,6 +34,9 @@ from paywatch.errors import ChainError, ConfigError, RetryableChainError
 TRACE_BATCH = 10
 CALL_TRACER = {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": False}}
 
+#: Words of the answers of providers that do not offer a method (besides JSON-RPC code -32601).
+_REFUSAL_HINTS = ("not supported", "unsupported", "does not exist", "not available", "not found", "not allowed")
+
 TraceMethod = Literal["debug_traceBlockByHash", "trace_block"]
 METHODS: tuple[TraceMethod, ...] = ("debug_traceBlockByHash", "trace_block")
 
@@ -126,6 +129,11 @@ class TraceReader:
                 self._rpc.call(method, self._params(method, block_hash, number))
             except RpcError as exc:
                 refusals.append(f"{method}: JSON-RPC error {exc.code}: {exc.message}")
+                continue
+            except RetryableChainError as exc:  # some providers refuse with -32000 or HTTP 4xx/5xx
+                if not any(hint in str(exc).lower() for hint in _REFUSAL_HINTS):
+                    raise
+                refusals.append(f"{method}: {exc}")
                 continue
             self.method = method
             return method
