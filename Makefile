@@ -5,6 +5,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ANVIL := node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+# bench/scale.py creates (and drops) a fresh database next to this PostgreSQL one
+BENCH_DATABASE ?= postgresql://127.0.0.1:5432/test
 
 .PHONY: setup demo test lint bench clean
 
@@ -36,6 +38,7 @@ bench: setup
 	$(BIN)/python bench/tron_scan.py
 	$(BIN)/python bench/utxo_scan.py
 	$(BIN)/python bench/callbacks.py
+	$(BIN)/python bench/scale.py --database $(BENCH_DATABASE)
 
 clean:
 	rm -rf $(VENV) node_modules

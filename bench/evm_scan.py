@@ -10,6 +10,8 @@ transfers going to them. Then, over the same blocks:
              its peak RSS is its own;
   (a) raw    batched JSON-RPC over httpx: block bodies + eth_getLogs per 100 blocks, JSON decoded,
              nothing else (the limit; target: paywatch >= 0.7 of it);
+  (a') bytes  the same batches over httpx, the body read as bytes and never decoded: the node and
+             HTTP's own limit (set ``PAYWATCH_BENCH_PROFILE=file`` to write the scanner's cProfile);
   (b) web3   a per-block loop: ``w3.eth.get_block(n, True)`` and every receipt through web3, the way
              existing processors scan (target: paywatch >= 3x faster);
   (c) web3 batch  the same batches as paywatch, but through web3's formatting layer
@@ -20,7 +22,9 @@ Also: HTTP round trips per scanned block and the scanner's peak RSS (target <= 2
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
 import random
 import resource
 import secrets
@@ -180,6 +184,23 @@ def raw_fetch(url: str, token: str, first: int, last: int) -> tuple[float, int]:
     return time.perf_counter() - started, trips
 
 
+def bytes_fetch(url: str, token: str, first: int, last: int) -> float:
+    """(a') the same batches as (a), the answers read as bytes and never decoded."""
+    http = httpx.Client(timeout=60)
+    started = time.perf_counter()
+    for lo in range(first, last + 1, CHUNK):
+        hi = min(last, lo + CHUNK - 1)
+        for sub in range(lo, hi + 1, 25):
+            payload = [
+                {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(n), True]}
+                for i, n in enumerate(range(sub, min(hi, sub + 24) + 1))
+            ]
+            _ = http.post(url, json=payload).content
+        query = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": [token], "topics": [TRANSFER_TOPIC]}
+        _ = http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [query]}).content
+    return time.perf_counter() - started
+
+
 def web3_per_block(url: str, first: int, last: int) -> float:
     """(b) per block: the block through web3, then every transaction's receipt through web3."""
     w3 = Web3(HTTPProvider(url))
@@ -213,10 +234,19 @@ def scan_child(url: str, token: str, first: int, db_url: str) -> None:
     network = network_config(url, token, first)
     engine = make_engine(db_url)
     adapter = EvmAdapter(network)
-    scanner = Scanner(network, adapter, engine, Ledger({network.name: network}), lambda: datetime.now(UTC))
+    profile_to = os.environ.get("PAYWATCH_BENCH_PROFILE")  # profiled without the prefetch thread
+    scanner = Scanner(
+        network, adapter, engine, Ledger({network.name: network}), lambda: datetime.now(UTC), prefetch=not profile_to
+    )
+    profiler = cProfile.Profile() if profile_to else None
+    if profiler is not None:
+        profiler.enable()
     started = time.perf_counter()
     results = scanner.run_until_caught_up()
     seconds = time.perf_counter() - started
+    if profiler is not None and profile_to:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
     with session_scope(engine) as s:
         payments = len(s.exec(Payment.__table__.select()).all())  # type: ignore[attr-defined]
     blocks = sum(r.blocks for r in results)
@@ -261,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             pristine = Path(tmp) / "bench.db"
             ours_runs: list[dict[str, Any]] = []
             raw_runs: list[float] = []
+            bytes_runs: list[float] = []
             batched_runs: list[float] = []
             for round_no in range(args.rounds):  # interleaved rounds; best of each (the cores are shared)
                 scan_db = Path(tmp) / f"scan{round_no}.db"
@@ -274,15 +305,18 @@ def main(argv: list[str] | None = None) -> int:
                 ours_runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
                 raw_s, raw_trips = raw_fetch(node.url, token, first, last)
                 raw_runs.append(raw_s)
+                bytes_runs.append(bytes_fetch(node.url, token, first, last))
                 batched_runs.append(web3_batched(node.url, token, first, last))
             per_block_s = web3_per_block(node.url, first, last)
             ours = min(ours_runs, key=lambda r: float(r["seconds"]))
-            raw_s, batched_s = min(raw_runs), min(batched_runs)
+            raw_s, batched_s, bytes_s = min(raw_runs), min(batched_runs), min(bytes_runs)
             print(
                 "rounds: paywatch "
                 + ", ".join(f"{r['blocks'] / r['seconds']:.0f}" for r in ours_runs)
                 + " | raw "
                 + ", ".join(f"{blocks / t:.0f}" for t in raw_runs)
+                + " | bytes "
+                + ", ".join(f"{blocks / t:.0f}" for t in bytes_runs)
                 + " | web3 batches "
                 + ", ".join(f"{blocks / t:.0f}" for t in batched_runs)
                 + " blocks/s (best of each is compared below)"
@@ -301,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"(a) raw httpx batches:   {raw_bps:8.0f} blocks/s  -> paywatch/raw = {ours_bps / raw_bps:.2f} "
         f"(target >= 0.7: {'met' if ours_bps / raw_bps >= 0.7 else 'MISSED'})"
+    )
+    bytes_bps = blocks / bytes_s
+    print(
+        f"(a') bytes only, no JSON decode: {bytes_bps:8.0f} blocks/s  -> paywatch/bytes = {ours_bps / bytes_bps:.2f}, "
+        f"raw/bytes = {raw_bps / bytes_bps:.2f}"
     )
     print(
         f"(b) web3 per-block loop: {per_block_bps:8.0f} blocks/s  -> paywatch is {ours_bps / per_block_bps:.1f}x "

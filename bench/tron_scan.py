@@ -7,6 +7,10 @@ request budget, HTTP calls per block (target 2: the block and its transaction in
 blocks/s under the default budget of 10 requests per second, and blocks/s through the real
 scanner into SQLite with one open invoice per paid address (5 payments per block).
 
+The raw baseline makes the same two calls per block over httpx and decodes the JSON, nothing else,
+once one block at a time and once with the adapter's FETCH_CONCURRENCY blocks in flight; the
+scanner (persistence included) is reported as a ratio of the concurrent raw run (goal >= 0.7).
+
     python bench/tron_scan.py [--blocks 40] [--tokens 300] [--trx 100] [--failed 5]
 """
 
@@ -28,6 +32,9 @@ from sqlmodel import col, func, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+import httpx  # noqa: E402
 from tests.conftest import TRON_XPUB  # noqa: E402
 from tests.support.tron_node import (  # noqa: E402
     USDT,
@@ -40,7 +47,7 @@ from tests.support.tron_node import (  # noqa: E402
     trx_transfer,
 )
 
-from paywatch.chains.tron import TronAdapter  # noqa: E402
+from paywatch.chains.tron import FETCH_CONCURRENCY, TronAdapter  # noqa: E402
 from paywatch.chains.tron_http import RetryPolicy  # noqa: E402
 from paywatch.config import AppConfig, Settings  # noqa: E402
 from paywatch.invoices import InvoiceRequest, create_invoice  # noqa: E402
@@ -123,6 +130,7 @@ def main() -> None:
             scanned = adapter.fetch_range(start, min(last, start + args.batch - 1), watched.__contains__)
             transfers += len(scanned.transfers)
         elapsed = time.perf_counter() - began
+        elapsed_unthrottled = elapsed
         blocks = last - first + 1
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
@@ -143,15 +151,43 @@ def main() -> None:
             f"(mainnet makes one block per 3 s = 0.33 blocks/s)"
         )
         budgeted.close()
+        raw_one = raw_baseline(url, first, last, 1)
+        raw_many = raw_baseline(url, first, last, FETCH_CONCURRENCY)
+        print(f"raw httpx + JSON decode, one block at a time: {raw_one:.1f} blocks/s")
+        print(f"raw httpx + JSON decode, {FETCH_CONCURRENCY} blocks in flight: {raw_many:.1f} blocks/s")
+        print(f"adapter / raw ({FETCH_CONCURRENCY} in flight): {blocks / elapsed_unthrottled / raw_many:.2f}")
         if not args.no_scanner:
-            scan_with_database(url, first, last, args)
+            bare = scan_with_database(url, first, last, args, invoices=False)
+            print(f"scanner + SQLite, no invoice paid / raw ({FETCH_CONCURRENCY} in flight): {bare / raw_many:.2f}")
+            scanner = scan_with_database(url, first, last, args)
+            print(f"scanner + SQLite / raw ({FETCH_CONCURRENCY} in flight): {scanner / raw_many:.2f} (goal >= 0.7)")
     finally:
         parent.send("done")
         process.join(timeout=10)
 
 
-def scan_with_database(url: str, first: int, last: int, args: argparse.Namespace) -> None:
-    """The same blocks through the real Scanner into SQLite, with one open invoice per paid address."""
+def raw_baseline(url: str, first: int, last: int, concurrency: int) -> float:
+    """Blocks/s of the same two calls per block over one httpx client, JSON decoded, nothing else."""
+    with httpx.Client(timeout=60) as client:
+
+        def read(number: int) -> int:
+            block = client.post(f"{url}/wallet/getblockbynum", json={"num": number, "visible": False}).json()
+            infos = client.post(f"{url}/wallet/gettransactioninfobyblocknum", json={"num": number}).json()
+            return len(block.get("transactions", ())) + len(infos)
+
+        began = time.perf_counter()
+        if concurrency == 1:
+            for number in range(first, last + 1):
+                read(number)
+        else:
+            with ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(read, range(first, last + 1)))
+        return (last - first + 1) / (time.perf_counter() - began)
+
+
+def scan_with_database(url: str, first: int, last: int, args: argparse.Namespace, *, invoices: bool = True) -> float:
+    """The same blocks through the real Scanner into SQLite, with one open invoice per paid address
+    (``invoices=False``: no invoice, so only the block hashes and the cursor are stored)."""
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         upgrade(db_url)
@@ -164,7 +200,7 @@ def scan_with_database(url: str, first: int, last: int, args: argparse.Namespace
         blocks = last - first + 1
         with session_scope(engine) as session:
             store = create_store(session, "bench", opened).store
-            for _ in range(blocks * PAYMENTS_PER_BLOCK):
+            for _ in range(blocks * PAYMENTS_PER_BLOCK if invoices else 0):
                 create_invoice(session, config, store, InvoiceRequest("tron", "USDT", "1"), opened)
         adapter = TronAdapter(network, policy=RetryPolicy(attempts=2, timeout=60))
         scanner = Scanner(network, adapter, engine, Ledger(config.networks), lambda: opened + timedelta(hours=2))
@@ -174,13 +210,15 @@ def scan_with_database(url: str, first: int, last: int, args: argparse.Namespace
         matched = sum(r.matched for r in results)
         with session_scope(engine) as session:
             completed = session.exec(select(func.count()).where(col(Invoice.status) == "COMPLETED")).one()
+        label = "scanner + SQLite" if invoices else "scanner + SQLite (no invoices)"
         print(
-            f"scanner + SQLite: {blocks} blocks in {elapsed:.2f} s = {blocks / elapsed:.1f} blocks/s, "
+            f"{label}: {blocks} blocks in {elapsed:.2f} s = {blocks / elapsed:.1f} blocks/s, "
             f"{matched} payments matched, {completed} invoices COMPLETED; "
             f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
         )
         adapter.close()
         engine.dispose()
+        return blocks / elapsed
 
 
 if __name__ == "__main__":

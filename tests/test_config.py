@@ -35,6 +35,7 @@ def test_test_networks_parse() -> None:
     assert nets["ethereum"].confirmations_required == 3
     assert nets["tron"].confirmations_required == 0
     assert nets["tron"].assets["USDT"].decimals == 6
+    assert nets["ethereum"].internal_transfers == "off"
 
 
 def _set(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -75,6 +76,12 @@ BAD = [
     ("networks.ethereum.xpub", "xpubNOTAKEY", "networks.ethereum.xpub: expected an account-level xpub"),
     ("networks.tron.finality", "finalized", "networks.tron.finality: `finalized` exists only on evm"),
     ("networks.tron", "just text", "networks.tron: expected a mapping"),
+    (
+        "networks.ethereum.internal_transfers",
+        "yes",
+        "networks.ethereum.internal_transfers: Input should be 'trace' or 'off'",
+    ),
+    ("networks.tron.internal_transfers", "trace", "networks.tron.internal_transfers: `trace` exists only on evm"),
     ("networks", ["ethereum"], "networks: expected a mapping of network names"),
 ]
 

@@ -14,7 +14,7 @@ from tronpy.keys import to_base58check_address
 
 from paywatch.chains.base import NATIVE, NATIVE_INDEX, ChainAdapter
 from paywatch.chains.registry import make_adapter
-from paywatch.chains.tron import MAX_MEMO_CHARS, TronAdapter, decode_memo
+from paywatch.chains.tron import FETCH_CONCURRENCY, MAX_MEMO_CHARS, TronAdapter, decode_memo
 from paywatch.chains.tron_http import API_KEY_HEADER, RetryPolicy
 from paywatch.errors import ChainError, RetryableChainError
 from tests.support.tron_node import (
@@ -266,9 +266,24 @@ def test_heights_tip_and_solidified(node: TronNode, adapter: TronAdapter) -> Non
     node.chain.solidify(node.chain.head - 19)
     heights = adapter.heights()
     assert (heights.tip, heights.final) == (node.chain.head, node.chain.head - 19)
-    assert node.calls("wallet/getnodeinfo") == 1 and node.calls("walletsolidity/getnowblock") == 1
+    # one small call for both heights: getnodeinfo's solidityBlock, never a whole block
+    assert node.calls("wallet/getnodeinfo") == 1 and node.calls() == 1
     confirmations = TronAdapter(tron_network([node.url], finality=None, confirmations=19), policy=FAST)
     assert confirmations.heights().final is None
+
+
+def test_catch_up_reads_blocks_concurrently(node: TronNode, fake: FakeTime) -> None:
+    node.chain.mine_empty(8)
+    head = node.chain.head
+    node.rendezvous("wallet/getblockbynum", FETCH_CONCURRENCY)  # answered only when 4 are in flight together
+    patient = RetryPolicy(attempts=1, timeout=30)
+    adapter = TronAdapter(tron_network([node.url]), policy=patient, clock=fake.clock, sleep=fake.sleep)
+    try:
+        scanned = adapter.fetch_range(head - 7, head, everyone)
+    finally:
+        adapter.close()
+    assert [ref.number for ref in scanned.blocks] == list(range(head - 7, head + 1))
+    assert node.calls("wallet/getblockbynum") == 8 and node.calls("wallet/gettransactioninfobyblocknum") == 8
 
 
 def test_block_ref_and_unknown_block(node: TronNode, adapter: TronAdapter) -> None:
@@ -368,7 +383,7 @@ def test_failover_to_the_next_url(node: TronNode, fake: FakeTime) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     adapter = TronAdapter(tron_network([dead, node.url]), policy=FAST, clock=fake.clock, sleep=fake.sleep)
     assert adapter.heights().tip == node.chain.head
-    assert adapter.http.calls == 3 and node.calls() == 2  # one refused connection, then the live node
+    assert adapter.http.calls == 2 and node.calls() == 1  # one refused connection, then the live node
     assert max(fake.sleeps) <= 0.0011  # the budget spacing only: failing over needs no backoff
 
 
@@ -379,12 +394,12 @@ def test_back_to_the_first_url_after_a_while(node: TronNode, fake: FakeTime) -> 
     )
     adapter.heights()
     adapter.heights()
-    assert adapter.http.calls == 5  # one refused, then the second URL for everything
+    assert adapter.http.calls == 3  # one refused, then the second URL for everything
     primary = TronNode(node.chain, port=port)
     try:
         fake.now += FAST.back_to_primary
         adapter.heights()
-        assert adapter.http.calls == 7 and primary.calls() == 2
+        assert adapter.http.calls == 4 and primary.calls() == 1
     finally:
         primary.stop()
 

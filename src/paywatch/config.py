@@ -281,6 +281,8 @@ class NetworkConfig(BaseModel):
     deposit_address: str | None = None
     default_match: Strategy = Strategy.ADDRESS
     explorer_tx_url: str | None = None
+    internal_transfers: Literal["trace", "off"] = "off"
+    """``trace``: also credit coin sent by contracts (read from call traces; evm only)."""
     assets: dict[str, AssetConfig]
     # family utxo only (Bitcoin Core compatible nodes); see docs/utxo.md
     chain: utxo_addresses.Chain | None = None
@@ -383,6 +385,10 @@ class NetworkConfig(BaseModel):
             [self.api_key, *(e.api_key for e in self.endpoints), *self._header_values()],
             urls=[*self.rpc_urls, *([self.proxy] if self.proxy else [])],
         )
+        if self.internal_transfers == "trace" and self.family != "evm":
+            raise ValueError("internal_transfers: `trace` exists only on evm networks; use `off`")
+        if self.internal_transfers == "trace" and not any(a.native for a in self.assets.values()):
+            raise ValueError("internal_transfers: `trace` credits the native coin; add an asset with `native: true`")
         if not any(a.native for a in self.assets.values()) and not self.assets:
             raise ValueError("assets: expected at least one asset")
         return self

@@ -24,6 +24,7 @@ from paywatch.callbacks.dispatcher import Dispatcher
 from paywatch.chains.base import ChainAdapter
 from paywatch.chains.registry import make_adapter
 from paywatch.config import AppConfig
+from paywatch.errors import RetryableChainError
 from paywatch.lease import Lease, SingleWorkerLock
 from paywatch.ledger import Ledger
 from paywatch.metrics import BLOCKS_SCANNED, SCAN_ERRORS, TRANSFERS
@@ -202,6 +203,11 @@ class Worker:
     async def run(self, *, install_signals: bool = True) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT); running steps finish and commit first."""
         self._single.acquire()
+        try:
+            await asyncio.to_thread(self.preflight)
+        except BaseException:
+            self._single.release()
+            raise
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -222,6 +228,19 @@ class Worker:
                 await asyncio.to_thread(lease.release)
             self._single.release()
             log.info("worker stopped")
+
+    def preflight(self) -> None:
+        """Start-up checks of the adapters that have them (a node without the trace methods that
+        ``internal_transfers: trace`` needs raises ConfigError and the worker does not start). A
+        node that is merely unreachable now is logged; its scan checks again and fails loudly."""
+        for name, scanner in self.scanners.items():
+            check = getattr(scanner.adapter, "preflight", None)
+            if check is None:
+                continue
+            try:
+                check()
+            except RetryableChainError as exc:
+                log.warning("start-up check postponed: %s", exc, extra={"network": name})
 
     def stop(self) -> None:
         self.stopping.set()

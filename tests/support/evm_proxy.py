@@ -4,6 +4,8 @@
   "query returned more than 10000 results" (Infura's answer).
 * ``fail_requests``: answer the next N HTTP requests with 503.
 * ``missing_blocks``: answer ``eth_getBlockByNumber`` for these numbers with ``null`` (a lagging node).
+* ``refused_methods``: answer these methods with ``refused_code`` (-32601 "method not found" by
+  default; some providers use -32000) and "... does not exist/is not available".
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class RpcProxy:
         self.log_limit: int | None = None
         self.fail_requests = 0
         self.missing_blocks: set[int] = set()
+        self.refused_methods: set[str] = set()
+        self.refused_code = -32601
         self.refused_logs = 0
         self.log_queries: list[tuple[int, int]] = []
         self.requests = 0
@@ -70,6 +74,9 @@ class RpcProxy:
 
     def _one(self, item: dict[str, Any]) -> Any:
         method, params = item.get("method"), item.get("params") or []
+        if method in self.refused_methods:
+            error = {"code": self.refused_code, "message": f"the method {method} does not exist/is not available"}
+            return {"jsonrpc": "2.0", "id": item.get("id"), "error": error}
         if method == "eth_getLogs":
             lo, hi = int(params[0]["fromBlock"], 16), int(params[0]["toBlock"], 16)
             with self._lock:

@@ -517,6 +517,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, path: str, params: dict[str, Any]) -> None:
         node = self.server.node
         node._record(path, params, dict(self.headers))
+        if not node._meet(path.strip("/")):
+            self._send(503, {}, b"")
+            return
         fault = node._take_fault(path.strip("/"))
         if fault is not None:
             self._send(fault.status, fault.headers, fault.body)
@@ -554,6 +557,7 @@ class TronNode:
         self._cache: dict[tuple[str, int, bool], bytes] = {}
         self._cache_version = -1
         self._nodeinfo = json.loads((FIXTURES / "getnodeinfo_mainnet.json").read_text())
+        self._rendezvous: tuple[str, threading.Barrier] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port = port
@@ -622,6 +626,27 @@ class TronNode:
         encoded = json.dumps(body).encode()
         with self._lock:
             self._faults.extend(Fault(200, {}, encoded, path) for _ in range(count))
+
+    def clear_faults(self) -> None:
+        """Forget every fault not served yet."""
+        with self._lock:
+            self._faults.clear()
+
+    def rendezvous(self, path: str, parties: int, timeout: float = 10.0) -> None:
+        """Hold requests to ``path`` until ``parties`` of them are in flight together (proof of
+        concurrent reads); a client that sends them one at a time gets 503 after ``timeout``."""
+        self._rendezvous = (path, threading.Barrier(parties, timeout=timeout))
+
+    def _meet(self, path: str) -> bool:
+        """Wait at the rendezvous of ``path`` (if any); False when it broke (not enough in flight)."""
+        meeting = self._rendezvous
+        if meeting is None or meeting[0] != path:
+            return True
+        try:
+            meeting[1].wait()
+        except threading.BrokenBarrierError:
+            return False
+        return True
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:

@@ -13,8 +13,10 @@
 * A token transfer to a watched address also gets its index within its transaction
   (``tx_position``), from its receipt: its identity must survive re-mining in another block,
   where its block-wide ``logIndex`` changes.
-* Native transfers made by contracts (internal calls) are not visible in block bodies and are not
-  reported; per-invoice addresses are EOAs that payers send to directly.
+* Native transfers made by contracts (internal calls) are not visible in block bodies. With
+  ``internal_transfers: trace`` they are read from the call traces of the range's non-empty blocks
+  (see ``evm_trace``); otherwise they are not reported. :meth:`EvmAdapter.preflight` checks at
+  start that the node answers a trace method.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from paywatch.chains.base import BlockRef, ScannedRange, WatchPredicate
 from paywatch.chains.evm_rpc import JsonRpcProvider, ProviderFactory, QueryTooLarge, RpcClient, Web3Provider
+from paywatch.chains.evm_trace import TraceReader, internal_transfers
 from paywatch.config import NetworkConfig
 from paywatch.domain.status import Heights
 from paywatch.domain.transfer import NATIVE, NATIVE_INDEX, Transfer, address_key
@@ -93,6 +96,7 @@ class EvmAdapter:
         )
         self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
         self._native = any(a.native for a in network.assets.values())
+        self._traces = TraceReader(self.rpc, network.name) if network.internal_transfers == "trace" else None
         self._log_span = network.max_block_range
         self._log_ceiling = network.max_block_range  # lowered only by a provider's explicit refusals
         self._log_successes = 0
@@ -101,6 +105,15 @@ class EvmAdapter:
     def log_span(self) -> int:
         """The ``eth_getLogs`` span currently used (shrinks after a provider refused a larger one)."""
         return self._log_span
+
+    def preflight(self) -> None:
+        """Checks made once at start: with ``internal_transfers: trace``, that the node answers a
+        trace method (ConfigError naming the setting when it refuses them)."""
+        if self._traces is not None and self._traces.method is None:
+            latest = self.rpc.call("eth_getBlockByNumber", ["latest", False])
+            if not isinstance(latest, dict):
+                raise RetryableChainError(f"{self.network}: the node has no latest block")
+            self._traces.probe(str(latest["hash"]).lower(), _int(latest["number"]))
 
     # --- ChainAdapter ----------------------------------------------------------------------------
 
@@ -125,6 +138,7 @@ class EvmAdapter:
             [("eth_getBlockByNumber", [hex(n), self._native]) for n in range(start, end + 1)], chunk=BODY_BATCH
         )
         refs: list[BlockRef] = []
+        traced: list[tuple[BlockRef, list[str]]] = []
         natives: list[tuple[dict[str, Any], BlockRef]] = []
         for number, body in zip(range(start, end + 1), bodies, strict=True):
             if not isinstance(body, dict):
@@ -137,10 +151,15 @@ class EvmAdapter:
             refs.append(ref)
             if self._native:
                 natives.extend((tx, ref) for tx in body.get("transactions", ()) if _pays_watched(tx, watched))
+            if self._traces is not None:
+                traced.append((ref, [_tx_hash(tx) for tx in body.get("transactions", ())]))
         by_hash = {ref.hash: ref for ref in refs}
         tokens = self._token_transfers(start, end, by_hash, watched) if self._tokens else []
         receipts = self._receipts([tx["hash"] for tx, _ in natives] + [t.tx_hash for t in tokens])
         transfers = self._native_transfers(natives, receipts) + self._with_positions(tokens, receipts)
+        if self._traces is not None:
+            self.preflight()
+            transfers.extend(internal_transfers(self.network, self._traces.calls(traced), watched))
         transfers.sort(key=lambda t: (t.block_number, t.log_index, t.tx_hash))
         return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
 
@@ -159,6 +178,10 @@ class EvmAdapter:
         transfers: list[Transfer] = []
         if self._native and _pays_watched(tx, watched):
             transfers.append(self._native_transfer(tx, ref, success))
+        if self._traces is not None:
+            self.preflight()
+            calls = [(ref, call) for call in self._traces.transaction_calls(str(tx["hash"]).lower())]
+            transfers.extend(internal_transfers(self.network, calls, watched))
         tokens = set(self._tokens)
         for position, log in enumerate(receipt.get("logs", ())):
             if str(log.get("address", "")).lower() in tokens:
@@ -297,6 +320,10 @@ class EvmAdapter:
             asset_key=str(log["address"]).lower(),
             amount=amount,
         )
+
+
+def _tx_hash(tx: Any) -> str:
+    return str(tx["hash"] if isinstance(tx, dict) else tx).lower()
 
 
 def _pays_watched(tx: Any, watched: WatchPredicate) -> bool:

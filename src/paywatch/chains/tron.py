@@ -3,8 +3,9 @@
 Per block it makes two calls, whatever the block holds: ``wallet/getblockbynum`` (through tronpy)
 for the transactions, their ``contractRet`` and memos, and ``wallet/gettransactioninfobyblocknum``
 (tronpy has no call for it) for every transaction's receipt and event logs. Heights come from
-``wallet/getnodeinfo`` (tip) and ``walletsolidity/getnowblock`` (solidified) when the network's
-``finality`` is ``solidified``.
+``wallet/getnodeinfo``: its ``block`` (tip) and ``solidityBlock`` (solidified, when the network's
+``finality`` is ``solidified``), one small call that never downloads a block. A catch-up reads up to
+``FETCH_CONCURRENCY`` blocks at once; the network's request budget still spaces every request.
 
 What is reported:
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -49,6 +51,8 @@ from paywatch.redact import describe
 #: keccak256("Transfer(address,address,uint256)")
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 SUCCESS = "SUCCESS"
+#: Blocks read at once during a catch-up (each read is two requests, all within the request budget).
+FETCH_CONCURRENCY = 4
 MAX_MEMO_CHARS = 256  # the memo columns' size; longer memos are cut (they cannot match an invoice anyway)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _T = TypeVar("_T")
@@ -134,6 +138,7 @@ class TronAdapter:
             **timing,
         )
         self._tron = Tron(provider=TronpyProvider(self.http))
+        self._pool: ThreadPoolExecutor | None = None
         # configured TRC-20 contracts: 20-byte account hex (the log form) -> base58 as in networks.yaml
         self._tokens = {
             base58_to_account(asset.contract): asset.contract
@@ -142,17 +147,24 @@ class TronAdapter:
         }
 
     def close(self) -> None:
-        """Close the HTTP client if the adapter created it."""
+        """Stop the block readers and close the HTTP client if the adapter created it."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         self.http.close()
 
     # --- the ChainAdapter Protocol -------------------------------------------------------------
 
     def heights(self) -> Heights:
-        """Tip from ``wallet/getnodeinfo``; solidified height from ``walletsolidity/getnowblock``."""
+        """Tip and solidified height from one ``wallet/getnodeinfo`` (its ``block`` and
+        ``solidityBlock``); ``walletsolidity/getnowblock`` only for a node whose info lacks the latter."""
         info = self._guard("wallet/getnodeinfo", self._tron.get_node_info)
         tip = self._guard("wallet/getnodeinfo", lambda: _parse_height(info.get("block")))
         if not self.solidified:
             return Heights(tip=tip)
+        if info.get("solidityBlock"):
+            solid = self._guard("wallet/getnodeinfo", lambda: _parse_height(info.get("solidityBlock")))
+            return Heights(tip=tip, final=min(solid, tip))
         solid_block = self._guard("walletsolidity/getnowblock", self._tron.get_latest_solid_block)
         if not solid_block:
             raise RetryableChainError(f"{self.network}: the solidity node has no block yet")
@@ -163,14 +175,29 @@ class TronAdapter:
         return self._coherent(lambda: block_ref(self._block(number)))
 
     def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
-        """Two calls per block; raises before returning anything if one block cannot be read whole."""
-        refs: list[BlockRef] = []
-        transfers: list[Transfer] = []
-        for number in range(start, end + 1):
-            ref, found = self._coherent(partial(self._read_block, number, watched))
-            refs.append(ref)
-            transfers.extend(found)
-        return ScannedRange(blocks=tuple(refs), transfers=tuple(transfers))
+        """Two calls per block, up to FETCH_CONCURRENCY blocks at once (the request budget is shared);
+        raises before returning anything if one block cannot be read whole."""
+        numbers = range(start, end + 1)
+        read: Callable[[int], tuple[BlockRef, list[Transfer]]] = lambda n: self._coherent(  # noqa: E731
+            partial(self._read_block, n, watched)
+        )
+        if len(numbers) == 1:
+            results = [read(start)]
+        else:
+            futures = [self._executor().submit(read, n) for n in numbers]
+            try:
+                results = [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        refs = tuple(ref for ref, _ in results)
+        return ScannedRange(blocks=refs, transfers=tuple(t for _, found in results for t in found))
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix=f"tron-{self.network}")
+        return self._pool
 
     def _read_block(self, number: int, watched: WatchPredicate) -> tuple[BlockRef, list[Transfer]]:
         block = self._block(number)

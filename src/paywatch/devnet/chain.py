@@ -25,8 +25,10 @@ KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 
 @cache
 def artifact(name: str) -> tuple[list[dict[str, Any]], str]:
-    """ABI and bytecode of ``TestToken`` or ``FalseToken`` (compiled offline; see contracts/README.md)."""
-    stem = CONTRACTS / f"contracts_TestTokens_sol_{name}"
+    """ABI and bytecode of a contract in ``TestTokens.sol`` or ``Payers.sol`` (compiled offline;
+    see contracts/README.md)."""
+    [abi_file] = CONTRACTS.glob(f"contracts_*_sol_{name}.abi")
+    stem = abi_file.with_suffix("")
     abi = json.loads(stem.with_suffix(".abi").read_text())
     return abi, "0x" + stem.with_suffix(".bin").read_text().strip()
 
