@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from paywatch.callbacks import admin
 from paywatch.callbacks.dispatcher import Dispatcher, Outcome
-from paywatch.cli.support import guarded, open_app
+from paywatch.cli.support import fail, guarded, open_app
 from paywatch.cli.support import now as utc_now
 from paywatch.config import AppConfig
 from paywatch.store.db import session_scope
@@ -36,9 +36,7 @@ def _send_now(config: AppConfig, engine: Engine, event_id: int) -> Outcome | Non
 
 def _report(outcome: Outcome | None, webhook_id: str) -> None:
     if outcome is None:
-        reason = "store callbacks disabled, or already claimed"
-        typer.echo(f"error: {webhook_id} could not be sent now ({reason})", err=True)
-        raise typer.Exit(1)
+        raise fail(f"{webhook_id} could not be sent now (store callbacks disabled, or already claimed)")
     ok = outcome.status_code is not None and 200 <= outcome.status_code < 300
     detail = f"HTTP {outcome.status_code}" if outcome.status_code is not None else "no answer"
     if outcome.error:

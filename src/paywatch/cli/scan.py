@@ -14,7 +14,7 @@ from rich.table import Table
 
 from paywatch.chains.base import ChainAdapter
 from paywatch.chains.registry import make_adapter
-from paywatch.cli.support import now
+from paywatch.cli.support import fail, now
 from paywatch.config import AppConfig, NetworkConfig
 from paywatch.domain.amounts import format_amount
 from paywatch.domain.transfer import NATIVE
@@ -167,8 +167,7 @@ def register(app: typer.Typer, get_config: Callable[[], AppConfig]) -> None:
                 get_config(), network, from_block=from_block, to_block=to_block, dry_run=dry_run, console=console
             )
         except PaywatchError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from None
+            raise fail(str(exc)) from None
 
     @app.command("rescan-tx")
     def rescan_tx(
@@ -181,5 +180,4 @@ def register(app: typer.Typer, get_config: Callable[[], AppConfig]) -> None:
         try:
             run_rescan_tx(get_config(), network, tx_hash, dry_run=dry_run, console=console)
         except PaywatchError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from None
+            raise fail(str(exc)) from None
