@@ -1,12 +1,17 @@
 # Two commands do all set-up on a fresh machine (see README.md):
 #   make demo   -> installs everything, then runs the devnet demo on SQLite
 #   make test   -> installs everything, then runs lint, types and the whole test suite
+#   make test-fast -> the inner loop: the suite without the tests marked slow
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ANVIL := node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 
-.PHONY: setup demo test lint bench clean
+# pytest-xdist workers; each has its own databases, ports and anvil nodes (tests/support/ports.py)
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint bench clean
 
 $(BIN)/paywatch: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -28,7 +33,10 @@ lint: setup
 	$(BIN)/mypy src
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+test-fast: lint
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/matching.py

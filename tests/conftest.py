@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from paywatch.config import AppConfig, NetworkConfig, Settings, parse_networks
 from paywatch.store.db import make_engine, normalize_url, upgrade
+from tests.support.ports import worker_id
 
 PG_URL = os.environ.get("PAYWATCH_TEST_DATABASE_URL")
 
@@ -68,7 +69,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def fresh_postgres_database() -> Iterator[str]:
     assert PG_URL is not None
     base = make_url(normalize_url(PG_URL))
-    name = "pw_test_" + secrets.token_hex(6)
+    name = f"pw_test_{worker_id()}_{secrets.token_hex(5)}"  # per xdist worker: easy to tell apart
     admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -7,25 +7,27 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import col, select
 
 from paywatch.chains.base import BlockRef, ChainAdapter, Heights, ScannedRange, WatchPredicate
 from paywatch.chains.evm import EvmAdapter
 from paywatch.chains.tron_http import RetryPolicy, TronHttp
 from paywatch.config import Settings, load_config
-from paywatch.devnet.node import free_port
 from paywatch.errors import RetryableChainError
 from paywatch.invoices import InvoiceRequest, create_invoice
-from paywatch.lease import Lease
+from paywatch.lease import Lease, lock_key
 from paywatch.metrics import REGISTRY
 from paywatch.store.db import make_engine, session_scope, upgrade
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
@@ -33,6 +35,7 @@ from paywatch.stores import create_store
 from paywatch.worker import Worker
 from tests.conftest import PG_URL, fresh_postgres_database
 from tests.support.callback_receiver import Receiver, Reply, verify
+from tests.support.ports import free_port
 from tests.support.worker_procs import (
     USDT,
     Devnet,
@@ -347,14 +350,25 @@ def test_leases_hold_their_own_idle_connections_and_notice_a_lost_lock(pg_url: s
 
 
 class LeaseThief:
-    """A ChainAdapter that, during the ``at``-th range read, kills the lease holder's PostgreSQL
-    session and lets a rival replica's lease take the network (a replica losing its lease mid-scan)."""
+    """A ChainAdapter that lets a rival replica take the network's lease at the start of the
+    ``at``-th scan step (its ``at``-th ``heights()`` call, made by the scanning thread once any
+    prefetched read has finished, so the step count does not depend on thread timing).
 
-    def __init__(self, inner: ChainAdapter, engine: Engine, rival: Lease, at: int) -> None:
-        self.inner, self.engine, self.rival, self.at = inner, engine, rival, at
-        self.reads = 0
+    The rival first queues on the advisory lock, and only then is the holder's PostgreSQL session
+    killed: the lock passes straight to the rival, and the holder cannot take it back in between.
+    """
+
+    def __init__(self, inner: ChainAdapter, engine: Engine, key: int, at: int) -> None:
+        self.inner, self.engine, self.key, self.at = inner, engine, key, at
+        self.steps = self.reads = 0
+        self.rival_pid: int | None = None
+        self._rival_engine = create_engine(engine.url, poolclass=NullPool)
+        self._rival: Connection | None = None
 
     def heights(self) -> Heights:
+        self.steps += 1
+        if self.steps == self.at:
+            self._steal()
         return self.inner.heights()
 
     def block_ref(self, number: int) -> BlockRef:
@@ -365,18 +379,40 @@ class LeaseThief:
 
     def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
         self.reads += 1
-        if self.reads == self.at:
-            key = self.rival.key & (2**64 - 1)
-            with self.engine.connect() as conn:
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND classid = :hi AND objid = :lo AND granted"
-                    ),
-                    {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
-                )
-            wait_for("the rival to take the lease", self.rival.acquire, timeout=10, every=0.05)
         return self.inner.fetch_range(start, end, watched)
+
+    def _advisory(self, sql: str, **params: int) -> list[Any]:
+        key = self.key & (2**64 - 1)
+        where = "locktype = 'advisory' AND classid = :hi AND objid = :lo"
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(sql.format(where=where)), {"hi": key >> 32, "lo": key & 0xFFFFFFFF, **params})
+            return list(rows.scalars())
+
+    def _steal(self) -> None:
+        rival = self._rival = self._rival_engine.connect()
+        self.rival_pid = pid = int(rival.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        queued = threading.Thread(
+            target=lambda: rival.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key}), daemon=True
+        )
+        queued.start()
+        wait_for(
+            "the rival to queue for the lease",
+            lambda: self._advisory("SELECT pid FROM pg_locks WHERE {where} AND pid = :pid AND NOT granted", pid=pid),
+            timeout=60,
+            every=0.02,
+        )
+        self._advisory("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {where} AND granted")
+        queued.join(timeout=60)
+        assert not queued.is_alive(), "the rival never got the lease"
+
+    def rival_holds(self) -> bool:
+        sql = "SELECT pid FROM pg_locks WHERE {where} AND granted AND pid = :pid"
+        return bool(self._advisory(sql, pid=self.rival_pid or 0))
+
+    def close(self) -> None:
+        if self._rival is not None:
+            self._rival.close()
+        self._rival_engine.dispose()
 
 
 def test_a_replica_that_lost_its_lease_stops_between_steps(
@@ -390,20 +426,20 @@ def test_a_replica_that_lost_its_lease_stops_between_steps(
     )
     config = load_config(Settings(database_url=pg_url, networks=networks))
     engine = make_engine(pg_url)
-    rival = Lease(engine, "scan:devnet")
-    thief = LeaseThief(EvmAdapter(config.networks["devnet"]), engine, rival, at=3)
+    thief = LeaseThief(EvmAdapter(config.networks["devnet"]), engine, lock_key("scan:devnet"), at=3)
     worker = Worker(config, engine, adapters={"devnet": thief})
     try:
         with caplog.at_level(logging.INFO, logger="paywatch.worker"):
             assert worker.scan("devnet") == 12  # three steps of 4 blocks, then it notices and stops
         assert "lost the scan lease of devnet" in caplog.text
-        assert not worker.leases["devnet"].held and rival.held
-        reads = thief.reads  # the 3 steps' ranges, plus the one the scanner prefetched before it noticed
-        assert reads <= 4
-        assert worker.scan("devnet") == 0 and thief.reads == reads  # no more reads while the rival holds it
+        assert not worker.leases["devnet"].held and thief.rival_holds()
+        assert thief.reads == 4  # the 3 steps' ranges, plus the one prefetched before it noticed
+        assert worker.scan("devnet") == 0 and thief.reads == 4  # no more reads while the rival holds it
         assert _cursor(engine) == start + 11
     finally:
-        rival.release()
+        thief.close()
+        for scanner in worker.scanners.values():
+            scanner.close()
         for lease in worker.leases.values():
             lease.release()
         engine.dispose()

@@ -41,9 +41,10 @@ from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock
 from paywatch.worker import Worker
 from tests.conftest import EVM_XPUB
 from tests.support.fault_proxy import KINDS, FaultProxy
+from tests.support.ports import free_port
 from tests.test_worker_crash import InvoiceSpec, seed, token_call
 
-pytestmark = pytest.mark.anvil
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = "anvil"
@@ -142,7 +143,7 @@ def lag(chain: Chain, engine: Engine, start_block: int) -> int:
 def anvil() -> Iterator[AnvilNode]:
     if not (ROOT / ANVIL_IN_NODE_MODULES).exists():
         pytest.skip("anvil is not installed (npm install @foundry-rs/anvil)")
-    node = AnvilNode().start()
+    node = AnvilNode(port=free_port()).start()
     try:
         yield node
     finally:

@@ -42,7 +42,10 @@ from tests.support.worker_procs import (
     write_networks,
 )
 
-pytestmark = pytest.mark.skipif(PG_URL is None, reason="needs PostgreSQL: set PAYWATCH_TEST_DATABASE_URL")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(PG_URL is None, reason="needs PostgreSQL: set PAYWATCH_TEST_DATABASE_URL"),
+]
 
 POLL = 0.5
 REPLICAS = 3

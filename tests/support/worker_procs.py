@@ -22,6 +22,7 @@ from paywatch.config import raw_document
 from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import ANVIL_IN_NODE_MODULES, AnvilNode
 from tests.conftest import EVM_XPUB
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 USDT = 10**6
@@ -32,7 +33,7 @@ def anvil(*args: str) -> AnvilNode:
     """A started anvil (the test is skipped when anvil is not installed)."""
     if not (ROOT / ANVIL_IN_NODE_MODULES).exists():
         pytest.skip("anvil is not installed (npm install @foundry-rs/anvil)")
-    return AnvilNode(*args, binary=ROOT / ANVIL_IN_NODE_MODULES).start()
+    return AnvilNode(*args, port=free_port(), binary=ROOT / ANVIL_IN_NODE_MODULES).start()
 
 
 @dataclass
