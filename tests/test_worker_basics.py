@@ -76,13 +76,13 @@ def test_second_worker_on_one_sqlite_file_refuses_to_start(sqlite_url: str, tmp_
     try:
         wait_for("the first worker", lambda: started(first), timeout=30)
         second = PaywatchProcess(["worker"], env, tmp_path / "second.log")
-        assert second.wait(timeout=30) == 2
+        assert second.wait(timeout=120) == 2
         message = second.text()
         assert "error: another paywatch worker" in message
         assert f"pid {first.pid}" in message and "use PostgreSQL to run several" in message
         assert first.proc.poll() is None  # the first one keeps running
         first.signal(signal.SIGTERM)
-        assert first.wait(timeout=20) == 0
+        assert first.wait(timeout=120) == 0
     finally:
         first.close()
         if second is not None:
@@ -127,7 +127,7 @@ def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, s
         wait_for("a scan in progress, a few steps stored", mid_scan, timeout=30, every=0.02)
         signalled = time.time()
         worker.signal(signal.SIGTERM)
-        assert worker.wait(timeout=20) == 0
+        assert worker.wait(timeout=120) == 0
     finally:
         worker.close()
     records = worker.lines()
@@ -154,7 +154,7 @@ def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, s
     try:
         wait_for("the catch-up", lambda: _cursor(engine) == tip, timeout=30)
         worker.signal(signal.SIGTERM)
-        assert worker.wait(timeout=20) == 0
+        assert worker.wait(timeout=120) == 0
     finally:
         worker.close()
     with session_scope(engine) as session:
@@ -235,10 +235,14 @@ def test_run_serves_the_api_and_scans_with_metrics_and_json_logs(
             )
             assert down.status_code == 201, down.text
             wait_for("a failed delivery", lambda: receiver.on("/down"), timeout=15)
-            time.sleep(0.3)  # the attempt is recorded just after the reply
-            metrics = api.get("/metrics").text
+
+            def failure_recorded() -> str | None:  # the attempt is recorded just after the reply
+                text = api.get("/metrics").text
+                return text if _metric(text, "paywatch_callback_deliveries_total", result="failed") >= 1 else None
+
+            metrics = wait_for("the failed attempt in /metrics", failure_recorded, timeout=15)
             proc.signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
+            assert proc.wait(timeout=120) == 0
         finally:
             proc.close()
 

@@ -63,6 +63,7 @@ from tests.conftest import EVM_XPUB, database_params, fresh_postgres_database
 from tests.support.callback_receiver import Receiver, Reply, verify
 from tests.support.fault_proxy import FaultProxy
 from tests.support.ports import free_port
+from tests.support.worker_procs import HANG_GUARD
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
@@ -313,6 +314,8 @@ def pending_events(engine: Engine) -> int:
 
 
 def wait_for(what: str, condition: Callable[[], bool], worker: WorkerProcess, log: Path, timeout: float) -> None:
+    """Poll until ``condition``; fail if the worker dies, or on a hang (``HANG_GUARD`` at least)."""
+    timeout = max(timeout, HANG_GUARD)
     deadline = time.monotonic() + timeout
     while not condition():
         if not worker.alive():
