@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from paywatch.api.db_metrics import DatabaseCollector
 from paywatch.api.deps import Context
 from paywatch.health import network_lags
-from paywatch.metrics import DatabaseCollector, render
+from paywatch.metrics import render
 from paywatch.store.db import session_scope
 
 router = APIRouter(tags=["health"])
