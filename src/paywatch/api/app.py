@@ -14,12 +14,19 @@ from paywatch.api.context import AppContext, utc_now
 from paywatch.api.errors import install_error_handlers
 from paywatch.api.limits import BodyLimit
 from paywatch.config import AppConfig
+from paywatch.health import NodeTips, TipReader
 from paywatch.ledger import Ledger
 from paywatch.store.db import make_engine
 
 
-def create_app(config: AppConfig, *, engine: Engine | None = None, clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """Build the merchant API for ``config``; ``engine`` and ``clock`` are injectable for tests."""
+def create_app(
+    config: AppConfig,
+    *,
+    engine: Engine | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    read_tip: TipReader | None = None,
+) -> FastAPI:
+    """Build the merchant API for ``config``; ``engine``, ``clock`` and ``read_tip`` are injectable for tests."""
     app = FastAPI(
         title="paywatch",
         version=__version__,
@@ -30,6 +37,7 @@ def create_app(config: AppConfig, *, engine: Engine | None = None, clock: Callab
         engine=engine or make_engine(config.settings.database_url),
         ledger=Ledger(config.networks),
         clock=clock,
+        read_tip=read_tip or NodeTips(config.networks),
     )
     install_error_handlers(app)
     app.include_router(routes_invoices.router)

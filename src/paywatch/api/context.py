@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Engine
 
 from paywatch.config import AppConfig
+from paywatch.health import TipReader
 from paywatch.ledger import Ledger
 
 
@@ -24,3 +25,5 @@ class AppContext:
     engine: Engine
     ledger: Ledger
     clock: Callable[[], datetime] = utc_now
+    read_tip: TipReader = lambda _network: None
+    """The chain height recorded on a new invoice of a network never scanned (see health.NodeTips)."""
