@@ -48,7 +48,11 @@ def test_store_and_invoice_commands(db_url: str, tmp_path: Path) -> None:
 
     listed = json.loads(run(["invoice", "list", "--json"], env).stdout)
     assert sorted(row["id"] for row in listed) == sorted(ids)
-    assert "PENDING" in run(["invoice", "list"], env).stdout
+    table = run(["invoice", "list"], {**env, "COLUMNS": "80"}).stdout
+    assert "PENDING" in table and "ETH 1" in table and ids[0] in table  # asset units, whole ids
+    assert max(len(line) for line in table.splitlines()) <= 80
+    wide = run(["invoice", "list", "--wide"], env).stdout
+    assert all(row["address"] in wide for row in listed)  # --wide: every column, in full
     shown = json.loads(run(["invoice", "show", ids[0]], env).stdout)
     assert shown["id"] == ids[0] and shown["amount"] == "1"
     assert "CANCELLED" in run(["invoice", "cancel", ids[0]], env).stdout
