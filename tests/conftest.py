@@ -101,3 +101,9 @@ def app_config(db_url: str, networks: dict[str, NetworkConfig], tmp_path: Path) 
 
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long end-to-end tests (marked ``slow``) first: under pytest-xdist each starts at once on
+    a worker of its own while the short ones fill the other workers, so none of them ends last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
