@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy.engine import Engine
 
+from paywatch.chains.base import ChainAdapter, Heights
 from paywatch.chains.evm import EvmAdapter
+from paywatch.chains.registry import make_adapter
 from paywatch.config import AppConfig, Settings, load_config
+from paywatch.health import NodeTips
 from paywatch.store.db import session_scope
 from paywatch.store.models import Invoice, NetworkState
 from paywatch.worker import Worker
@@ -95,3 +99,26 @@ def test_the_first_scan_starts_at_the_tip_without_open_invoices(
     with session_scope(engine) as session:
         state = session.get(NetworkState, "devnet")
         assert state is not None and state.cursor_height == tip
+
+
+def test_an_unreachable_node_is_not_asked_again_at_once(devnet: Devnet, db_url: str, tmp_path: Path) -> None:
+    config = _config(devnet, db_url, tmp_path)
+    urls = {"now": ("http://127.0.0.1:1",)}  # refused at first; the live node later
+    now = [0.0]
+    asked: list[float] = []
+
+    class Probe:
+        """The quick adapter on whatever URL is current, noting when it is asked."""
+
+        def heights(self) -> Heights:
+            asked.append(now[0])
+            network = config.networks["devnet"].model_copy(update={"rpc_urls": urls["now"]})
+            return make_adapter(network, quick=True).heights()
+
+    tips = NodeTips(config.networks, factory=lambda _n: cast(ChainAdapter, Probe()), clock=lambda: now[0])
+    assert tips("devnet") is None and tips("nowhere") is None  # refused: recorded as unknown
+    now[0] = 29.0
+    assert tips("devnet") is None and asked == [0.0]  # within the quiet period: not asked again
+    urls["now"] = (devnet.node.url,)
+    now[0] = 31.0
+    assert tips("devnet") == devnet.chain.height() and asked == [0.0, 31.0]
