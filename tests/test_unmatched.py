@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
+from typer.testing import CliRunner
 
+from paywatch.cli import app as cli_app
 from paywatch.config import AppConfig
 from paywatch.domain.matching import Unmatched, UnmatchedReason
 from paywatch.domain.transfer import Transfer, address_key
@@ -94,8 +96,11 @@ def test_cli_lists_and_attaches(db_url: str, engine: Engine, app_config: AppConf
     env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks)}
 
     def paywatch(*args: str) -> subprocess.CompletedProcess[str]:
+        if args[:2] == ("unmatched", "list"):  # in-process: the same app, no second interpreter start
+            invoked = CliRunner().invoke(cli_app, list(args), env=env)
+            return subprocess.CompletedProcess(args, invoked.exit_code, invoked.stdout, invoked.stderr)
         return subprocess.run(
-            [sys.executable, "-m", "paywatch", *args], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "paywatch", *args], env=env, capture_output=True, text=True, timeout=120
         )
 
     listed = json.loads(paywatch("unmatched", "list", "--json").stdout)
@@ -130,10 +135,8 @@ def test_cli_inbox_reads_in_asset_units_in_80_columns(
     env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks), "COLUMNS": "80"}
 
     def paywatch(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "paywatch", *args], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
+        done = CliRunner().invoke(cli_app, list(args), env=env)  # the real app, in this process
+        assert done.exit_code == 0, done.output
         return done.stdout
 
     table = paywatch("unmatched", "list")
