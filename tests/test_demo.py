@@ -21,6 +21,7 @@ def anvil_or_skip() -> Path:
 
 
 @pytest.mark.anvil
+@pytest.mark.slow
 def test_demo_runs_to_a_verified_summary(tmp_path: Path) -> None:
     anvil_or_skip()
     started = time.monotonic()

@@ -68,6 +68,7 @@ def started(proc: PaywatchProcess) -> bool:
     return any(r.get("msg", "").startswith("worker started") for r in proc.lines())
 
 
+@pytest.mark.slow
 def test_second_worker_on_one_sqlite_file_refuses_to_start(sqlite_url: str, tmp_path: Path) -> None:
     networks = write_networks(tmp_path / "networks.yaml", {"devnet": network_entry([DEAD_RPC], "0x" + "11" * 20)})
     env = paywatch_env(sqlite_url, networks)
@@ -89,6 +90,7 @@ def test_second_worker_on_one_sqlite_file_refuses_to_start(sqlite_url: str, tmp_
             second.close()
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, sqlite_url: str, tmp_path: Path) -> None:
     chain = devnet.chain
     start = chain.height() + 1
@@ -185,6 +187,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_run_serves_the_api_and_scans_with_metrics_and_json_logs(
     devnet: Devnet, sqlite_url: str, tmp_path: Path
 ) -> None:
