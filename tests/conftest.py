@@ -106,4 +106,11 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The long end-to-end tests (marked ``slow``) first: under pytest-xdist each starts at once on
     a worker of its own while the short ones fill the other workers, so none of them ends last."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    longest = ("tests/test_worker_crash.py", "tests/test_evm_payments.py::test_a_thousand")  # minutes each
+
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith(longest):
+            return 0
+        return 1 if item.get_closest_marker("slow") is not None else 2
+
+    items.sort(key=rank)
