@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from paywatch.config import AppConfig, NetworkConfig, Settings, parse_networks
 from paywatch.store.db import make_engine, normalize_url, upgrade
+from tests.support.ports import worker_id
 
 PG_URL = os.environ.get("PAYWATCH_TEST_DATABASE_URL")
 
@@ -68,7 +69,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def fresh_postgres_database() -> Iterator[str]:
     assert PG_URL is not None
     base = make_url(normalize_url(PG_URL))
-    name = "pw_test_" + secrets.token_hex(6)
+    name = f"pw_test_{worker_id()}_{secrets.token_hex(5)}"  # per xdist worker: easy to tell apart
     admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -100,3 +101,16 @@ def app_config(db_url: str, networks: dict[str, NetworkConfig], tmp_path: Path) 
 
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long end-to-end tests (marked ``slow``) first: under pytest-xdist each starts at once on
+    a worker of its own while the short ones fill the other workers, so none of them ends last."""
+    longest = ("tests/test_worker_crash.py", "tests/test_evm_payments.py::test_a_thousand")  # minutes each
+
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith(longest):
+            return 0
+        return 1 if item.get_closest_marker("slow") is not None else 2
+
+    items.sort(key=rank)

@@ -156,8 +156,11 @@ def test_cli_test_list_redeliver_rotate_enable(
     (row,) = json.loads(listed.output)
     assert row["state"] == "pending" and row["attempt_count"] == 1
     assert row["attempts"][0]["status_code"] == 500 and row["attempts"][0]["response_excerpt"] == "nope"
-    table = runner.invoke(cli_app, ["callbacks", "list"], env=cli_env, terminal_width=200)
+    table = runner.invoke(cli_app, ["callbacks", "list"], env={**cli_env, "COLUMNS": "80"})
     assert table.exit_code == 0 and "2 callback events" in table.output
+    assert max(len(line) for line in table.output.splitlines()) <= 80
+    wide = runner.invoke(cli_app, ["callbacks", "list", "--wide"], env=cli_env)
+    assert wide.exit_code == 0 and row["webhook_id"] in wide.output  # --wide: every column
 
     again = runner.invoke(cli_app, ["callbacks", "redeliver", row["webhook_id"], "--now"], env=cli_env)
     assert again.exit_code == 0, again.output

@@ -9,13 +9,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from paywatch.cli import app as cli_app
 from tests.conftest import TEST_NETWORKS
 
 PAYWATCH = [sys.executable, "-m", "paywatch"]
 
 
-def run(args: list[str], env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*PAYWATCH, *args], env=env, capture_output=True, text=True, timeout=60)
+def run(
+    args: list[str], env: dict[str, str], ok: bool = True, *, process: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``paywatch ARGS``: a real process with ``process``, else the same app in this process
+    (typer's CliRunner: the same code, without a second start of the interpreter)."""
+    if process:
+        result = subprocess.run([*PAYWATCH, *args], env=env, capture_output=True, text=True, timeout=120)
+    else:
+        invoked = CliRunner().invoke(cli_app, args, env=env)
+        result = subprocess.CompletedProcess(args, invoked.exit_code, invoked.stdout, invoked.stderr)
     if ok:
         assert result.returncode == 0, result.stderr
     return result
@@ -25,7 +36,7 @@ def test_store_and_invoice_commands(db_url: str, tmp_path: Path) -> None:
     networks = tmp_path / "networks.yaml"
     networks.write_text(TEST_NETWORKS)
     env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks)}
-    run(["db", "upgrade"], env)
+    run(["db", "upgrade"], env, process=True)  # the operator's real process; the rest runs in-process
     created = json.loads(run(["store", "create", "shop", "--json"], env).stdout)
     assert set(created) == {"store_id", "api_key", "webhook_secret"}
     assert created["webhook_secret"].startswith("whsec_")
@@ -48,14 +59,18 @@ def test_store_and_invoice_commands(db_url: str, tmp_path: Path) -> None:
 
     listed = json.loads(run(["invoice", "list", "--json"], env).stdout)
     assert sorted(row["id"] for row in listed) == sorted(ids)
-    assert "PENDING" in run(["invoice", "list"], env).stdout
+    table = run(["invoice", "list"], {**env, "COLUMNS": "80"}).stdout
+    assert "PENDING" in table and "ETH 1" in table and ids[0] in table  # asset units, whole ids
+    assert max(len(line) for line in table.splitlines()) <= 80
+    wide = run(["invoice", "list", "--wide"], env).stdout
+    assert all(row["address"] in wide for row in listed)  # --wide: every column, in full
     shown = json.loads(run(["invoice", "show", ids[0]], env).stdout)
     assert shown["id"] == ids[0] and shown["amount"] == "1"
     assert "CANCELLED" in run(["invoice", "cancel", ids[0]], env).stdout
     assert "COMPLETED" in run(["invoice", "mark-paid", ids[1]], env).stdout
     again = run(["invoice", "cancel", ids[1]], env, ok=False)
     assert again.returncode == 2 and "already COMPLETED" in again.stderr
-    missing = run(["invoice", "show", "inv_nope"], env, ok=False)
+    missing = run(["invoice", "show", "inv_nope"], env, ok=False, process=True)
     assert missing.returncode == 2 and "inv_nope" in missing.stderr
 
 
@@ -63,7 +78,7 @@ def test_bad_networks_file_fails_at_start_with_the_key_path(tmp_path: Path) -> N
     networks = tmp_path / "networks.yaml"
     networks.write_text(TEST_NETWORKS.replace("decimals: 6}", "decimals: 99}", 1))
     env = {**os.environ, "PAYWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PAYWATCH_NETWORKS": str(networks)}
-    result = run(["store", "create", "shop"], env, ok=False)
+    result = run(["store", "create", "shop"], env, ok=False, process=True)
     assert result.returncode == 2
     assert f"{networks}: networks.ethereum.assets.USDT.decimals: expected an integer 0..77" in result.stderr
 
@@ -73,5 +88,5 @@ def test_private_key_in_place_of_xpub_is_refused(tmp_path: Path) -> None:
     mnemonic = " ".join(["abandon"] * 11 + ["about"])
     networks.write_text(re.sub(r'xpub: "xpub[^"]+"', f'xpub: "{mnemonic}"', TEST_NETWORKS, count=1))
     env = {**os.environ, "PAYWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PAYWATCH_NETWORKS": str(networks)}
-    result = run(["store", "create", "shop"], env, ok=False)
+    result = run(["store", "create", "shop"], env, ok=False, process=True)
     assert result.returncode == 2 and "mnemonic" in result.stderr and "networks.ethereum.xpub" in result.stderr

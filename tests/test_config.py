@@ -86,7 +86,10 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[f"{p}={v!r}"[:60] for p, v, _ in BAD])
+BAD_IDS = [(f"{p} deleted" if v is _DELETE else f"{p}={v!r}")[:60] for p, v, _ in BAD]  # same on every xdist worker
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=BAD_IDS)
 def test_bad_networks_file_names_file_key_and_expectation(path: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(_set(doc(), path, value))

@@ -125,6 +125,7 @@ def test_unique_amount_strategy_and_unmatched_inbox(h: Harness, deployed: Deploy
     assert (stray.amount, stray.reason, stray.to_address) == (20 * USDT + 999, "no_amount_match", a.address.lower())
 
 
+@pytest.mark.slow
 def test_a_thousand_watched_addresses(h: Harness, deployed: Deployed) -> None:
     invoices = h.invoices([("USDT" if i % 2 else "ETH", "1") for i in range(1000)])
     rng = random.Random(7)

@@ -89,10 +89,15 @@ def test_cli_rescan_and_rescan_tx(h: Harness, deployed: Deployed) -> None:
     runner = CliRunner()
     dry = runner.invoke(app, ["rescan", "anvil", "--from-block", str(block), "--to-block", str(block), "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert inv_id in dry.output and "dry run: nothing was changed" in dry.output and "9 USDT" in dry.output
+    assert inv_id in dry.output and "dry run: nothing was changed" in dry.output and "USDT 9" in dry.output
     assert h.payments() == []
     real = runner.invoke(app, ["rescan-tx", "anvil", tx])
     assert real.exit_code == 0, real.output
     assert "COMPLETED" in real.output and len(h.payments()) == 1
     bad = runner.invoke(app, ["rescan", "anvil", "--from-block", str(block), "--to-block", str(10**9)])
-    assert bad.exit_code == 1 and "beyond the node's tip" in bad.output
+    # the CLI convention: errors on stderr, exit code 2, nothing on stdout
+    assert bad.exit_code == 2, bad.output
+    assert "error: " in bad.stderr and "beyond the node's tip" in bad.stderr
+    assert "beyond the node's tip" not in bad.stdout
+    bad_tx = runner.invoke(app, ["rescan-tx", "anvil", "0x" + "ab" * 32])
+    assert bad_tx.exit_code == 2 and "error: " in bad_tx.stderr, bad_tx.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from paywatch.chains.registry import make_adapter
 from paywatch.chains.tron import FETCH_CONCURRENCY, MAX_MEMO_CHARS, TronAdapter, decode_memo
 from paywatch.chains.tron_http import API_KEY_HEADER, RetryPolicy
 from paywatch.errors import ChainError, RetryableChainError
+from tests.support.ports import free_port
 from tests.support.tron_node import (
     FAKE_USDT,
     FIXTURES,
@@ -371,12 +371,6 @@ def test_refused_everywhere_is_not_retryable(node: TronNode) -> None:
     with pytest.raises(ChainError) as caught:
         adapter.heights()
     assert not isinstance(caught.value, RetryableChainError)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_failover_to_the_next_url(node: TronNode, fake: FakeTime) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
+from typer.testing import CliRunner
 
+from paywatch.cli import app as cli_app
 from paywatch.config import AppConfig
 from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
 from paywatch.domain.transfer import Transfer, address_key
@@ -95,8 +97,11 @@ def test_cli_lists_and_attaches(db_url: str, engine: Engine, app_config: AppConf
     env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks)}
 
     def paywatch(*args: str) -> subprocess.CompletedProcess[str]:
+        if args[:2] == ("unmatched", "list"):  # in-process: the same app, no second interpreter start
+            invoked = CliRunner().invoke(cli_app, list(args), env=env)
+            return subprocess.CompletedProcess(args, invoked.exit_code, invoked.stdout, invoked.stderr)
         return subprocess.run(
-            [sys.executable, "-m", "paywatch", *args], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "paywatch", *args], env=env, capture_output=True, text=True, timeout=120
         )
 
     listed = json.loads(paywatch("unmatched", "list", "--json").stdout)
@@ -158,3 +163,50 @@ def test_an_attached_transfer_remined_that_now_matches_another_invoice_stays_wit
         assert row is not None and (row.orphaned, row.block_number, row.attached_invoice_id) == (False, 150, invoice_id)
         other = s.get(Invoice, other_id)
         assert other is not None and other.amount_paid == 0
+
+
+def test_cli_inbox_reads_in_asset_units_in_80_columns(
+    db_url: str, engine: Engine, app_config: AppConfig, tmp_path: Path
+) -> None:
+    _, transfer_id, ledger = setup(engine, app_config)
+    eth_tx = "0x" + "3e" * 32
+    eth = Transfer(
+        network="ethereum",
+        tx_hash=eth_tx,
+        log_index=-1,
+        block_number=7,
+        block_hash="cd" * 32,
+        block_time=T0,
+        from_address="0x" + "11" * 20,
+        to_address="0x" + "22" * 20,
+        asset_key="native",
+        amount=3_041_416_671_280_614_839,
+    )
+    with session_scope(engine) as s:
+        ledger.record_unmatched(s, [Unmatched(eth, UnmatchedReason.ASSET_MISMATCH)], T0)
+    networks = tmp_path / "networks.yaml"
+    networks.write_text(TEST_NETWORKS)
+    env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks), "COLUMNS": "80"}
+
+    def paywatch(*args: str) -> str:
+        done = CliRunner().invoke(cli_app, list(args), env=env)  # the real app, in this process
+        assert done.exit_code == 0, done.output
+        return done.stdout
+
+    table = paywatch("unmatched", "list")
+    assert "ETH 3.041416671280614839" in table and "USDT 5" in table
+    assert "native" not in table and USDT_TRON not in table and "3041416671280614839" not in table
+    assert "0x3e3e…3e3e" in table and eth_tx not in table  # a short tx hash
+    assert "unknown memo" in table and "asset mismatch" in table
+    assert max(len(line) for line in table.splitlines()) <= 80
+
+    wide = paywatch("unmatched", "list", "--wide")
+    assert eth_tx in wide and "3041416671280614839" in wide and "ETH 3.041416671280614839" in wide
+
+    rows = {r["id"]: r for r in json.loads(paywatch("unmatched", "list", "--json"))}
+    usdt = rows[transfer_id]
+    assert (usdt["asset"], usdt["amount"], usdt["amount_units"]) == ("USDT", "5", "5000000")
+    assert usdt["asset_key"] == USDT_TRON.lower() or usdt["asset_key"] == address_key(USDT_TRON)
+    (ether,) = [r for r in rows.values() if r["tx_hash"] == eth_tx]
+    assert (ether["asset"], ether["amount"], ether["amount_units"]) == ("ETH", "3.041416671280614839", str(eth.amount))
+    assert ether["asset_key"] == "native"

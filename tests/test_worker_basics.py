@@ -7,25 +7,27 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import col, select
 
 from paywatch.chains.base import BlockRef, ChainAdapter, Heights, ScannedRange, WatchPredicate
 from paywatch.chains.evm import EvmAdapter
 from paywatch.chains.tron_http import RetryPolicy, TronHttp
 from paywatch.config import Settings, load_config
-from paywatch.devnet.node import free_port
 from paywatch.errors import RetryableChainError
 from paywatch.invoices import InvoiceRequest, create_invoice
-from paywatch.lease import Lease
+from paywatch.lease import Lease, lock_key
 from paywatch.metrics import REGISTRY
 from paywatch.redact import render_endpoint
 from paywatch.store.db import make_engine, session_scope, upgrade
@@ -34,6 +36,7 @@ from paywatch.stores import create_store
 from paywatch.worker import Worker
 from tests.conftest import PG_URL, fresh_postgres_database
 from tests.support.callback_receiver import Receiver, Reply, verify
+from tests.support.ports import free_port
 from tests.support.worker_procs import (
     USDT,
     Devnet,
@@ -66,6 +69,7 @@ def started(proc: PaywatchProcess) -> bool:
     return any(r.get("msg", "").startswith("worker started") for r in proc.lines())
 
 
+@pytest.mark.slow
 def test_second_worker_on_one_sqlite_file_refuses_to_start(sqlite_url: str, tmp_path: Path) -> None:
     networks = write_networks(tmp_path / "networks.yaml", {"devnet": network_entry([DEAD_RPC], "0x" + "11" * 20)})
     env = paywatch_env(sqlite_url, networks)
@@ -74,19 +78,20 @@ def test_second_worker_on_one_sqlite_file_refuses_to_start(sqlite_url: str, tmp_
     try:
         wait_for("the first worker", lambda: started(first), timeout=30)
         second = PaywatchProcess(["worker"], env, tmp_path / "second.log")
-        assert second.wait(timeout=30) == 2
+        assert second.wait(timeout=120) == 2
         message = second.text()
         assert "error: another paywatch worker" in message
         assert f"pid {first.pid}" in message and "use PostgreSQL to run several" in message
         assert first.proc.poll() is None  # the first one keeps running
         first.signal(signal.SIGTERM)
-        assert first.wait(timeout=20) == 0
+        assert first.wait(timeout=120) == 0
     finally:
         first.close()
         if second is not None:
             second.close()
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, sqlite_url: str, tmp_path: Path) -> None:
     chain = devnet.chain
     start = chain.height() + 1
@@ -125,7 +130,7 @@ def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, s
         wait_for("a scan in progress, a few steps stored", mid_scan, timeout=30, every=0.02)
         signalled = time.time()
         worker.signal(signal.SIGTERM)
-        assert worker.wait(timeout=20) == 0
+        assert worker.wait(timeout=120) == 0
     finally:
         worker.close()
     records = worker.lines()
@@ -152,7 +157,7 @@ def test_sigterm_finishes_the_running_step_commits_and_exits_0(devnet: Devnet, s
     try:
         wait_for("the catch-up", lambda: _cursor(engine) == tip, timeout=30)
         worker.signal(signal.SIGTERM)
-        assert worker.wait(timeout=20) == 0
+        assert worker.wait(timeout=120) == 0
     finally:
         worker.close()
     with session_scope(engine) as session:
@@ -183,6 +188,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_run_serves_the_api_and_scans_with_metrics_and_json_logs(
     devnet: Devnet, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -233,10 +239,14 @@ def test_run_serves_the_api_and_scans_with_metrics_and_json_logs(
             )
             assert down.status_code == 201, down.text
             wait_for("a failed delivery", lambda: receiver.on("/down"), timeout=15)
-            time.sleep(0.3)  # the attempt is recorded just after the reply
-            metrics = api.get("/metrics").text
+
+            def failure_recorded() -> str | None:  # the attempt is recorded just after the reply
+                text = api.get("/metrics").text
+                return text if _metric(text, "paywatch_callback_deliveries_total", result="failed") >= 1 else None
+
+            metrics = wait_for("the failed attempt in /metrics", failure_recorded, timeout=15)
             proc.signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
+            assert proc.wait(timeout=120) == 0
         finally:
             proc.close()
 
@@ -348,14 +358,25 @@ def test_leases_hold_their_own_idle_connections_and_notice_a_lost_lock(pg_url: s
 
 
 class LeaseThief:
-    """A ChainAdapter that, during the ``at``-th range read, kills the lease holder's PostgreSQL
-    session and lets a rival replica's lease take the network (a replica losing its lease mid-scan)."""
+    """A ChainAdapter that lets a rival replica take the network's lease at the start of the
+    ``at``-th scan step (its ``at``-th ``heights()`` call, made by the scanning thread once any
+    prefetched read has finished, so the step count does not depend on thread timing).
 
-    def __init__(self, inner: ChainAdapter, engine: Engine, rival: Lease, at: int) -> None:
-        self.inner, self.engine, self.rival, self.at = inner, engine, rival, at
-        self.reads = 0
+    The rival first queues on the advisory lock, and only then is the holder's PostgreSQL session
+    killed: the lock passes straight to the rival, and the holder cannot take it back in between.
+    """
+
+    def __init__(self, inner: ChainAdapter, engine: Engine, key: int, at: int) -> None:
+        self.inner, self.engine, self.key, self.at = inner, engine, key, at
+        self.steps = self.reads = 0
+        self.rival_pid: int | None = None
+        self._rival_engine = create_engine(engine.url, poolclass=NullPool)
+        self._rival: Connection | None = None
 
     def heights(self) -> Heights:
+        self.steps += 1
+        if self.steps == self.at:
+            self._steal()
         return self.inner.heights()
 
     def block_ref(self, number: int) -> BlockRef:
@@ -366,18 +387,40 @@ class LeaseThief:
 
     def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
         self.reads += 1
-        if self.reads == self.at:
-            key = self.rival.key & (2**64 - 1)
-            with self.engine.connect() as conn:
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND classid = :hi AND objid = :lo AND granted"
-                    ),
-                    {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
-                )
-            wait_for("the rival to take the lease", self.rival.acquire, timeout=10, every=0.05)
         return self.inner.fetch_range(start, end, watched)
+
+    def _advisory(self, sql: str, **params: int) -> list[Any]:
+        key = self.key & (2**64 - 1)
+        where = "locktype = 'advisory' AND classid = :hi AND objid = :lo"
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(sql.format(where=where)), {"hi": key >> 32, "lo": key & 0xFFFFFFFF, **params})
+            return list(rows.scalars())
+
+    def _steal(self) -> None:
+        rival = self._rival = self._rival_engine.connect()
+        self.rival_pid = pid = int(rival.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        queued = threading.Thread(
+            target=lambda: rival.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key}), daemon=True
+        )
+        queued.start()
+        wait_for(
+            "the rival to queue for the lease",
+            lambda: self._advisory("SELECT pid FROM pg_locks WHERE {where} AND pid = :pid AND NOT granted", pid=pid),
+            timeout=60,
+            every=0.02,
+        )
+        self._advisory("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {where} AND granted")
+        queued.join(timeout=60)
+        assert not queued.is_alive(), "the rival never got the lease"
+
+    def rival_holds(self) -> bool:
+        sql = "SELECT pid FROM pg_locks WHERE {where} AND granted AND pid = :pid"
+        return bool(self._advisory(sql, pid=self.rival_pid or 0))
+
+    def close(self) -> None:
+        if self._rival is not None:
+            self._rival.close()
+        self._rival_engine.dispose()
 
 
 def test_a_replica_that_lost_its_lease_stops_between_steps(
@@ -391,20 +434,20 @@ def test_a_replica_that_lost_its_lease_stops_between_steps(
     )
     config = load_config(Settings(database_url=pg_url, networks=networks))
     engine = make_engine(pg_url)
-    rival = Lease(engine, "scan:devnet")
-    thief = LeaseThief(EvmAdapter(config.networks["devnet"]), engine, rival, at=3)
+    thief = LeaseThief(EvmAdapter(config.networks["devnet"]), engine, lock_key("scan:devnet"), at=3)
     worker = Worker(config, engine, adapters={"devnet": thief})
     try:
         with caplog.at_level(logging.INFO, logger="paywatch.worker"):
             assert worker.scan("devnet") == 12  # three steps of 4 blocks, then it notices and stops
         assert "lost the scan lease of devnet" in caplog.text
-        assert not worker.leases["devnet"].held and rival.held
-        reads = thief.reads  # the 3 steps' ranges, plus the one the scanner prefetched before it noticed
-        assert reads <= 4
-        assert worker.scan("devnet") == 0 and thief.reads == reads  # no more reads while the rival holds it
+        assert not worker.leases["devnet"].held and thief.rival_holds()
+        assert thief.reads == 4  # the 3 steps' ranges, plus the one prefetched before it noticed
+        assert worker.scan("devnet") == 0 and thief.reads == 4  # no more reads while the rival holds it
         assert _cursor(engine) == start + 11
     finally:
-        rival.release()
+        thief.close()
+        for scanner in worker.scanners.values():
+            scanner.close()
         for lease in worker.leases.values():
             lease.release()
         engine.dispose()

@@ -62,8 +62,10 @@ from paywatch.stores import create_store
 from tests.conftest import EVM_XPUB, database_params, fresh_postgres_database
 from tests.support.callback_receiver import Receiver, Reply, verify
 from tests.support.fault_proxy import FaultProxy
+from tests.support.ports import free_port
+from tests.support.worker_procs import HANG_GUARD
 
-pytestmark = pytest.mark.anvil
+pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = "anvil"
@@ -312,6 +314,8 @@ def pending_events(engine: Engine) -> int:
 
 
 def wait_for(what: str, condition: Callable[[], bool], worker: WorkerProcess, log: Path, timeout: float) -> None:
+    """Poll until ``condition``; fail if the worker dies, or on a hang (``HANG_GUARD`` at least)."""
+    timeout = max(timeout, HANG_GUARD)
     deadline = time.monotonic() + timeout
     while not condition():
         if not worker.alive():
@@ -453,7 +457,7 @@ def test_kill_9_at_random_points_equals_an_uninterrupted_run(two_databases: tupl
     rng = random.Random(seed_value)
     ref_url, crash_url = two_databases
     started = time.monotonic()
-    node = AnvilNode().start()
+    node = AnvilNode(port=free_port()).start()
     engines: list[Engine] = []
     try:
         chain = Chain(node)

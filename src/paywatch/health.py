@@ -1,16 +1,27 @@
 """How far behind each network's scanner is, for /healthz, /metrics, ``paywatch status`` and
-invoice creation: the one place the lag is computed."""
+invoice creation (the one place the lag is computed), and the chain height recorded on a new invoice."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session
 
-from paywatch.config import AppConfig
+from paywatch.chains.base import ChainAdapter
+from paywatch.chains.registry import make_adapter
+from paywatch.config import AppConfig, NetworkConfig
 from paywatch.errors import UnavailableError
 from paywatch.store.models import NetworkState, ScannedBlock
+
+log = logging.getLogger("paywatch.health")
+
+TipReader = Callable[[str], "int | None"]
+"""A network's current tip height, or None when it cannot be read now."""
 
 
 @dataclass(frozen=True)
@@ -88,3 +99,58 @@ def require_fresh(session: Session, config: AppConfig, network: str, now: dateti
             f"network {network} is {int(behind)} s behind (limit {limit} s, {lag.lag_blocks} blocks behind the tip); "
             "payments would not be seen in time"
         )
+
+
+def creation_height(session: Session, network: str, read_tip: TipReader) -> int | None:
+    """The chain height to record on a new invoice of ``network``.
+
+    The tip the scanner last read when there is one (never above the real tip, so a first scan
+    starting there misses nothing); else, for a network no worker has scanned yet, the node's.
+    """
+    state = session.get(NetworkState, network)
+    if state is not None and state.tip_height is not None:
+        return state.tip_height
+    return read_tip(network)
+
+
+class NodeTips:
+    """Reads a network's tip from its node with one quick attempt; None when it cannot.
+
+    One adapter per network, built on first use and used by one thread at a time. After a failure
+    the network is not asked again for ``quiet_seconds``, so a dead node does not slow every
+    invoice creation down.
+    """
+
+    def __init__(
+        self,
+        networks: dict[str, NetworkConfig],
+        *,
+        factory: Callable[[NetworkConfig], ChainAdapter] = lambda n: make_adapter(n, quick=True),
+        clock: Callable[[], float] = time.monotonic,
+        quiet_seconds: float = 30.0,
+    ) -> None:
+        self.networks = networks
+        self.factory = factory
+        self.clock = clock
+        self.quiet_seconds = quiet_seconds
+        self._adapters: dict[str, ChainAdapter] = {}
+        self._failed_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, network: str) -> int | None:
+        config = self.networks.get(network)
+        if config is None:
+            return None
+        with self._lock:
+            failed = self._failed_at.get(network)
+            if failed is not None and self.clock() - failed < self.quiet_seconds:
+                return None
+            try:
+                adapter = self._adapters.get(network) or self._adapters.setdefault(network, self.factory(config))
+                tip = adapter.heights().tip
+            except Exception as exc:  # recorded as unknown: the invoice is still created
+                self._failed_at[network] = self.clock()
+                log.warning("cannot read the tip of %s for a new invoice: %s", network, exc, extra={"network": network})
+                return None
+            self._failed_at.pop(network, None)
+            return tip

@@ -76,8 +76,14 @@ def parse_expires_in(value: Any) -> timedelta:
     return span
 
 
-def create_invoice(session: Session, config: AppConfig, store: Store, req: InvoiceRequest, now: datetime) -> Invoice:
-    """Validate the request, allocate the deposit target, write the invoice and its created event."""
+def create_invoice(
+    session: Session, config: AppConfig, store: Store, req: InvoiceRequest, now: datetime, *, height: int | None = None
+) -> Invoice:
+    """Validate the request, allocate the deposit target, write the invoice and its created event.
+
+    ``height`` is the chain height now (see :func:`paywatch.health.creation_height`): the network's
+    first scan starts no higher, so a payment made before any worker ran is still seen.
+    """
     for name in ("network", "asset", "order_id", "description", "customer_email", "callback_url"):
         check_text(getattr(req, name), name)
     if isinstance(req.amount, str):
@@ -133,6 +139,7 @@ def create_invoice(session: Session, config: AppConfig, store: Store, req: Invoi
         status=InvoiceStatus.PENDING.value,
         expires_at=expires_at,
         created_at=now,
+        created_height=height,
         updated_at=now,
         order_id=req.order_id,
         description=req.description,

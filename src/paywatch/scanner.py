@@ -34,7 +34,7 @@ from paywatch.addresses import build_watch_index
 from paywatch.chains.base import BlockRef, ChainAdapter, MempoolSource, ScannedRange
 from paywatch.config import NetworkConfig
 from paywatch.domain.matching import Match, Unmatched, WatchIndex
-from paywatch.domain.status import Heights
+from paywatch.domain.status import TERMINAL, Heights
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.ledger import Ledger
 from paywatch.mempool import MempoolResult, MempoolWatcher
@@ -194,8 +194,10 @@ class Scanner:
             cursor = state.cursor_height if state else None
             cursor_hash = state.cursor_hash if state else None
             index = self.watch.get(session)
+            floor = lowest_open_height(session, name) if cursor is None else None
         if cursor is None:
             start = self.network.start_block if self.network.start_block is not None else heights.tip
+            start = start if floor is None else min(start, floor)  # never above an open invoice's creation
         else:
             start = cursor + 1
         if start > heights.tip:
@@ -358,6 +360,17 @@ def _check_range(blocks: Iterable[BlockRef], start: int, end: int) -> None:
     for parent, child in pairwise(refs):
         if child.parent_hash != parent.hash:
             raise RetryableChainError(f"block {child.number} does not extend block {parent.number}; retrying")
+
+
+def lowest_open_height(session: Session, network: str) -> int | None:
+    """The lowest chain height recorded at creation among ``network``'s invoices not yet final
+    (COMPLETED or CANCELLED): a first scan starting above it could miss their payments."""
+    final = [status.value for status in TERMINAL]
+    stmt = select(func.min(Invoice.created_height)).where(
+        col(Invoice.network) == network, col(Invoice.status).not_in(final)
+    )
+    lowest = session.exec(stmt).one()
+    return None if lowest is None else int(lowest)
 
 
 def stored_payments(session: Session, network: str, start: int, end: int) -> list[Payment]:

@@ -83,6 +83,8 @@ class Receiver:
         self._plans: dict[str, deque[Reply]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._hold_after: int | None = None
+        self._released = threading.Event()
         self._server = _Server(("127.0.0.1", port), self._handler())
         self.sni_names: list[str | None] = []
         if tls is not None:
@@ -106,6 +108,26 @@ class Receiver:
         with self._lock:
             self._plans.setdefault(path, deque()).extend(replies)
 
+    def hold_after(self, count: int) -> None:
+        """Answer the first ``count`` requests, then leave every later one unanswered until
+        :meth:`release` (a client can then be stopped at a known point of its work)."""
+        with self._lock:
+            self._hold_after = count
+            self._released.clear()
+
+    def release(self) -> None:
+        """Answer the held requests (and every later one) again."""
+        self._released.set()
+
+    def _held(self, number: int) -> bool:
+        """Wait while request ``number`` is held; False when the receiver stops meanwhile."""
+        if self._hold_after is None or number <= self._hold_after:
+            return True
+        while not self._released.wait(0.05):
+            if self._stopping.is_set():
+                return False
+        return True
+
     def on(self, path: str) -> list[Received]:
         with self._lock:
             return [r for r in self.received if r.path == path]
@@ -119,17 +141,18 @@ class Receiver:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def _next(self, path: str, received: Received) -> Reply:
+    def _next(self, path: str, received: Received) -> tuple[Reply, int]:
         with self._lock:
             self.count += 1
             if self.record:
                 self.received.append(received)
             plan = self._plans.get(path)
-            return plan.popleft() if plan else self.default
+            return (plan.popleft() if plan else self.default), self.count
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -142,7 +165,9 @@ class Receiver:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
-                reply = receiver._next(self.path, got)
+                reply, number = receiver._next(self.path, got)
+                if not receiver._held(number):
+                    return
                 if reply.delay and receiver._stopping.wait(reply.delay):
                     return
                 self.send_response(reply.status)

@@ -14,10 +14,11 @@ import pytest
 
 from paywatch.config import NetworkConfig
 from paywatch.devnet.chain import KEY0, Chain, artifact
-from paywatch.devnet.node import CHAIN_ID, find_anvil, free_port
+from paywatch.devnet.node import CHAIN_ID, find_anvil
 from paywatch.devnet.node import AnvilNode as DevnetAnvil
 from paywatch.errors import ConfigError
 from tests.conftest import EVM_XPUB
+from tests.support.ports import free_port
 
 __all__ = ["CHAIN_ID", "KEY0", "AnvilNode", "Chain", "artifact", "evm_network", "free_port"]
 
@@ -30,7 +31,7 @@ class AnvilNode(DevnetAnvil):
             find_anvil(binary)
         except ConfigError as exc:
             pytest.skip(str(exc))
-        super().__init__(*args, port=port, binary=binary)
+        super().__init__(*args, port=port or free_port(), binary=binary)
 
 
 def evm_network(url: str | Sequence[str | dict[str, Any]], tokens: dict[str, str], **overrides: Any) -> NetworkConfig:

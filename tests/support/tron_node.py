@@ -1,7 +1,7 @@
 """A local TronGrid-compatible node: a real HTTP server on 127.0.0.1 serving an in-memory chain.
 
 Written from the java-tron HTTP API documentation (tronprotocol/documentation-en, ``docs/api/http``)
-and the recorded answers in ``tests/fixtures/tron`` (copied from ``../shared/fixtures/tron``):
+and the recorded answers of real nodes in ``tests/fixtures/tron``:
 
 * ``POST|GET /wallet/getnowblock``, ``/wallet/getblockbynum {"num"}``: ``protocol.Block`` with
   ``blockID``, ``block_header.raw_data`` and ``transactions`` (the key is absent for an empty block);

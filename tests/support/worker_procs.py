@@ -22,6 +22,7 @@ from paywatch.config import raw_document
 from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import ANVIL_IN_NODE_MODULES, AnvilNode
 from tests.conftest import EVM_XPUB
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 USDT = 10**6
@@ -32,7 +33,7 @@ def anvil(*args: str) -> AnvilNode:
     """A started anvil (the test is skipped when anvil is not installed)."""
     if not (ROOT / ANVIL_IN_NODE_MODULES).exists():
         pytest.skip("anvil is not installed (npm install @foundry-rs/anvil)")
-    return AnvilNode(*args, binary=ROOT / ANVIL_IN_NODE_MODULES).start()
+    return AnvilNode(*args, port=free_port(), binary=ROOT / ANVIL_IN_NODE_MODULES).start()
 
 
 @dataclass
@@ -149,8 +150,17 @@ class PaywatchProcess:
         self._log.close()
 
 
+HANG_GUARD = 240.0
+"""No wait gives up sooner: a timeout only catches a hang, never judges speed (a loaded CI box is slow)."""
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.1) -> T:
-    """Poll ``probe`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    """Poll ``probe`` until it returns something truthy; fail the test if it never does.
+
+    ``timeout`` is how long it normally takes at most; the test fails only after
+    ``max(timeout, HANG_GUARD)`` seconds, so a slow machine is never a failure.
+    """
+    timeout = max(timeout, HANG_GUARD)
     deadline = time.monotonic() + timeout
     while True:
         value = probe()

@@ -15,6 +15,7 @@ from paywatch.api.errors import install_error_handlers
 from paywatch.api.limits import BodyLimit
 from paywatch.checkout.context import Checkout, default_checkout
 from paywatch.config import AppConfig
+from paywatch.health import NodeTips, TipReader
 from paywatch.ledger import Ledger
 from paywatch.store.db import make_engine
 
@@ -25,8 +26,10 @@ def create_app(
     engine: Engine | None = None,
     clock: Callable[[], datetime] = utc_now,
     checkout: Checkout | None = None,
+    read_tip: TipReader | None = None,
 ) -> FastAPI:
-    """Build the merchant API for ``config``; ``engine``, ``clock`` and ``checkout`` are injectable for tests."""
+    """Build the merchant API for ``config``; ``engine``, ``clock``, ``checkout`` and ``read_tip`` are
+    injectable for tests."""
     app = FastAPI(
         title="paywatch",
         version=__version__,
@@ -37,6 +40,7 @@ def create_app(
         engine=engine or make_engine(config.settings.database_url),
         ledger=Ledger(config.networks),
         clock=clock,
+        read_tip=read_tip or NodeTips(config.networks),
     )
     app.state.checkout = checkout or default_checkout(config)
     install_error_handlers(app)

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from paywatch.api.ratelimit import RateLimits
 from paywatch.config import AppConfig
+from paywatch.health import TipReader
 from paywatch.ledger import Ledger
 
 
@@ -25,6 +26,8 @@ class AppContext:
     engine: Engine
     ledger: Ledger
     clock: Callable[[], datetime] = utc_now
+    read_tip: TipReader = lambda _network: None
+    """The chain height recorded on a new invoice of a network never scanned (see health.NodeTips)."""
     limits: RateLimits | None = None
 
     def rate_limits(self) -> RateLimits:

@@ -16,9 +16,10 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from paywatch.api.context import AppContext
+from paywatch.api.db_metrics import DatabaseCollector
 from paywatch.api.deps import Context
 from paywatch.health import network_lags, overall_status
-from paywatch.metrics import DatabaseCollector, render
+from paywatch.metrics import render
 from paywatch.store.db import session_scope
 
 router = APIRouter(tags=["health"])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from paywatch.api.deps import Context, CurrentStore, DbSession
 from paywatch.api.schemas import ERROR_RESPONSES, InvoiceCreate, InvoiceList, InvoiceOut
-from paywatch.health import require_fresh
+from paywatch.health import creation_height, require_fresh
 from paywatch.invoices import (
     InvoiceRequest,
     cancel_invoice,
@@ -34,7 +34,9 @@ def create(body: InvoiceCreate, store: CurrentStore, session: DbSession, context
     context.rate_limits().invoices.take(store.id, now)
     require_fresh(session, context.config, body.network, now)
     request = InvoiceRequest(**{**body.model_dump(exclude={"metadata"}), "metadata": body.metadata or {}})
-    invoice = create_invoice(session, context.config, store, request, now)
+    known = body.network in context.config.networks  # an unknown one is named by create_invoice
+    height = creation_height(session, body.network, context.read_tip) if known else None
+    invoice = create_invoice(session, context.config, store, request, now, height=height)
     return _view(session, context, invoice)
 
 

@@ -14,6 +14,7 @@ from paywatch.cli.callbacks import callbacks_app, rotate_secret
 from paywatch.cli.scan import register as register_scan_commands
 from paywatch.cli.status import status as status_command
 from paywatch.cli.support import fail, get_config, guarded, now, open_app, plain
+from paywatch.cli.tables import Column, decimal_amount, money, print_table, short_hash, short_time
 from paywatch.config import AppConfig, load_config
 from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
 from paywatch.ledger import Ledger
@@ -176,26 +177,13 @@ def api(
     asyncio.run(alongside(metrics_server(config, engine), server.serve()))
 
 
-def _invoice_row(view: dict[str, Any]) -> list[str]:
-    cells = [
-        view["id"],
-        view["status"],
-        f"{view['amount']} {view['asset']}",
-        view["network"],
-        view["amount_paid"],
-        view["address"],
-        view["expires_at"],
-        (view["order_id"] or "")[:40],
-    ]
-    return [plain(cell) for cell in cells]
-
-
 @invoice_app.command("list")
 def invoice_list(
     status: Annotated[str | None, typer.Option(help="Only this status")] = None,
     store: Annotated[str | None, typer.Option(help="Only this store id")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, addresses in full")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, the same body as the API")] = False,
 ) -> None:
     """List invoices, newest first."""
     config, engine = open_app()
@@ -211,12 +199,30 @@ def invoice_list(
     if as_json:
         typer.echo(json.dumps(views, indent=2))
         return
-    table = Table(title=f"{len(views)} invoices")
-    for column in ("id", "status", "amount", "network", "paid", "address", "expires", "order"):
-        table.add_column(column)
-    for view in views:
-        table.add_row(*_invoice_row(view))
-    console.print(table)
+    rows = [
+        {
+            **view,
+            "due": f"{view['asset']} {view['amount']}",
+            "paid": f"{view['asset']} {view['amount_paid']}",
+            "flags": ",".join(view["flags"]),
+        }
+        for view in views
+    ]
+    columns = [
+        Column("id", "id", no_wrap=True),
+        Column("status", "status"),
+        Column("network", "network"),
+        Column("amount", "due", justify="right", no_wrap=True),
+        Column("paid", "paid", justify="right", no_wrap=True),
+        Column("flags", "flags", compact=False),
+        Column("address", "address", compact=False),
+        Column("memo", "memo", compact=False),
+        Column("order", "order_id", compact=False),
+        Column("expires", "expires_at"),
+        Column("created", "created_at", compact=False),
+    ]
+    compact = {"expires_at": short_time}
+    print_table(console, f"{len(views)} invoices", columns, rows, wide=wide, compact=compact)
 
 
 @invoice_app.command("show")
@@ -266,52 +272,61 @@ app.add_typer(unmatched_app, name="unmatched")
 def unmatched_list(
     network: Annotated[str | None, typer.Option(help="Only this network")] = None,
     include_attached: Annotated[bool, typer.Option("--all", help="Include already attached transfers")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, hashes and addresses in full")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: base units (amount_units) and decimal amount")] = False,
 ) -> None:
-    """List the unmatched inbox, newest first."""
+    """List the unmatched inbox, newest first: asset, amount in asset units, short tx hash, reason."""
     from paywatch.unmatched import list_unmatched
     from paywatch.views import iso
 
-    _, engine = open_app()
+    config, engine = open_app()
+    rows = []
     with session_scope(engine) as session:
-        rows = [
-            {
-                "id": r.id,
-                "network": r.network,
-                "tx_hash": r.tx_hash,
-                "log_index": r.log_index,
-                "to_address": r.to_address,
-                "asset_key": r.asset_key,
-                "amount_units": str(r.amount),
-                "memo": r.memo,
-                "block_number": r.block_number,
-                "block_time": iso(r.block_time),
-                "reason": r.reason,
-                "hint_invoice_id": r.hint_invoice_id,
-                "orphaned": r.orphaned,
-                "attached_invoice_id": r.attached_invoice_id,
-            }
-            for r in list_unmatched(session, network=network, include_attached=include_attached)
-        ]
+        for r in list_unmatched(session, network=network, include_attached=include_attached):
+            symbol, amount = decimal_amount(config.networks.get(r.network), r.asset_key, r.amount)
+            rows.append(
+                {
+                    "id": r.id,
+                    "network": r.network,
+                    "tx_hash": r.tx_hash,
+                    "log_index": r.log_index,
+                    "to_address": r.to_address,
+                    "asset": symbol,
+                    "amount": amount,
+                    "asset_key": r.asset_key,
+                    "amount_units": str(r.amount),
+                    "memo": r.memo,
+                    "block_number": r.block_number,
+                    "block_time": iso(r.block_time),
+                    "reason": r.reason,
+                    "hint_invoice_id": r.hint_invoice_id,
+                    "orphaned": r.orphaned,
+                    "attached_invoice_id": r.attached_invoice_id,
+                    "value": money(config.networks.get(r.network), r.asset_key, r.amount),
+                }
+            )
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps([{k: v for k, v in row.items() if k != "value"} for row in rows], indent=2))
         return
-    table = Table(title=f"{len(rows)} unmatched transfers")
-    for column in ("id", "network", "tx", "to", "asset", "amount (base units)", "reason", "hint"):
-        table.add_column(column)
-    for r in rows:
-        cells = (
-            r["id"],
-            r["network"],
-            f"{r['tx_hash']}:{r['log_index']}",
-            r["to_address"],
-            r["asset_key"],
-            r["amount_units"],
-            r["reason"],
-            r["hint_invoice_id"] or "",
-        )
-        table.add_row(*map(plain, cells))
-    console.print(table)
+    columns = [
+        Column("id", "id", justify="right"),
+        Column("network", "network"),
+        Column("tx", "tx_hash", no_wrap=True),
+        Column("log", "log_index", compact=False),
+        Column("amount", "value", justify="right", no_wrap=True),
+        Column("base units", "amount_units", compact=False, justify="right"),
+        Column("asset key", "asset_key", compact=False),
+        Column("to", "to_address", compact=False),
+        Column("memo", "memo", compact=False),
+        Column("block", "block_number", compact=False, justify="right"),
+        Column("block time", "block_time", compact=False),
+        Column("reason", "reason"),
+        Column("hint", "hint_invoice_id", compact=False),
+        Column("attached to", "attached_invoice_id", compact=False),
+    ]
+    title = f"{len(rows)} unmatched transfers"
+    compact = {"tx_hash": short_hash, "reason": lambda r: str(r).replace("_", " ")}  # words wrap; codes in --wide
+    print_table(console, title, columns, rows, wide=wide, compact=compact)
 
 
 @unmatched_app.command("attach")

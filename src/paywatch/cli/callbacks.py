@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy.engine import Engine
 
 from paywatch.callbacks import admin
 from paywatch.callbacks.dispatcher import Dispatcher, Outcome
-from paywatch.cli.support import guarded, open_app, plain
+from paywatch.cli.support import fail, guarded, open_app, plain
 from paywatch.cli.support import now as utc_now
+from paywatch.cli.tables import Column, print_table, short_time
 from paywatch.config import AppConfig
 from paywatch.store.db import session_scope
 
@@ -36,9 +36,7 @@ def _send_now(config: AppConfig, engine: Engine, event_id: int) -> Outcome | Non
 
 def _report(outcome: Outcome | None, webhook_id: str) -> None:
     if outcome is None:
-        reason = "store callbacks disabled, or already claimed"
-        typer.echo(f"error: {webhook_id} could not be sent now ({reason})", err=True)
-        raise typer.Exit(1)
+        raise fail(f"{webhook_id} could not be sent now (store callbacks disabled, or already claimed)")
     ok = outcome.status_code is not None and 200 <= outcome.status_code < 300
     detail = f"HTTP {outcome.status_code}" if outcome.status_code is not None else "no answer"
     if outcome.error:
@@ -55,6 +53,7 @@ def list_callbacks(
     failed: Annotated[bool, typer.Option("--failed", help="Only dead events and pending ones that failed")] = False,
     store: Annotated[str | None, typer.Option(help="Only this store id")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, ids and errors in full")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON with every attempt")] = False,
 ) -> None:
     """List callback events, newest first."""
@@ -69,26 +68,22 @@ def list_callbacks(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"{len(rows)} callback events" + (" (failed)" if failed else ""))
-    for column in ("id (webhook-id)", "type", "invoice", "state", "tries", "last", "next attempt"):
-        table.add_column(column)
     for row in rows:
-        last = str(row["last_status_code"] or "") or str(row["last_error"] or "")
-        table.add_row(
-            *map(
-                plain,
-                (
-                    row["id"],
-                    row["type"],
-                    row["invoice_id"] or "-",
-                    row["state"],
-                    row["attempt_count"],
-                    last[:60],
-                    row["next_attempt_at"] or "-",
-                ),
-            )
-        )
-    console.print(table)
+        row["last"] = str(row["last_status_code"] or "") or str(row["last_error"] or "")
+        row["event"] = str(row["type"]).removeprefix("invoice.")
+    columns = [
+        Column("id (webhook-id)", "id", no_wrap=True),
+        Column("event", "event"),
+        Column("invoice", "invoice_id", no_wrap=True),
+        Column("state", "state"),
+        Column("tries", "attempt_count", justify="right"),
+        Column("last", "last"),
+        Column("next attempt", "next_attempt_at"),
+        Column("created", "created_at", compact=False),
+    ]
+    compact = {"last": lambda v: str(v)[:24], "next_attempt_at": short_time, "invoice_id": lambda v: v or "-"}
+    title = f"{len(rows)} callback events" + (" (failed)" if failed else "")
+    print_table(console, title, columns, rows, wide=wide, compact=compact)
     for off in disabled:
         console.print(
             f"[bold red]store {plain(off['store_id'])}[/]: callbacks disabled since {plain(off['disabled_at'])} "

@@ -10,17 +10,15 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from paywatch.chains.base import ChainAdapter
 from paywatch.chains.registry import make_adapter
-from paywatch.cli.support import now, plain
+from paywatch.cli.support import fail, now, plain
+from paywatch.cli.tables import Column, money, print_table, short_hash
 from paywatch.config import AppConfig, NetworkConfig
-from paywatch.domain.amounts import format_amount
-from paywatch.domain.transfer import NATIVE
 from paywatch.errors import PaywatchError
 from paywatch.ledger import Ledger
-from paywatch.rescan import RescanReport, rescan_range, rescan_transaction
+from paywatch.rescan import RescanReport, StatusChange, rescan_range, rescan_transaction
 from paywatch.runtime import open_database
 
 
@@ -31,44 +29,54 @@ def _network(config: AppConfig, name: str) -> NetworkConfig:
     return network
 
 
-def _asset_units(network: NetworkConfig, asset_key: str, amount: int) -> str:
-    for symbol, asset in network.assets.items():
-        if (asset.native and asset_key == NATIVE) or (asset.contract and asset.contract.lower() == asset_key):
-            return f"{format_amount(amount, asset.decimals)} {symbol}"
-    return f"{amount} ({asset_key})"
-
-
-def print_report(console: Console, network: NetworkConfig, report: RescanReport) -> None:
-    """The payments, inbox entries and status changes of a rescan as tables."""
+def print_report(console: Console, network: NetworkConfig, report: RescanReport, *, wide: bool = False) -> None:
+    """The payments, inbox entries and status changes of a rescan as tables (see cli.tables)."""
     head = "would record" if report.dry_run else "recorded"
     console.print(
         f"{plain(report.network)}: blocks {report.start}..{report.end} ({report.blocks} read), "
         f"{report.transfers} transfer(s) to watched addresses"
     )
+    short = {"tx_hash": short_hash, "to_address": short_hash}
     if report.payments:
-        table = Table(title=f"Payments ({head})")
-        for column in ("change", "invoice", "tx", "log", "amount", "block"):
-            table.add_column(column)
-        for p in report.payments:
-            amount = _asset_units(network, p.asset_key, p.amount)
-            table.add_row(*map(plain, (p.change, p.invoice_id, p.tx_hash, p.log_index, amount, p.block_number)))
-        console.print(table)
+        rows = [{**vars(p), "value": money(network, p.asset_key, p.amount)} for p in report.payments]
+        columns = [
+            Column("change", "change"),
+            Column("invoice", "invoice_id", no_wrap=True),
+            Column("tx", "tx_hash", no_wrap=True),
+            Column("log", "log_index", compact=False, justify="right"),
+            Column("amount", "value", justify="right", no_wrap=True),
+            Column("block", "block_number", justify="right"),
+        ]
+        print_table(console, f"Payments ({head})", columns, rows, wide=wide, compact=short)
     if report.unmatched:
-        table = Table(title=f"Unmatched inbox ({head})")
-        for column in ("change", "tx", "log", "to", "amount", "reason"):
-            table.add_column(column)
-        for u in report.unmatched:
-            amount = _asset_units(network, u.asset_key, u.amount)
-            table.add_row(*map(plain, (u.change, u.tx_hash, u.log_index, u.to_address, amount, u.reason)))
-        console.print(table)
+        rows = [{**vars(u), "value": money(network, u.asset_key, u.amount)} for u in report.unmatched]
+        columns = [
+            Column("change", "change"),
+            Column("tx", "tx_hash", no_wrap=True),
+            Column("log", "log_index", compact=False, justify="right"),
+            Column("to", "to_address", no_wrap=True),
+            Column("amount", "value", justify="right", no_wrap=True),
+            Column("reason", "reason"),
+        ]
+        print_table(console, f"Unmatched inbox ({head})", columns, rows, wide=wide, compact=short)
     if report.status_changes:
-        table = Table(title="Status changes" + (" (dry run)" if report.dry_run else ""))
-        for column in ("invoice", "before", "after", "flags", "paid"):
-            table.add_column(column)
-        for c in report.status_changes:
-            flags = ",".join(c.flags_after) or "-"
-            table.add_row(*map(plain, (c.invoice_id, c.before, c.after, flags, f"{c.paid_before} -> {c.paid_after}")))
-        console.print(table)
+        assets = {p.invoice_id: p.asset_key for p in report.payments}
+
+        def paid(c: StatusChange) -> str:
+            if c.invoice_id not in assets:
+                return f"{c.paid_before} -> {c.paid_after} base units"
+            key = assets[c.invoice_id]
+            return f"{money(network, key, c.paid_before)} -> {money(network, key, c.paid_after)}"
+
+        rows = [{**vars(c), "flags": ",".join(c.flags_after) or "-", "paid": paid(c)} for c in report.status_changes]
+        columns = [
+            Column("invoice", "invoice_id", no_wrap=True),
+            Column("before", "before"),
+            Column("after", "after"),
+            Column("flags", "flags"),
+            Column("paid", "paid"),
+        ]
+        print_table(console, "Status changes" + (" (dry run)" if report.dry_run else ""), columns, rows, wide=wide)
     if report.dry_run:
         console.print("dry run: nothing was changed")
     elif not report.changed:
@@ -84,6 +92,7 @@ def run_rescan(
     dry_run: bool,
     console: Console,
     adapter: ChainAdapter | None = None,
+    wide: bool = False,
 ) -> RescanReport:
     """``paywatch rescan``: progress bar, then the report."""
     network = _network(config, network_name)
@@ -104,7 +113,7 @@ def run_rescan(
             )
     finally:
         engine.dispose()
-    print_report(console, network, report)
+    print_report(console, network, report, wide=wide)
     return report
 
 
@@ -116,6 +125,7 @@ def run_rescan_tx(
     dry_run: bool,
     console: Console,
     adapter: ChainAdapter | None = None,
+    wide: bool = False,
 ) -> RescanReport:
     """``paywatch rescan-tx``: one transaction, then the report."""
     network = _network(config, network_name)
@@ -135,7 +145,7 @@ def run_rescan_tx(
             )
     finally:
         engine.dispose()
-    print_report(console, network, report)
+    print_report(console, network, report, wide=wide)
     return report
 
 
@@ -159,27 +169,28 @@ def register(app: typer.Typer, get_config: Callable[[], AppConfig]) -> None:
         from_block: int = typer.Option(..., "--from-block", min=0, help="first block to rescan"),
         to_block: int | None = typer.Option(None, "--to-block", min=0, help="last block (default: the scan cursor)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print what would change; change nothing"),
+        wide: bool = typer.Option(False, "--wide", help="every column, hashes in full"),
     ) -> None:
         """Rescan a block range with the live scanner's code path (the cursor does not move)."""
         console = Console()
         try:
+            config = get_config()
             run_rescan(
-                get_config(), network, from_block=from_block, to_block=to_block, dry_run=dry_run, console=console
+                config, network, from_block=from_block, to_block=to_block, dry_run=dry_run, console=console, wide=wide
             )
         except PaywatchError as exc:
-            console.print(f"[red]error:[/red] {plain(exc)}")
-            raise typer.Exit(1) from None
+            raise fail(str(exc)) from None
 
     @app.command("rescan-tx")
     def rescan_tx(
         network: str = typer.Argument(..., help="network name from networks.yaml"),
         tx_hash: str = typer.Argument(..., metavar="TXHASH", help="transaction hash"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print what would change; change nothing"),
+        wide: bool = typer.Option(False, "--wide", help="every column, hashes in full"),
     ) -> None:
         """Record the transfers of one transaction, as the live scanner would."""
         console = Console()
         try:
-            run_rescan_tx(get_config(), network, tx_hash, dry_run=dry_run, console=console)
+            run_rescan_tx(get_config(), network, tx_hash, dry_run=dry_run, console=console, wide=wide)
         except PaywatchError as exc:
-            console.print(f"[red]error:[/red] {plain(exc)}")
-            raise typer.Exit(1) from None
+            raise fail(str(exc)) from None

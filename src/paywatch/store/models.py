@@ -76,6 +76,8 @@ class Invoice(SQLModel, table=True):
     amount_confirmed: int = _amount(default=0)
     expires_at: datetime = _when()
     created_at: datetime = _when()
+    # the chain height when the invoice was created (None: unknown); a first scan starts no higher
+    created_height: int | None = Field(default=None, sa_type=BigInteger)
     updated_at: datetime = _when()
     order_id: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=1000)
