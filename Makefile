@@ -13,7 +13,7 @@ BENCH_DATABASE ?= postgresql://127.0.0.1:5432/test
 TEST_WORKERS ?= 4
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup system-packages demo test test-fast lint bench clean
 
 $(BIN)/paywatch: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -25,7 +25,23 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch node_modules/.installed
 
-setup: $(BIN)/paywatch node_modules/.installed
+# Debian packages the tests drive: a regtest litecoind (UTXO tests) and chromium (pay-page browser
+# tests). Installed when missing and apt-get can run (root or sudo); otherwise those tests skip.
+system-packages:
+	@missing=""; \
+	command -v litecoind >/dev/null 2>&1 || [ -x /usr/lib/litecoin/litecoind ] || missing="$$missing litecoind"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else sudo="none"; fi; \
+	  if [ "$$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "note: install$$missing (Debian packages) to run the UTXO and browser tests; they skip without them"; \
+	  else \
+	    echo "installing$$missing (apt-get)"; \
+	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi; \
+	fi
+
+setup: $(BIN)/paywatch node_modules/.installed system-packages
 
 demo: setup
 	$(BIN)/paywatch demo
