@@ -153,7 +153,9 @@ def test_encrypted_rows_without_the_key_fail_clearly_not_with_a_leak(engine: Eng
         assert encrypt_stored_secrets(session, SecretBox([KEY1])) == 0
 
 
-@pytest.mark.parametrize("bad", ["not-a-key", "a" * 44, f"{KEY1},", "short"], ids=["word", "44-chars", "trailing-comma", "short"])
+@pytest.mark.parametrize(
+    "bad", ["not-a-key", "a" * 44, f"{KEY1},", "short"], ids=["word", "44-chars", "trailing-comma", "short"]
+)
 def test_a_malformed_key_is_refused_at_start_without_echoing_it(
     monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
