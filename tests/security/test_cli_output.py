@@ -65,7 +65,7 @@ def test_callbacks_test_prints_a_hostile_location_literally(
     out = _clean(result)
     assert result.exit_code == 1
     assert f"location: {location}" in out
-    listed = CliRunner().invoke(cli_app, ["callbacks", "list"], env=cli_env, terminal_width=400)
+    listed = CliRunner().invoke(cli_app, ["callbacks", "list", "--wide"], env=cli_env, terminal_width=400)
     assert listed.exit_code == 0 and _clean(listed)
 
 
@@ -104,7 +104,7 @@ def test_invoice_list_shows_hostile_order_ids_literally(
         headers=api.headers(),
     )
     assert created.status_code == 201, created.text
-    result = CliRunner().invoke(cli_app, ["invoice", "list"], env=cli_env, terminal_width=400)
+    result = CliRunner().invoke(cli_app, ["invoice", "list", "--wide"], env=cli_env, terminal_width=400)
     out = _clean(result)
     assert result.exit_code == 0 and "\r" not in out
     if "\x1b" not in order_id and "\r" not in order_id:
@@ -124,6 +124,6 @@ def test_stored_error_text_with_markup_and_escapes_is_listed_literally(
             event.last_status_code = None
             event.last_error = "[/] \x1b[5mblink\x1b[0m [bold]fake[/bold]"
             session.add(event)
-    result = CliRunner().invoke(cli_app, ["callbacks", "list"], env=cli_env, terminal_width=400)
+    result = CliRunner().invoke(cli_app, ["callbacks", "list", "--wide"], env=cli_env, terminal_width=400)
     out = _clean(result)
     assert result.exit_code == 0 and "[/] blink [bold]fake[/bold]" in out
