@@ -87,7 +87,7 @@ def test_cli_rescan_and_rescan_tx_on_utxo(engine: Engine, db_url: str, tmp_path:
         h.scan()  # the live scanner meets the same payment: nothing is credited twice
         assert len(h.payments()) == 1 and h.get(inv.id).status == "COMPLETED"
         bad = runner.invoke(app, ["rescan-tx", "ltc", "00" * 32])
-        assert bad.exit_code == 1 and "not found" in bad.output
+        assert bad.exit_code == 2 and "not found" in bad.output
     finally:
         h.close()
 
