@@ -738,8 +738,12 @@ class MoneyModel(RuleBasedStateMachine):
 
     # --- the model's attribution -----------------------------------------------------------------
 
-    def decide(self, t: Any) -> Decision | None:
-        """Which invoice a transfer belongs to (or the inbox), from the issue's rules alone."""
+    def decide(self, t: Any, covered: frozenset[str] = frozenset()) -> Decision | None:
+        """Which invoice a transfer belongs to (or the inbox), from the issue's rules alone.
+
+        ``covered``: invoices whose confirmed payments in earlier blocks already settle them, so
+        that the scanner may have completed them before it reached ``t``.
+        """
         if not t.success or t.amount <= 0:
             return None
         to = t.to_address
@@ -774,7 +778,7 @@ class MoneyModel(RuleBasedStateMachine):
             return ("inbox", "expired_beyond_late_window")
         if target.cancelled:
             return ("inbox", "invoice_cancelled")
-        if target.strategy == "amount" and target.completed:
+        if target.strategy == "amount" and (target.completed or target.id in covered):
             # Issue 9 (defect 3): "such a payment goes to the old invoice (flagged) or to the inbox".
             return ("either", target.id)
         return ("invoice", target.id)
@@ -805,12 +809,28 @@ class MoneyModel(RuleBasedStateMachine):
             _expect(block_hash in self.chain.by_hash, f"stored hash of block {number} is no block the chain made")
         placed = [p for n in sorted(self.view) for p in self.chain.placed_transfers(self.chain.by_hash[self.view[n]])]
         self.view_transfers = placed
+        confirmed_before: dict[str, list[tuple[int, int, bool]]] = defaultdict(list)  # (block, amount, counts)
         for p in placed:
             key = (p.identity, p.transfer.block_hash)
-            if key not in self.decisions and p.identity not in self.owner:
-                decision = self.decisions[key] = self.decide(p.transfer)
+            if key not in self.decisions and p.identity not in self.owner and p.identity not in self.attached:
+                covered = frozenset(
+                    inv_id
+                    for inv_id, items in confirmed_before.items()
+                    if sum(a for b, a, c in items if c and b < p.transfer.block_number and tip - b + 1 >= CONFIRMATIONS)
+                    >= due_of(self.by_id[inv_id].amount, self.policy.tolerance)
+                )
+                decision = self.decisions[key] = self.decide(p.transfer, covered)
                 if decision is not None and decision[0] == "invoice":
                     self.owner[p.identity] = decision[1]  # a credited transfer keeps its invoice when re-mined
+            owner_id = self.attached.get(p.identity) or self.owner.get(p.identity)
+            if owner_id is not None:
+                owner_inv = self.by_id[owner_id]
+                counts = (
+                    p.transfer.block_time <= owner_inv.expires_at
+                    or self.policy.accept_late
+                    or p.identity in self.attached
+                )
+                confirmed_before[owner_id].append((p.transfer.block_number, p.transfer.amount, counts))
 
         by_key = {(p.transfer.tx_hash, p.transfer.log_index, p.transfer.block_hash): p for p in placed}
         credited_rows: dict[tuple[str, int], Payment] = {}
