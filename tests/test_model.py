@@ -374,7 +374,9 @@ class MoneyModel(RuleBasedStateMachine):
     )
     def create(self, strategy: str, asset: str, units: int, expires_in: int) -> None:
         amount = units * UNIT
-        if strategy == "amount" and not self.on("amount_reuse"):
+        if strategy == "amount" and self.on("amount_reuse"):
+            amount = 5 * UNIT  # one base amount for every amount invoice: released amounts get issued again
+        elif strategy == "amount":
             self.base_amounts += 1
             amount = (1000 + self.base_amounts * 7) * UNIT  # a base amount no other invoice uses
         with session_scope(self.engine) as s:
@@ -1023,11 +1025,9 @@ class MoneyModel(RuleBasedStateMachine):
         by_version: dict[int, list[str]] = defaultdict(list)
         for ev in events:
             by_version[ev.status_version].append(ev.type)
-        changes = 0
         for before, after in itertools.pairwise(history):
             if after.status == before.status:
                 continue
-            changes += 1
             wanted = STATUS_EVENTS[after.status]
             _expect(
                 by_version.get(after.status_version, []).count(wanted) == 1,
@@ -1043,7 +1043,6 @@ class MoneyModel(RuleBasedStateMachine):
             status_events == status_changes,
             f"(f) {inv.id} has {status_events} status events for {status_changes} status changes",
         )
-        del changes
 
     def teardown(self) -> None:
         self.scanner.close()
