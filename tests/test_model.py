@@ -1172,3 +1172,61 @@ def test_scripted_chain_reorg_keeps_identity() -> None:
     assert chain.blocks[2].parent_hash == chain.blocks[1].hash
     with pytest.raises(ChainError):
         chain.fetch_range(0, 5, lambda _a: True)
+
+
+def _machine(db_url: str, switches: frozenset[str] = frozenset()) -> MoneyModel:
+    machine = type(
+        "MoneyModelDirect", (MoneyModel,), {"engine": make_engine(db_url), "db_url": db_url, "switches": switches}
+    )
+    return machine()
+
+
+def test_the_model_sees_a_false_credit_and_a_wrong_amount(db_url: str) -> None:
+    """The checker is not vacuous: a credit from a block that is not the stored one, and a wrong sum, both fail."""
+    state = _machine(db_url)
+    try:
+        state.open_store(accept_late=False, late_window=300, tolerance="0")
+        state.create(strategy="address", asset="USDT", units=5, expires_in=600)
+        state.pay(which=0, kind="partial")
+        state.mine(count=1)
+        state.scan()
+        state.money_is_right()
+        with session_scope(state.engine) as s:
+            row = s.exec(select(Payment)).one()
+            row.block_hash = "0x" + "ab" * 32  # as if credited from a block that was replaced
+            s.add(row)
+        with pytest.raises(ModelFailure, match=r"^\(b\)"):
+            state.money_is_right()
+        with session_scope(state.engine) as s:
+            row = s.exec(select(Payment)).one()
+            row.block_hash = state.chain.blocks[row.block_number].hash
+            s.add(row)
+            invoice = s.exec(select(Invoice)).one()
+            invoice.amount_paid += 1
+            s.add(invoice)
+        with pytest.raises(ModelFailure, match=r"^\(c\)"):
+            state.money_is_right()
+    finally:
+        state.teardown()
+        state.engine.dispose()
+
+
+def test_the_model_sees_a_missing_event(db_url: str) -> None:
+    """A status change whose outbox row is missing fails (f)."""
+    state = _machine(db_url)
+    try:
+        state.open_store(accept_late=False, late_window=300, tolerance="0")
+        state.create(strategy="memo", asset="TRX", units=5, expires_in=600)
+        state.pay(which=0, kind="exact")
+        state.mine(count=3)
+        state.scan()
+        state.money_is_right()
+        assert state.db[state.invoices[0].id].status == "COMPLETED"
+        with session_scope(state.engine) as s:
+            event = s.exec(select(CallbackEvent).where(CallbackEvent.type == "invoice.completed")).one()
+            s.delete(event)
+        with pytest.raises(ModelFailure, match=r"^\(f\)"):
+            state.money_is_right()
+    finally:
+        state.teardown()
+        state.engine.dispose()
