@@ -33,6 +33,7 @@ big run (5,000 examples). A failure prints the seed and the shrunk sequence of s
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import time
@@ -40,6 +41,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,9 +103,11 @@ SWITCHES: dict[str, str] = {
     "(default: only on-time transfers are attached, unless the store accepts late payments)",
     "reorg_attached": "defect 4: a reorg re-mines attached transfers; they must stay credited "
     "(default: a reorg drops attached transfers)",
-    "remine_completed": "defect 6: a reorg re-mines the payments of COMPLETED invoices; the restored payment "
-    "must send an event (default: a reorg drops them)",
-    "flag_only_events": "defect 13: every new status_version has its event (default: versions may skip numbers)",
+    "remine_completed": "defect 6: a reorg re-mines the payments of COMPLETED invoices, and every invoice's last "
+    "event must tell its current status and paid amount, so a restored payment must send an event (default: a "
+    "reorg drops them, and the last event is not compared)",
+    "flag_only_events": "defect 13: every new status_version has its event, and the last event tells the current "
+    "flags (default: versions may skip numbers)",
     "credited_stays": "found by this test: a credited transfer read again (rescan, or re-mined by a reorg) after "
     "its unique amount was released or in a block past the late window goes to the inbox and its credit is "
     "lost (default: such rescans are skipped and such transactions are dropped by reorgs)",
@@ -1021,6 +1025,19 @@ class MoneyModel(RuleBasedStateMachine):
             _expect(
                 all(a < b for a, b in itertools.pairwise(versions)) and versions[-1] <= row.status_version,
                 f"(d) {inv.id} event versions {versions} are not strictly increasing (invoice at {row.status_version})",
+            )
+        last = json.loads(events[-1].body)["data"]
+        if self.on("remine_completed"):  # every change of the paid amount sends an event (defect 6)
+            _expect(
+                (last["status"], Decimal(last["amount_paid"])) == (row.status, Decimal(_dec(row.amount_paid))),
+                f"(d) {inv.id} is {row.status} with {_dec(row.amount_paid)} paid, but its last event "
+                f"({events[-1].type}) told the merchant {last['status']} with {last['amount_paid']}",
+            )
+        if self.on("flag_only_events"):  # every change of the flags sends an event (defect 13)
+            _expect(
+                sorted(last["flags"]) == sorted(row.flags),
+                f"(d) {inv.id} has flags {sorted(row.flags)}, but its last event ({events[-1].type}) said "
+                f"{sorted(last['flags'])}",
             )
         by_version: dict[int, list[str]] = defaultdict(list)
         for ev in events:
