@@ -516,6 +516,16 @@ class MoneyModel(RuleBasedStateMachine):
         inv.targeted = True
         self.sent.append(self.chain.send([leg], memo=memo, success=success, sent_at=self.now))
 
+    @precondition(lambda self: self.invoices)
+    @rule(which=st.integers(0, MAX_INVOICES - 1), kind=st.sampled_from(["exact", "partial", "over"]))
+    def pay_and_confirm(self, which: int, kind: str) -> None:
+        """A shortcut through the common path: pay, mine one block, scan, mine to the threshold, scan."""
+        self.pay(which, kind)
+        self._mine(1)
+        self.scanner.run_until_caught_up(max_steps=100)
+        self._mine(CONFIRMATIONS - 1)
+        self.scanner.run_until_caught_up(max_steps=100)
+
     @precondition(lambda self: len(self.invoices) >= 2)
     @rule(first=st.integers(0, MAX_INVOICES - 1), second=st.integers(0, MAX_INVOICES - 1), batch=st.booleans())
     def pay_two_in_one_block(self, first: int, second: int, batch: bool) -> None:
