@@ -705,8 +705,8 @@ class MoneyModel(RuleBasedStateMachine):
             and r.block_number <= self.cursor
             and r.block_hash == self.view.get(r.block_number)
         ]
-        if not rows:
-            return
+        if not rows or (not self.on("reorg_attached") and not self._fresh()):
+            return  # attaching from a block a reorg already replaced: the scanner will re-mine it (defect 4)
         item = rows[row % len(rows)]
         same_asset = [i for i in self.invoices if i.asset_key == item.asset_key]
         # Mostly an invoice of the transfer's asset (an attach that can succeed); sometimes any invoice.
