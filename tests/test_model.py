@@ -1259,3 +1259,213 @@ def test_the_model_sees_a_missing_event(db_url: str) -> None:
     finally:
         state.teardown()
         state.engine.dispose()
+
+
+# --- the shortest failing sequences the model found, one per known defect -----------------------
+
+
+class _Draws:
+    """Stands in for ``st.data()`` when a recorded sequence is replayed: hands out fixed draws in order."""
+
+    def __init__(self, values: list[int | None]) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: object, label: object = None) -> int | None:
+        return self.values.pop(0) if self.values else None
+
+
+Step = tuple[str, dict[str, Any]]
+
+
+def _s(name: str, **kw: Any) -> Step:
+    return (name, kw)
+
+
+_STORE = _s("open_store", accept_late=False, late_window=0, tolerance="0")
+_USDT_ADDRESS = _s("create", asset="USDT", expires_in=600, strategy="address", units=5)
+
+#: switch -> (issue 9 defect, the switches the replay needs, the steps). Each fails today (ModelFailure)
+#: and must pass once its defect is fixed; they are strict xfails so that a fix shows up as XPASS,
+#: telling the lead to drop the mark and turn the switch on by default.
+KNOWN_DEFECT_SEQUENCES: dict[str, tuple[str, tuple[str, ...], list[Step]]] = {
+    "rescan_ahead": (
+        "1: a rescan-tx ahead of the cursor stays credited after a reorg drops the transaction",
+        ("rescan_ahead",),
+        [
+            _STORE,
+            _USDT_ADDRESS,
+            _s("pay", kind="exact", which=0),
+            _s("mine", count=1),
+            _s("rescan_tx", which=0),
+            _s("reorg", depth=1, extra=0, data=[None]),
+            _s("expiry_sweep"),
+        ],
+    ),
+    "evm_index": (
+        "1: a token transfer stored ahead of the cursor and re-mined with another block-wide log index counts twice",
+        ("evm_index", "rescan_ahead"),
+        [
+            _STORE,
+            _USDT_ADDRESS,
+            _USDT_ADDRESS,
+            _s("pay_two_in_one_block", first=0, second=1, batch=False),
+            _s("rescan", lo=0, span=1),
+            _s("reorg", depth=1, extra=1, data=[1, 0]),
+            _s("mine", count=1),
+            _s("scan"),
+        ],
+    ),
+    "amount_reuse": (
+        "3: a unique amount is issued again while the marked-paid invoice can still receive it",
+        ("amount_reuse",),
+        [
+            _STORE,
+            _s("create", asset="USDT", expires_in=120, strategy="amount", units=5),
+            _s("mark_paid", which=0),
+            _s("create", asset="USDT", expires_in=120, strategy="amount", units=5),
+        ],
+    ),
+    "reorg_attached": (
+        "4: an attached transfer re-mined by a reorg loses its credit",
+        ("reorg_attached",),
+        [
+            _STORE,
+            _USDT_ADDRESS,
+            _s("pay", kind="wrong_asset", which=0),
+            _s("mine", count=1),
+            _s("scan"),
+            _s("create", asset="TRX", expires_in=600, strategy="address", units=5),
+            _s("attach_unmatched", row=0, which=1),
+            _s("reorg", depth=1, extra=1, data=[1]),
+            _s("scan"),
+        ],
+    ),
+    "expiry_lag": (
+        "5: the sweep expires an invoice by the wall clock while no scanned block has reached its expiry",
+        ("expiry_lag",),
+        [
+            _STORE,
+            _s("create", asset="USDT", expires_in=120, strategy="address", units=5),
+            _s("advance_time", seconds=400),
+            _s("expiry_sweep"),
+        ],
+    ),
+    "remine_completed": (
+        "6: a COMPLETED invoice's payment reorged out and re-mined comes back without an event",
+        ("remine_completed",),
+        [
+            _STORE,
+            _USDT_ADDRESS,
+            _s("pay", kind="exact", which=0),
+            _s("mine", count=3),
+            _s("scan"),
+            _s("reorg", depth=3, extra=1, data=[1]),
+            _s("scan"),
+        ],
+    ),
+    "attach_late": (
+        "9: attaching a late transfer credits nothing",
+        ("attach_late",),
+        [
+            _STORE,
+            _s("create", asset="USDT", expires_in=120, strategy="address", units=5),
+            _s("advance_time", seconds=400),
+            _s("pay", kind="exact", which=0),
+            _s("mine", count=1),
+            _s("scan"),
+            _s("attach_unmatched", row=0, which=0),
+        ],
+    ),
+    "memo_variants": (
+        "10: a memo paid in lower case is not matched",
+        ("memo_variants",),
+        [
+            _STORE,
+            _s("create", asset="USDT", expires_in=120, strategy="memo", units=5),
+            _s("pay", kind="memo_lower", which=0),
+            _s("mine", count=1),
+            _s("scan"),
+        ],
+    ),
+    "pay_cancelled": (
+        "12: a payment to a cancelled invoice is credited to it instead of the inbox",
+        ("pay_cancelled",),
+        [
+            _s("open_store", accept_late=False, late_window=300, tolerance="0"),
+            _s("create", asset="USDT", expires_in=120, strategy="address", units=5),
+            _s("cancel", which=0),
+            _s("pay", kind="exact", which=0),
+            _s("mine", count=1),
+            _s("scan"),
+        ],
+    ),
+    "flag_only_events": (
+        "13: overpaid added after COMPLETED moves status_version without an event",
+        ("flag_only_events",),
+        [
+            _STORE,
+            _USDT_ADDRESS,
+            _s("pay", kind="exact", which=0),
+            _s("mine", count=3),
+            _s("scan"),
+            _s("pay", kind="exact", which=0),
+            _s("mine", count=1),
+            _s("scan"),
+            _s("mine", count=2),
+            _s("scan"),
+        ],
+    ),
+    "dust": (
+        "14: one base unit is credited and moves the invoice to PARTIAL",
+        ("dust",),
+        [_STORE, _USDT_ADDRESS, _s("pay", kind="dust", which=0), _s("mine", count=1), _s("scan")],
+    ),
+    "credited_stays/rescan": (
+        "new: a rescan after a completed amount invoice released its amount also puts its credited transfer in "
+        "the inbox",
+        ("credited_stays",),
+        [
+            _s("open_store", accept_late=False, late_window=300, tolerance="0"),
+            _s("create", asset="USDT", expires_in=600, strategy="amount", units=5),
+            _s("pay", kind="exact", which=0),
+            _s("mine", count=3),
+            _s("scan"),
+            _s("rescan_tx", which=0),
+        ],
+    ),
+    "credited_stays/late_remine": (
+        "new: a credited transfer re-mined past the late window goes to the inbox; its credit is lost, and "
+        "attaching it back is refused ('already credited')",
+        ("credited_stays",),
+        [
+            _STORE,
+            _s("create", asset="USDT", expires_in=120, strategy="address", units=5),
+            _s("pay", kind="partial", which=0),
+            _s("mine", count=1),
+            _s("scan"),
+            _s("advance_time", seconds=400),
+            _s("reorg", depth=1, extra=1, data=[1]),
+            _s("scan"),
+        ],
+    ),
+}
+
+
+def replay(db_url: str, switches: tuple[str, ...], steps: list[Step]) -> None:
+    """Run recorded steps on a fresh machine, checking the model after each, as hypothesis does."""
+    state = _machine(db_url, frozenset(switches))
+    try:
+        for name, kw in steps:
+            args = {**kw, "data": _Draws(kw["data"])} if "data" in kw else kw
+            getattr(state, name)(**args)
+            state.money_is_right()
+    finally:
+        state.teardown()
+        state.engine.dispose()
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_DEFECT_SEQUENCES))
+def test_known_defect_sequence(name: str, db_url: str, request: pytest.FixtureRequest) -> None:
+    defect, switches, steps = KNOWN_DEFECT_SEQUENCES[name]
+    request.applymarker(pytest.mark.xfail(raises=ModelFailure, strict=True, reason=f"issue 9 defect {defect}"))
+    replay(db_url, switches, steps)
