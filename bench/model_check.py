@@ -64,6 +64,7 @@ def main() -> int:
             seed_value=args.seed,
             switches=switches,
             shrink=not args.no_shrink,
+            progress_every=250,
         )
     finally:
         if args.pg:

@@ -313,9 +313,14 @@ class MoneyModel(RuleBasedStateMachine):
     switches: ClassVar[frozenset[str]] = frozenset()
     examples: ClassVar[int] = 0
 
+    #: print a progress line every this many examples (0: never); the big run sets it
+    progress_every: ClassVar[int] = 0
+
     def __init__(self) -> None:
         super().__init__()
         type(self).examples += 1
+        if self.progress_every and type(self).examples % self.progress_every == 0:
+            print(f"  {type(self).examples} examples", flush=True)
         _reset(self.engine)
         self.now = T0
         self.network = network_config()
@@ -1108,6 +1113,7 @@ def run_model(
     switches: frozenset[str] | None = None,
     verbose: bool = False,
     shrink: bool = True,
+    progress_every: int = 0,
 ) -> RunResult:
     """Run the machine ``examples`` times on the migrated database at ``url``; print the seed on failure."""
     chosen = seed_value if seed_value is not None else random.SystemRandom().randrange(2**32)
@@ -1120,6 +1126,7 @@ def run_model(
             "db_url": url,
             "switches": switches if switches is not None else enabled_switches(),
             "examples": 0,
+            "progress_every": progress_every,
         },
     )
     config = settings(
