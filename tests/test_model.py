@@ -62,7 +62,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from paywatch.addresses import shared_address
 from paywatch.config import AppConfig, AssetConfig, NetworkConfig, Settings, parse_networks
-from paywatch.errors import ChainError, ConflictError
+from paywatch.errors import ChainError, ConflictError, RetryableChainError
 from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice, get_invoice, mark_paid
 from paywatch.ledger import Ledger
 from paywatch.rescan import rescan_range, rescan_transaction
@@ -121,7 +121,7 @@ SWITCHES: dict[str, str] = {
 
 #: Switches on in every run. Add a switch here once its defect's fix is merged (and drop its entry's
 #: expected failure in KNOWN_DEFECT_SEQUENCES); at the end every switch belongs here.
-ON_BY_DEFAULT: frozenset[str] = frozenset()
+ON_BY_DEFAULT: frozenset[str] = frozenset(SWITCHES)
 
 
 def enabled_switches(value: str | None = None) -> frozenset[str]:
@@ -657,7 +657,11 @@ class MoneyModel(RuleBasedStateMachine):
         hi = min(top, lo + span)
         if not self.on("credited_stays") and self._rereads_released(lo, hi):
             return
-        rescan_range(self.engine, self.network, self.chain, self.ledger, start=lo, end=hi, clock=lambda: self.now)
+        try:
+            rescan_range(self.engine, self.network, self.chain, self.ledger, start=lo, end=hi, clock=lambda: self.now)
+        except (ConflictError, RetryableChainError):
+            # refused: a rescan reads only blocks the scanner has stored, with the hashes it stored
+            assert hi > cursor or not self._fresh(), f"a rescan of {lo}..{hi} inside the scanned chain was refused"
 
     @precondition(lambda self: self.sent)
     @rule(which=st.integers(0, 40))
@@ -670,7 +674,12 @@ class MoneyModel(RuleBasedStateMachine):
             return
         if not self.on("credited_stays") and self._rereads_released(block.number, block.number):
             return
-        rescan_transaction(self.engine, self.network, self.chain, self.ledger, tx.tx_hash, clock=lambda: self.now)
+        try:
+            rescan_transaction(self.engine, self.network, self.chain, self.ledger, tx.tx_hash, clock=lambda: self.now)
+        except (ConflictError, RetryableChainError):
+            # refused: the transaction's block is above the cursor or not the block the scanner stored
+            refusable = self.cursor is None or block.number > self.cursor or not self._fresh()
+            assert refusable, f"rescan-tx of a transaction in scanned block {block.number} was refused"
 
     @rule()
     def expiry_sweep(self) -> None:
@@ -779,18 +788,21 @@ class MoneyModel(RuleBasedStateMachine):
         for inv in self.invoices:
             if inv.strategy == "address" and inv.address == to:
                 target = inv
-        if target is None and to != self.shared:
+        # each store has its own shared address per strategy (issue 10, finding 5); the network's
+        # index 0 stays watched for invoices issued before that
+        on_address = [inv for inv in self.invoices if inv.strategy != "address" and inv.address == to]
+        if target is None and not on_address and to != self.shared:
             return None  # not a watched address
         if self.on("dust") and t.amount < MIN_UNITS:
             return ("inbox", "dust")
         if target is None:
             memo = normal_memo(t.memo) if self.on("memo_variants") else t.memo
-            if memo:
-                for inv in self.invoices:
+            if memo:  # a transfer that carries a memo is matched by its memo only
+                for inv in on_address:
                     if inv.strategy == "memo" and inv.memo == memo:
                         target = inv
-            if target is None:
-                for inv in self.invoices:
+            elif not any(inv.strategy == "memo" for inv in on_address):  # a memo address never falls through
+                for inv in on_address:
                     if (
                         inv.strategy == "amount"
                         and inv.asset_key == t.asset_key
