@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from paywatch.chains import utxo_addresses
+from paywatch.chains.body_limit import DEFAULT_MAX_RESPONSE_BYTES
 from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy
 from paywatch.domain.transfer import NATIVE, address_key
@@ -277,6 +278,8 @@ class NetworkConfig(BaseModel):
     batch_blocks: int = Field(default=100, ge=1, le=10_000)
     start_block: int | None = Field(default=None, ge=0)
     requests_per_second: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1024**3)
+    """The largest RPC response body read (streamed; a larger one fails the request, retryably)."""
     xpub: str | None = None
     deposit_address: str | None = None
     default_match: Strategy = Strategy.ADDRESS
