@@ -83,7 +83,13 @@ class EvmAdapter:
         headers = {e.url: network.endpoint_headers(e) for e in network.endpoints}
 
         def default_factory(url: str) -> JsonRpcProvider:
-            return Web3Provider(url, timeout=timeout, headers=headers.get(url), proxy=network.proxy)
+            return Web3Provider(
+                url,
+                timeout=timeout,
+                headers=headers.get(url),
+                proxy=network.proxy,
+                max_response_bytes=network.max_response_bytes,
+            )
 
         self.rpc = RpcClient(
             network.rpc_urls,
