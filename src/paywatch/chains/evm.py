@@ -10,6 +10,9 @@
   cannot be read fails the whole call.
 * Every log must belong to a block body read in the same call (same hash), so a reorg between the
   two reads fails the call instead of mixing two chains.
+* Node answers are not trusted: a block body whose ``number``, ``hash`` or ``parentHash`` is
+  malformed, a log from a contract that was not asked for, or a transaction hash that is not
+  32 bytes of hex fails the call with ChainError (nothing is reported, so nothing is stored).
 * A token transfer to a watched address also gets its index within its transaction
   (``tx_position``), from its receipt: its identity must survive re-mining in another block,
   where its block-wide ``logIndex`` changes.
@@ -21,6 +24,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -41,6 +45,8 @@ BODY_BATCH = 25
 RECEIPT_BATCH = 100
 #: Successful ``eth_getLogs`` calls after which a span shrunk by timeouts is doubled again.
 LOG_SPAN_REGROW = 20
+_HASH32 = re.compile(r"0x[0-9a-fA-F]{64}")
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 
 
 def _int(value: Any) -> int:
@@ -51,11 +57,24 @@ def _time(value: Any) -> datetime:
     return datetime.fromtimestamp(_int(value), UTC)
 
 
-def _ref(block: dict[str, Any]) -> BlockRef:
+def _hash32(value: Any, what: str) -> str:
+    """``value`` lowercased if it is 32 bytes of 0x-hex; else ChainError naming ``what`` (the
+    node's value is not echoed: it is untrusted and may be huge)."""
+    if not isinstance(value, str) or _HASH32.fullmatch(value) is None:
+        raise ChainError(f"malformed node answer: {what} is not 32 bytes of hex")
+    return value.lower()
+
+
+def _ref(block: dict[str, Any], network: str) -> BlockRef:
+    """The reference of a block body, refusing a malformed hash, parentHash or number."""
+    number = block.get("number")
+    if not (isinstance(number, str) and _QUANTITY.fullmatch(number)) and not (type(number) is int and number >= 0):
+        raise ChainError(f"{network}: malformed node answer: block number is not a hex quantity")
+    where = f"{network}: block {_int(number)}"
     return BlockRef(
-        number=_int(block["number"]),
-        hash=str(block["hash"]).lower(),
-        parent_hash=str(block["parentHash"]).lower(),
+        number=_int(number),
+        hash=_hash32(block.get("hash"), f"{where} hash"),
+        parent_hash=_hash32(block.get("parentHash"), f"{where} parentHash"),
         timestamp=_time(block["timestamp"]),
     )
 
@@ -135,7 +154,7 @@ class EvmAdapter:
         block = self.rpc.call("eth_getBlockByNumber", [hex(number), False])
         if not isinstance(block, dict):
             raise RetryableChainError(f"{self.network}: block {number} is not available yet")
-        return _ref(block)
+        return _ref(block, self.network)
 
     def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
         if start > end:
@@ -149,7 +168,7 @@ class EvmAdapter:
         for number, body in zip(range(start, end + 1), bodies, strict=True):
             if not isinstance(body, dict):
                 raise RetryableChainError(f"{self.network}: block {number} is not available yet")
-            ref = _ref(body)
+            ref = _ref(body, self.network)
             if ref.number != number:
                 raise ChainError(f"{self.network}: asked for block {number}, got {ref.number}")
             if refs and ref.parent_hash != refs[-1].hash:
@@ -220,7 +239,7 @@ class EvmAdapter:
     def _native_transfer(self, tx: dict[str, Any], ref: BlockRef, success: bool) -> Transfer:
         return Transfer(
             network=self.network,
-            tx_hash=str(tx["hash"]).lower(),
+            tx_hash=_hash32(tx.get("hash"), f"{self.network}: block {ref.number} transaction hash"),
             log_index=NATIVE_INDEX,
             block_number=ref.number,
             block_hash=ref.hash,
@@ -239,9 +258,18 @@ class EvmAdapter:
     ) -> list[Transfer]:
         transfers: list[Transfer] = []
         for log in self._logs(start, end):
+            if str(log.get("address", "")).lower() not in self._tokens:
+                raise ChainError(
+                    f"{self.network}: malformed node answer: eth_getLogs {start}..{end} returned a log "
+                    "of a contract that was not requested"
+                )
+            _hash32(log.get("transactionHash"), f"{self.network}: eth_getLogs {start}..{end} transactionHash")
             ref = by_hash.get(str(log.get("blockHash", "")).lower())
             if ref is None or ref.number != _int(log["blockNumber"]):
-                raise RetryableChainError(f"{self.network}: logs and blocks {start}..{end} disagree (reorg?)")
+                raise RetryableChainError(
+                    f"{self.network}: logs and blocks {start}..{end} disagree (reorg?): a log's blockHash is not "
+                    "the hash of the block body at its height"
+                )
             transfer = self._log_transfer(log, ref, watched)
             if transfer is not None:
                 transfers.append(transfer)
@@ -316,7 +344,7 @@ class EvmAdapter:
             return None
         return Transfer(
             network=self.network,
-            tx_hash=str(log["transactionHash"]).lower(),
+            tx_hash=_hash32(log.get("transactionHash"), f"{self.network}: block {ref.number} log transactionHash"),
             log_index=_int(log["logIndex"]),
             block_number=ref.number,
             block_hash=ref.hash,
