@@ -57,11 +57,11 @@ def _time(value: Any) -> datetime:
     return datetime.fromtimestamp(_int(value), UTC)
 
 
-def _hash32(value: Any, what: str) -> str:
+def _hash32(value: Any, network: str, what: str) -> str:
     """``value`` lowercased if it is 32 bytes of 0x-hex; else ChainError naming ``what`` (the
     node's value is not echoed: it is untrusted and may be huge)."""
     if not isinstance(value, str) or _HASH32.fullmatch(value) is None:
-        raise ChainError(f"malformed node answer: {what} is not 32 bytes of hex")
+        raise ChainError(f"{network}: malformed node answer: {what} is not 32 bytes of hex")
     return value.lower()
 
 
@@ -70,11 +70,11 @@ def _ref(block: dict[str, Any], network: str) -> BlockRef:
     number = block.get("number")
     if not (isinstance(number, str) and _QUANTITY.fullmatch(number)) and not (type(number) is int and number >= 0):
         raise ChainError(f"{network}: malformed node answer: block number is not a hex quantity")
-    where = f"{network}: block {_int(number)}"
+    where = f"block {_int(number)}"
     return BlockRef(
         number=_int(number),
-        hash=_hash32(block.get("hash"), f"{where} hash"),
-        parent_hash=_hash32(block.get("parentHash"), f"{where} parentHash"),
+        hash=_hash32(block.get("hash"), network, f"{where} hash"),
+        parent_hash=_hash32(block.get("parentHash"), network, f"{where} parentHash"),
         timestamp=_time(block["timestamp"]),
     )
 
@@ -239,7 +239,7 @@ class EvmAdapter:
     def _native_transfer(self, tx: dict[str, Any], ref: BlockRef, success: bool) -> Transfer:
         return Transfer(
             network=self.network,
-            tx_hash=_hash32(tx.get("hash"), f"{self.network}: block {ref.number} transaction hash"),
+            tx_hash=_hash32(tx.get("hash"), self.network, f"block {ref.number} transaction hash"),
             log_index=NATIVE_INDEX,
             block_number=ref.number,
             block_hash=ref.hash,
@@ -263,7 +263,7 @@ class EvmAdapter:
                     f"{self.network}: malformed node answer: eth_getLogs {start}..{end} returned a log "
                     "of a contract that was not requested"
                 )
-            _hash32(log.get("transactionHash"), f"{self.network}: eth_getLogs {start}..{end} transactionHash")
+            _hash32(log.get("transactionHash"), self.network, f"eth_getLogs {start}..{end} transactionHash")
             ref = by_hash.get(str(log.get("blockHash", "")).lower())
             if ref is None or ref.number != _int(log["blockNumber"]):
                 raise RetryableChainError(
@@ -344,7 +344,7 @@ class EvmAdapter:
             return None
         return Transfer(
             network=self.network,
-            tx_hash=_hash32(log.get("transactionHash"), f"{self.network}: block {ref.number} log transactionHash"),
+            tx_hash=_hash32(log.get("transactionHash"), self.network, f"block {ref.number} log transactionHash"),
             log_index=_int(log["logIndex"]),
             block_number=ref.number,
             block_hash=ref.hash,
