@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from paywatch.domain.status import InvoiceStatus
@@ -20,6 +21,7 @@ from tests.support.evm_fixtures import Deployed, chain_snapshot_fixture, deploye
 from tests.support.evm_harness import Harness
 from tests.support.evm_node import anvil_node_fixture, evm_network  # noqa: F401
 from tests.support.evm_proxy import RpcProxy
+from tests.support.tron_node import tron_network
 
 pytestmark = [pytest.mark.attack("hostile_input"), pytest.mark.anvil]
 
@@ -114,3 +116,54 @@ def test_fabricated_answers_fail_the_step_and_store_nothing(
         proxy.rewrite = None  # the honest node again: the same payment is credited once
         h.scan()
         assert [p.amount for p in h.payments(inv.id)] == [5 * USDT]
+
+
+def test_quorum_two_refuses_a_range_a_second_node_disagrees_on(
+    chain_snapshot: Deployed, engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    d = chain_snapshot
+    with RpcProxy(d.node.url) as first, RpcProxy(d.node.url) as second:
+        network = evm_network([first.url, second.url], {"USDT": d.usdt}, quorum=2)
+        h = Harness(engine, db_url, tmp_path, d.chain, network, prefetch=False)
+        h.scan()
+        base = h.state().cursor_height
+        assert base is not None
+        inv = h.invoice("USDT", "5")
+        d.chain.token_transfer(d.usdt, inv.address, 5 * USDT)
+        d.chain.mine(3)
+        # the first node invents a chain of its own: consistent hashes, parent links and logs
+        forged = {n: "0x" + f"{n:064x}" for n in range(base + 1, base + 10)}
+
+        def fabricate(method: str, params: list[Any], answer: Any) -> Any:
+            result = answer.get("result") if isinstance(answer, dict) else None
+            if method == "eth_getBlockByNumber" and isinstance(result, dict) and int(result["number"], 16) > base:
+                number = int(result["number"], 16)
+                result["hash"] = forged[number]
+                result["parentHash"] = forged.get(number - 1, result["parentHash"])
+            if method == "eth_getLogs" and isinstance(result, list):
+                for log in result:
+                    log["blockHash"] = forged[int(log["blockNumber"], 16)]
+            if method == "eth_getTransactionReceipt" and isinstance(result, dict):
+                result["blockHash"] = forged[int(result["blockNumber"], 16)]
+            return answer
+
+        first.rewrite = fabricate
+        with pytest.raises(
+            ChainError, match=rf"^anvil: quorum: http://127\.0\.0\.1:\d+#\w+ disagrees on the hash of block {base + 1}"
+        ):
+            h.scanner.step()
+        assert h.state().cursor_height == base and h.payments() == [] and h.unmatched() == []
+        first.rewrite = None
+        h.scan()
+        assert [p.amount for p in h.payments(inv.id)] == [5 * USDT]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "family"), [({"quorum": 2}, "evm"), ({"quorum": 3}, "evm"), ({"quorum": 2}, "tron")]
+)
+def test_quorum_is_validated(overrides: dict[str, Any], family: str) -> None:
+    with pytest.raises(ValidationError, match="quorum"):
+        if family == "evm":
+            evm_network("http://127.0.0.1:1", {}, **overrides)  # one URL only
+        else:
+            tron_network(["http://127.0.0.1:1", "http://127.0.0.1:2"], **overrides)

@@ -16,6 +16,8 @@
 * A token transfer to a watched address also gets its index within its transaction
   (``tx_position``), from its receipt: its identity must survive re-mining in another block,
   where its block-wide ``logIndex`` changes.
+* With ``quorum: 2`` the block hashes of every scanned range are read again from another
+  ``rpc_urls`` entry than the one that answered; any difference fails the call (retryably).
 * Native transfers made by contracts (internal calls) are not visible in block bodies. With
   ``internal_transfers: trace`` they are read from the call traces of the range's non-empty blocks
   (see ``evm_trace``); otherwise they are not reported. :meth:`EvmAdapter.preflight` checks at
@@ -38,6 +40,7 @@ from paywatch.config import NetworkConfig
 from paywatch.domain.status import Heights
 from paywatch.domain.transfer import NATIVE, NATIVE_INDEX, Transfer, address_key
 from paywatch.errors import ChainError, RetryableChainError
+from paywatch.redact import render_endpoint
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 #: Requests per JSON-RPC batch for block bodies (full blocks are large) and for receipts.
@@ -119,6 +122,22 @@ class EvmAdapter:
             requests_per_second=network.requests_per_second,
             network=network.name,
         )
+        self._witnesses = (
+            [
+                RpcClient(
+                    [url],
+                    provider_factory=provider_factory or default_factory,
+                    attempts=attempts,
+                    sleep=sleep,
+                    timeout=timeout,
+                    requests_per_second=network.requests_per_second,
+                    network=network.name,
+                )
+                for url in network.rpc_urls
+            ]
+            if network.quorum == 2
+            else []
+        )
         self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
         self._native = any(a.native for a in network.assets.values())
         self._traces = TraceReader(self.rpc, network.name) if network.internal_transfers == "trace" else None
@@ -178,6 +197,8 @@ class EvmAdapter:
                 natives.extend((tx, ref) for tx in body.get("transactions", ()) if _pays_watched(tx, watched))
             if self._traces is not None:
                 traced.append((ref, [_tx_hash(tx) for tx in body.get("transactions", ())]))
+        if self._witnesses:
+            self._cross_check(refs)
         by_hash = {ref.hash: ref for ref in refs}
         tokens = self._token_transfers(start, end, by_hash, watched) if self._tokens else []
         receipts = self._receipts([tx["hash"] for tx, _ in natives] + [t.tx_hash for t in tokens])
@@ -214,6 +235,20 @@ class EvmAdapter:
                 if transfer is not None:
                     transfers.append(replace(transfer, tx_position=position))
         return ScannedRange(blocks=(ref,), transfers=tuple(transfers))
+
+    def _cross_check(self, refs: list[BlockRef]) -> None:
+        """``quorum: 2``: another URL than the one that answered must report the same block hashes."""
+        index = (self.rpc.current + 1) % len(self._witnesses)
+        witness = self._witnesses[index]
+        numbers = [ref.number for ref in refs]
+        answers = witness.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers], chunk=BODY_BATCH)
+        for ref, answer in zip(refs, answers, strict=True):
+            seen = _ref(answer, self.network).hash if isinstance(answer, dict) else None
+            if seen != ref.hash:
+                raise RetryableChainError(
+                    f"{self.network}: quorum: {render_endpoint(witness.urls[0])} disagrees on the hash of block "
+                    f"{ref.number}; nothing of blocks {numbers[0]}..{numbers[-1]} is stored"
+                )
 
     # --- native ----------------------------------------------------------------------------------
 

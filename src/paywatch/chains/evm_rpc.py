@@ -188,6 +188,11 @@ class RpcClient:
 
     # --- public ----------------------------------------------------------------------------------
 
+    @property
+    def current(self) -> int:
+        """The index in ``urls`` of the URL in use (the last one that answered)."""
+        return self._current
+
     def call(self, method: str, params: Sequence[Any], *, splittable: bool = False) -> Any:
         """One request; its ``result``.
 
