@@ -78,7 +78,7 @@ from paywatch.store.models import (
     Store,
     UnmatchedTransfer,
 )
-from paywatch.stores import create_store
+from paywatch.stores import create_store, update_store
 from paywatch.unmatched import attach
 from tests.conftest import TRON_XPUB, USDT_TRON, database_params, fresh_postgres_database
 from tests.support.scripted_chain import Leg, PlacedTransfer, ScriptedChain
@@ -762,15 +762,20 @@ class MoneyModel(RuleBasedStateMachine):
         tolerance=st.sampled_from(["0", "0.05", "0.2"]),
     )
     def change_policy(self, accept_late: bool, late_window: int, tolerance: str) -> None:
-        # There is no policy service on this branch yet: the rule writes the store row, as
-        # `paywatch store update` / `PATCH /v1/store` will; swap in that call when it exists.
+        # the service behind `paywatch store update` and `PATCH /v1/store`
         with session_scope(self.engine) as s:
             store = s.get(Store, self.store_id)
             assert store is not None
-            store.accept_late_payments = accept_late
-            store.late_window_seconds = late_window
-            store.underpaid_tolerance = tolerance
-            s.add(store)
+            update_store(
+                s,
+                store,
+                self.now,
+                actor="model",
+                allow_private_callbacks=True,
+                underpaid_tolerance=tolerance,
+                accept_late_payments=accept_late,
+                late_window=str(late_window),
+            )
         self.policies.append(MPolicy(Fraction(tolerance), accept_late, late_window))
 
     # --- the model's attribution -----------------------------------------------------------------
