@@ -62,7 +62,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from paywatch.addresses import shared_address
 from paywatch.config import AppConfig, AssetConfig, NetworkConfig, Settings, parse_networks
-from paywatch.errors import ChainError, ConflictError, RetryableChainError
+from paywatch.errors import ChainError, ConflictError, InputError, RetryableChainError
 from paywatch.invoices import InvoiceRequest, cancel_invoice, create_invoice, get_invoice, mark_paid
 from paywatch.ledger import Ledger
 from paywatch.rescan import rescan_range, rescan_transaction
@@ -659,7 +659,7 @@ class MoneyModel(RuleBasedStateMachine):
             return
         try:
             rescan_range(self.engine, self.network, self.chain, self.ledger, start=lo, end=hi, clock=lambda: self.now)
-        except (ConflictError, RetryableChainError):
+        except (ConflictError, InputError, RetryableChainError):
             # refused: a rescan reads only blocks the scanner has stored, with the hashes it stored
             assert hi > cursor or not self._fresh(), f"a rescan of {lo}..{hi} inside the scanned chain was refused"
 
@@ -676,7 +676,7 @@ class MoneyModel(RuleBasedStateMachine):
             return
         try:
             rescan_transaction(self.engine, self.network, self.chain, self.ledger, tx.tx_hash, clock=lambda: self.now)
-        except (ConflictError, RetryableChainError):
+        except (ConflictError, InputError, RetryableChainError):
             # refused: the transaction's block is above the cursor or not the block the scanner stored
             refusable = self.cursor is None or block.number > self.cursor or not self._fresh()
             assert refusable, f"rescan-tx of a transaction in scanned block {block.number} was refused"
@@ -1208,9 +1208,9 @@ def test_money_model(model_db: str) -> None:
 
 
 def test_switches_parse() -> None:
-    assert enabled_switches("") == frozenset()
+    assert enabled_switches("") == ON_BY_DEFAULT == frozenset(SWITCHES)  # every defect is fixed: all on
     assert enabled_switches("all") == frozenset(SWITCHES)
-    assert enabled_switches("dust, policy") == {"dust", "policy"}
+    assert {"dust", "policy"} <= enabled_switches("dust, policy")
     with pytest.raises(ValueError, match="unknown switch"):
         enabled_switches("nonsense")
 
