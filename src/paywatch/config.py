@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from paywatch.chains import utxo_addresses
+from paywatch.chains.body_limit import DEFAULT_MAX_RESPONSE_BYTES
 from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy
 from paywatch.domain.transfer import NATIVE, address_key
@@ -277,6 +278,10 @@ class NetworkConfig(BaseModel):
     batch_blocks: int = Field(default=100, ge=1, le=10_000)
     start_block: int | None = Field(default=None, ge=0)
     requests_per_second: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1024**3)
+    """The largest RPC response body read (streamed; a larger one fails the request, retryably)."""
+    quorum: Literal[1, 2] = 1
+    """2: every scanned range's block hashes are checked against a second ``rpc_urls`` entry (evm)."""
     xpub: str | None = None
     deposit_address: str | None = None
     default_match: Strategy = Strategy.ADDRESS
@@ -362,6 +367,8 @@ class NetworkConfig(BaseModel):
             raise ValueError("finality: `finalized` exists only on evm; use `solidified`")
         if self.finality is not None and self.confirmations is not None:
             raise ValueError("expected either `confirmations` or `finality`, not both")
+        if self.quorum == 2 and (self.family != "evm" or len(self.rpc_urls) < 2):
+            raise ValueError("quorum: 2 needs an evm network with at least two rpc_urls")
         if self.default_match is Strategy.MEMO and not self.carries_memo:
             raise ValueError(
                 f"default_match: `memo` needs transfers that carry a memo; {self.family} transfers carry none "

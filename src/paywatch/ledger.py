@@ -317,12 +317,22 @@ class Ledger:
 
         A transfer an admin attached to an invoice stays credited to it: when it is re-mined after
         a reorg, its payment is restored (and its invoice re-evaluated) along with its inbox row.
+        So does any transfer already credited to an invoice that matching no longer attributes (read
+        again by a rescan after its unique amount was released, or re-mined past the late window):
+        it is the same transfer, so it goes back to its invoice (flagged late if it now is), never to
+        the inbox with its credit lost. Only a payment of a CANCELLED invoice leaves for the inbox.
         """
         count = 0
         attached: list[tuple[Invoice, Transfer]] = []
         for item in items:
             t = item.transfer
             row = find_transfer(session, UnmatchedTransfer, t)
+            credited = self._payment(session, t) if row is None or row.attached_invoice_id is None else None
+            if credited is not None and item.reason is not UnmatchedReason.INVOICE_CANCELLED:
+                owner = session.get(Invoice, credited.invoice_id)
+                if owner is not None:
+                    attached.append((owner, t))
+                    continue
             if row is not None and row.attached_invoice_id is not None:
                 payment = self._payment(session, t)
                 owner = session.get(Invoice, payment.invoice_id) if payment is not None else None

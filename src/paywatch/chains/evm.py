@@ -10,9 +10,14 @@
   cannot be read fails the whole call.
 * Every log must belong to a block body read in the same call (same hash), so a reorg between the
   two reads fails the call instead of mixing two chains.
+* Node answers are not trusted: a block body whose ``number``, ``hash`` or ``parentHash`` is
+  malformed, a log from a contract that was not asked for, or a transaction hash that is not
+  32 bytes of hex fails the call with ChainError (nothing is reported, so nothing is stored).
 * A token transfer to a watched address also gets its index within its transaction
   (``tx_position``), from its receipt: its identity must survive re-mining in another block,
   where its block-wide ``logIndex`` changes.
+* With ``quorum: 2`` the block hashes of every scanned range are read again from another
+  ``rpc_urls`` entry than the one that answered; any difference fails the call (retryably).
 * Native transfers made by contracts (internal calls) are not visible in block bodies. With
   ``internal_transfers: trace`` they are read from the call traces of the range's non-empty blocks
   (see ``evm_trace``); otherwise they are not reported. :meth:`EvmAdapter.preflight` checks at
@@ -21,6 +26,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -34,6 +40,7 @@ from paywatch.config import NetworkConfig
 from paywatch.domain.status import Heights
 from paywatch.domain.transfer import NATIVE, NATIVE_INDEX, Transfer, address_key
 from paywatch.errors import ChainError, RetryableChainError
+from paywatch.redact import render_endpoint
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 #: Requests per JSON-RPC batch for block bodies (full blocks are large) and for receipts.
@@ -41,6 +48,8 @@ BODY_BATCH = 25
 RECEIPT_BATCH = 100
 #: Successful ``eth_getLogs`` calls after which a span shrunk by timeouts is doubled again.
 LOG_SPAN_REGROW = 20
+_HASH32 = re.compile(r"0x[0-9a-fA-F]{64}")
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 
 
 def _int(value: Any) -> int:
@@ -51,11 +60,24 @@ def _time(value: Any) -> datetime:
     return datetime.fromtimestamp(_int(value), UTC)
 
 
-def _ref(block: dict[str, Any]) -> BlockRef:
+def _hash32(value: Any, network: str, what: str) -> str:
+    """``value`` lowercased if it is 32 bytes of 0x-hex; else ChainError naming ``what`` (the
+    node's value is not echoed: it is untrusted and may be huge)."""
+    if not isinstance(value, str) or _HASH32.fullmatch(value) is None:
+        raise ChainError(f"{network}: malformed node answer: {what} is not 32 bytes of hex")
+    return value.lower()
+
+
+def _ref(block: dict[str, Any], network: str) -> BlockRef:
+    """The reference of a block body, refusing a malformed hash, parentHash or number."""
+    number = block.get("number")
+    if not (isinstance(number, str) and _QUANTITY.fullmatch(number)) and not (type(number) is int and number >= 0):
+        raise ChainError(f"{network}: malformed node answer: block number is not a hex quantity")
+    where = f"block {_int(number)}"
     return BlockRef(
-        number=_int(block["number"]),
-        hash=str(block["hash"]).lower(),
-        parent_hash=str(block["parentHash"]).lower(),
+        number=_int(number),
+        hash=_hash32(block.get("hash"), network, f"{where} hash"),
+        parent_hash=_hash32(block.get("parentHash"), network, f"{where} parentHash"),
         timestamp=_time(block["timestamp"]),
     )
 
@@ -83,7 +105,13 @@ class EvmAdapter:
         headers = {e.url: network.endpoint_headers(e) for e in network.endpoints}
 
         def default_factory(url: str) -> JsonRpcProvider:
-            return Web3Provider(url, timeout=timeout, headers=headers.get(url), proxy=network.proxy)
+            return Web3Provider(
+                url,
+                timeout=timeout,
+                headers=headers.get(url),
+                proxy=network.proxy,
+                max_response_bytes=network.max_response_bytes,
+            )
 
         self.rpc = RpcClient(
             network.rpc_urls,
@@ -93,6 +121,22 @@ class EvmAdapter:
             timeout=timeout,
             requests_per_second=network.requests_per_second,
             network=network.name,
+        )
+        self._witnesses = (
+            [
+                RpcClient(
+                    [url],
+                    provider_factory=provider_factory or default_factory,
+                    attempts=attempts,
+                    sleep=sleep,
+                    timeout=timeout,
+                    requests_per_second=network.requests_per_second,
+                    network=network.name,
+                )
+                for url in network.rpc_urls
+            ]
+            if network.quorum == 2
+            else []
         )
         self._tokens = sorted(address_key(a.contract) for a in network.assets.values() if a.contract is not None)
         self._native = any(a.native for a in network.assets.values())
@@ -129,7 +173,7 @@ class EvmAdapter:
         block = self.rpc.call("eth_getBlockByNumber", [hex(number), False])
         if not isinstance(block, dict):
             raise RetryableChainError(f"{self.network}: block {number} is not available yet")
-        return _ref(block)
+        return _ref(block, self.network)
 
     def fetch_range(self, start: int, end: int, watched: WatchPredicate) -> ScannedRange:
         if start > end:
@@ -143,7 +187,7 @@ class EvmAdapter:
         for number, body in zip(range(start, end + 1), bodies, strict=True):
             if not isinstance(body, dict):
                 raise RetryableChainError(f"{self.network}: block {number} is not available yet")
-            ref = _ref(body)
+            ref = _ref(body, self.network)
             if ref.number != number:
                 raise ChainError(f"{self.network}: asked for block {number}, got {ref.number}")
             if refs and ref.parent_hash != refs[-1].hash:
@@ -153,6 +197,8 @@ class EvmAdapter:
                 natives.extend((tx, ref) for tx in body.get("transactions", ()) if _pays_watched(tx, watched))
             if self._traces is not None:
                 traced.append((ref, [_tx_hash(tx) for tx in body.get("transactions", ())]))
+        if self._witnesses:
+            self._cross_check(refs)
         by_hash = {ref.hash: ref for ref in refs}
         tokens = self._token_transfers(start, end, by_hash, watched) if self._tokens else []
         receipts = self._receipts([tx["hash"] for tx, _ in natives] + [t.tx_hash for t in tokens])
@@ -190,6 +236,20 @@ class EvmAdapter:
                     transfers.append(replace(transfer, tx_position=position))
         return ScannedRange(blocks=(ref,), transfers=tuple(transfers))
 
+    def _cross_check(self, refs: list[BlockRef]) -> None:
+        """``quorum: 2``: another URL than the one that answered must report the same block hashes."""
+        index = (self.rpc.current + 1) % len(self._witnesses)
+        witness = self._witnesses[index]
+        numbers = [ref.number for ref in refs]
+        answers = witness.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers], chunk=BODY_BATCH)
+        for ref, answer in zip(refs, answers, strict=True):
+            seen = _ref(answer, self.network).hash if isinstance(answer, dict) else None
+            if seen != ref.hash:
+                raise RetryableChainError(
+                    f"{self.network}: quorum: {render_endpoint(witness.urls[0])} disagrees on the hash of block "
+                    f"{ref.number}; nothing of blocks {numbers[0]}..{numbers[-1]} is stored"
+                )
+
     # --- native ----------------------------------------------------------------------------------
 
     def _receipts(self, tx_hashes: list[str]) -> dict[str, Any]:
@@ -214,7 +274,7 @@ class EvmAdapter:
     def _native_transfer(self, tx: dict[str, Any], ref: BlockRef, success: bool) -> Transfer:
         return Transfer(
             network=self.network,
-            tx_hash=str(tx["hash"]).lower(),
+            tx_hash=_hash32(tx.get("hash"), self.network, f"block {ref.number} transaction hash"),
             log_index=NATIVE_INDEX,
             block_number=ref.number,
             block_hash=ref.hash,
@@ -233,9 +293,18 @@ class EvmAdapter:
     ) -> list[Transfer]:
         transfers: list[Transfer] = []
         for log in self._logs(start, end):
+            if str(log.get("address", "")).lower() not in self._tokens:
+                raise ChainError(
+                    f"{self.network}: malformed node answer: eth_getLogs {start}..{end} returned a log "
+                    "of a contract that was not requested"
+                )
+            _hash32(log.get("transactionHash"), self.network, f"eth_getLogs {start}..{end} transactionHash")
             ref = by_hash.get(str(log.get("blockHash", "")).lower())
             if ref is None or ref.number != _int(log["blockNumber"]):
-                raise RetryableChainError(f"{self.network}: logs and blocks {start}..{end} disagree (reorg?)")
+                raise RetryableChainError(
+                    f"{self.network}: logs and blocks {start}..{end} disagree (reorg?): a log's blockHash is not "
+                    "the hash of the block body at its height"
+                )
             transfer = self._log_transfer(log, ref, watched)
             if transfer is not None:
                 transfers.append(transfer)
@@ -310,7 +379,7 @@ class EvmAdapter:
             return None
         return Transfer(
             network=self.network,
-            tx_hash=str(log["transactionHash"]).lower(),
+            tx_hash=_hash32(log.get("transactionHash"), self.network, f"block {ref.number} log transactionHash"),
             log_index=_int(log["logIndex"]),
             block_number=ref.number,
             block_hash=ref.hash,

@@ -23,6 +23,7 @@ import requests
 from web3 import HTTPProvider
 from web3.types import RPCEndpoint
 
+from paywatch.chains.body_limit import DEFAULT_MAX_RESPONSE_BYTES, CappedSession
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.metrics import count_rpc
 from paywatch.redact import describe, register_secrets, render_endpoint, scrub
@@ -83,12 +84,19 @@ class Web3Provider:
 
     Its ``requests`` session ignores the environment (``HTTP(S)_PROXY``, ``ALL_PROXY``, netrc):
     it goes through ``proxy`` when one is given, else directly. ``headers`` go to this URL only.
+    Response bodies are streamed and refused past ``max_response_bytes``.
     """
 
     def __init__(
-        self, url: str, *, timeout: float = 15.0, headers: dict[str, str] | None = None, proxy: str | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 15.0,
+        headers: dict[str, str] | None = None,
+        proxy: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        session = requests.Session()
+        session = CappedSession(max_response_bytes)
         session.trust_env = False
         if proxy is not None:
             session.proxies = {"http": proxy, "https": proxy}
@@ -179,6 +187,11 @@ class RpcClient:
         self.round_trips = 0
 
     # --- public ----------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> int:
+        """The index in ``urls`` of the URL in use (the last one that answered)."""
+        return self._current
 
     def call(self, method: str, params: Sequence[Any], *, splittable: bool = False) -> Any:
         """One request; its ``result``.

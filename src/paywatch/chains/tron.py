@@ -135,6 +135,7 @@ class TronAdapter:
             client=client,
             policy=policy,
             network=network.name,
+            max_response_bytes=network.max_response_bytes,
             **timing,
         )
         self._tron = Tron(provider=TronpyProvider(self.http))

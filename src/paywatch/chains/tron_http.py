@@ -7,6 +7,7 @@ Every request of a network goes through one :class:`TronHttp`, whether tronpy bu
 What happens to a failed request::
 
     transport error, timeout, 5xx, garbage body,
+    a body past max_response_bytes (streamed),
     a java-tron {"Error": ...} answer            -> next URL; backoff once every URL failed this round
     429 / 403 (rate limited, TronGrid key limits) -> wait Retry-After (or backoff), then next URL
     other 4xx                                     -> next URL; ChainError if no URL accepts the call
@@ -24,6 +25,7 @@ variables; it uses ``proxy`` when given. Errors name endpoints only as
 from __future__ import annotations
 
 import email.utils
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from tronpy.providers.http import HTTPProvider
 
+from paywatch.chains.body_limit import DEFAULT_MAX_RESPONSE_BYTES, ResponseTooLarge, read_capped
 from paywatch.config import TRONGRID_KEY_HEADER, is_trongrid
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.metrics import count_rpc
@@ -119,10 +122,12 @@ class TronHttp:
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
         network: str = "",
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not urls:
             raise ValueError("at least one URL is needed")
         self.network = network
+        self.max_response_bytes = max_response_bytes
         self.urls = tuple(u.rstrip("/") for u in urls)
         if endpoint_headers is not None and len(endpoint_headers) != len(self.urls):
             raise ValueError("endpoint_headers: one mapping per URL")
@@ -191,8 +196,14 @@ class TronHttp:
         self.budget.acquire()
         self.calls += 1
         failure: _Failure | None = None
+        content = b""
         try:
-            response = self._client.post(url, json=body, headers=headers)
+            with self._client.stream("POST", url, json=body, headers=headers) as response:
+                content = read_capped(
+                    response.iter_bytes(), self.max_response_bytes, response.headers.get("content-length")
+                )
+        except ResponseTooLarge as exc:
+            failure = _Failure(str(exc))
         except httpx.HTTPError as exc:  # its text may hold the URL: scrubbed, and not chained
             failure = _Failure(describe(exc))
         if failure is not None:
@@ -208,7 +219,7 @@ class TronHttp:
         if status >= 400:
             raise _Failure(f"HTTP {status}", permanent=True)
         try:
-            answer = response.json()
+            answer = json.loads(content)
         except ValueError:
             failure = _Failure(f"HTTP {status} with a body that is not JSON")
         if failure is not None:

@@ -115,7 +115,12 @@ class UtxoAdapter:
         real = dict(zip(shown, network.rpc_urls, strict=True))
 
         def default_factory(url: str) -> BitcoinRpcProvider:
-            return BitcoinRpcProvider(real.get(url, url), cookie_file=network.rpc_cookie_file, timeout=timeout)
+            return BitcoinRpcProvider(
+                real.get(url, url),
+                cookie_file=network.rpc_cookie_file,
+                timeout=timeout,
+                max_response_bytes=network.max_response_bytes,
+            )
 
         self.rpc = RpcClient(
             shown,

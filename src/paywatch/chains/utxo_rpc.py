@@ -7,6 +7,7 @@ failover, round-trip counting). What differs from an EVM provider:
   stays ``Decimal("0.1")`` and never becomes a float;
 * credentials come from the URL (``http://user:password@host:port``, usually ``${VAR}``s) or from
   the node's cookie file, re-read when the node answers 401 (the cookie changes at every restart);
+* response bodies are streamed and refused past ``max_response_bytes`` (the default session);
 * the node answers a failed single call with HTTP 500 and a JSON-RPC error body, which is passed
   on as an error answer, not as a transport failure.
 
@@ -24,6 +25,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
+
+from paywatch.chains.body_limit import DEFAULT_MAX_RESPONSE_BYTES, CappedSession
 
 _ids = itertools.count(1)
 
@@ -53,6 +56,7 @@ class BitcoinRpcProvider:
         cookie_file: str | None = None,
         timeout: float = 15.0,
         session: requests.Session | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         parts = urlsplit(url)
         self._url = redact(url)
@@ -61,7 +65,7 @@ class BitcoinRpcProvider:
             self._auth = (unquote(parts.username), unquote(parts.password or ""))
         self._cookie_file = cookie_file
         self._timeout = timeout
-        self._session = session or requests.Session()
+        self._session = session or CappedSession(max_response_bytes)
 
     def _cookie(self) -> tuple[str, str] | None:
         if self._cookie_file is None:
