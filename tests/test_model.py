@@ -455,7 +455,11 @@ class MoneyModel(RuleBasedStateMachine):
         if inv.targeted and not self.on("pay_cancelled"):
             return
         shown = self.db[inv.id]
-        allowed = shown.status not in ("COMPLETED", "CANCELLED") and shown.amount_paid == 0
+        with Session(self.engine) as s:  # a late payment that does not count is still money received
+            received = s.exec(
+                select(Payment.id).where(Payment.invoice_id == inv.id, col(Payment.orphaned).is_(False))
+            ).first()
+        allowed = shown.status not in ("COMPLETED", "CANCELLED") and shown.amount_paid == 0 and received is None
         try:
             with session_scope(self.engine) as s:
                 cancel_invoice(s, self.ledger, get_invoice(s, self.store_id, inv.id), self.now, actor="model")
@@ -1444,6 +1448,32 @@ KNOWN_DEFECT_SEQUENCES: dict[str, tuple[str, tuple[str, ...], list[Step]]] = {
             _s("scan"),
             _s("mine", count=2),
             _s("scan"),
+        ],
+    ),
+    "inbox_stays/late_window_widened": (
+        "new: after the late window was widened, a rescan credited a transfer that already waited in the "
+        "inbox (it was in both places; money must leave the inbox only by an admin's attach)",
+        ("policy", "rescan_ahead"),
+        [
+            _s("open_store", accept_late=False, late_window=0, tolerance="0"),
+            _s("create", asset="USDT", expires_in=120, strategy="address", units=5),
+            _s("advance_time", seconds=120),
+            _s("pay_and_confirm", kind="exact", which=0),
+            _s("change_policy", accept_late=False, late_window=300, tolerance="0"),
+            _s("rescan", lo=0, span=1),
+        ],
+    ),
+    "cancel/late_payment_received": (
+        "new: cancelling an EXPIRED invoice that received a late payment (which does not count) is refused: "
+        "the money is there",
+        ("policy",),
+        [
+            _s("open_store", accept_late=False, late_window=0, tolerance="0"),
+            _s("create", asset="USDT", expires_in=120, strategy="address", units=5),
+            _s("advance_time", seconds=120),
+            _s("change_policy", accept_late=False, late_window=300, tolerance="0"),
+            _s("pay_and_confirm", kind="exact", which=0),
+            _s("cancel", which=0),
         ],
     ),
     "dust": (

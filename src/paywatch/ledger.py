@@ -170,6 +170,8 @@ class Ledger:
             if invoice is None:
                 continue
             payment = existing[match.transfer]
+            if payment is None and self._in_inbox(session, match.transfer):
+                continue  # read again (a rescan after a policy change, say): the inbox decision stands
             owner = invoice if payment is None else locked[payment.invoice_id]
             if owner.status == InvoiceStatus.CANCELLED.value and (payment is None or payment.orphaned):
                 cancelled.append(Unmatched(match.transfer, UnmatchedReason.INVOICE_CANCELLED, owner.id))
@@ -179,6 +181,22 @@ class Ledger:
         if cancelled:
             self.record_unmatched(session, cancelled, now)
         return touched
+
+    @staticmethod
+    def _in_inbox(session: Session, transfer: Transfer) -> bool:
+        """Whether ``transfer`` already waits in the unmatched inbox, in the block it is seen in.
+
+        Money never leaves the inbox by itself: a transfer put there stays until an admin attaches
+        it, even if matching would now attribute it (to an invoice created later, which may be
+        another customer's, or after a policy change). A re-mined transfer is decided afresh.
+        """
+        row = find_transfer(session, UnmatchedTransfer, transfer)
+        return (
+            row is not None
+            and row.attached_invoice_id is None
+            and not row.orphaned
+            and row.block_hash == transfer.block_hash
+        )
 
     def _credit(self, session: Session, credits: Iterable[tuple[Invoice, Transfer]], now: datetime) -> set[str]:
         """Store each (invoice, transfer) payment, then re-evaluate every invoice that changed once."""
