@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from paywatch.config import AppConfig, NetworkConfig, Settings, parse_networks
 from paywatch.store.db import make_engine, normalize_url, upgrade
+from tests.support.attack_counts import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401 (hooks)
 from tests.support.ports import worker_id
 
 PG_URL = os.environ.get("PAYWATCH_TEST_DATABASE_URL")

@@ -5,19 +5,16 @@ parametrized test counts once per case. The summary line reads, for example::
 
     security suite: ssrf 72 tried, 72 stopped; secret_leak 24 tried, 24 stopped; ...
 
-"Stopped" means the test passed: the attack was refused or leaked nothing.
+"Stopped" means the test passed: the attack was refused or leaked nothing. The tally itself is
+kept and printed by ``tests/support/attack_counts.py`` (through ``tests/conftest.py``, so that
+it also works under pytest-xdist, whose controller never loads this file).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
-KINDS = ("ssrf", "secret_leak", "hostile_input", "abuse")
-
-_tried: Counter[str] = Counter()
-_stopped: Counter[str] = Counter()
+from tests.support.attack_counts import KINDS
 
 
 def _kind(item: pytest.Item) -> str:
@@ -38,20 +35,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     if "tests/security/" in item.nodeid.replace("\\", "/"):
         outcome.get_result().user_properties.append(("attack", _kind(item)))
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Runs where the summary is printed (also the controller under pytest-xdist)."""
-    kind = dict(report.user_properties).get("attack")
-    if kind is None or report.when != "call":
-        return
-    _tried[str(kind)] += 1
-    if report.passed:
-        _stopped[str(kind)] += 1
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _tried:
-        return
-    parts = [f"{k} {_tried[k]} tried, {_stopped[k]} stopped" for k in KINDS if _tried[k]]
-    terminalreporter.write_line("security suite: " + "; ".join(parts))
