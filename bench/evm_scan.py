@@ -27,23 +27,22 @@ import json
 import os
 import random
 import resource
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert
 from web3 import HTTPProvider, Web3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from bench.seed import add_store, insert_invoices, watched_invoice  # noqa: E402
 from tests.support.evm_node import AnvilNode, artifact  # noqa: E402
 
 from paywatch.chains.evm import TRANSFER_TOPIC, EvmAdapter  # noqa: E402
@@ -51,7 +50,7 @@ from paywatch.config import NetworkConfig  # noqa: E402
 from paywatch.ledger import Ledger  # noqa: E402
 from paywatch.scanner import Scanner  # noqa: E402
 from paywatch.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from paywatch.store.models import Invoice, Payment, Store  # noqa: E402
+from paywatch.store.models import Payment  # noqa: E402
 
 CHUNK = 100
 
@@ -111,39 +110,21 @@ def set_up(node: AnvilNode, blocks: int, watched_count: int, db_url: str) -> tup
     now = datetime.now(UTC)
     upgrade(db_url)
     engine = make_engine(db_url)
-    with session_scope(engine) as s:
-        s.add(
-            Store(id="st_bench", name="bench", api_key_hash=secrets.token_hex(32), webhook_secret="x", created_at=now)
-        )
+    add_store(engine, now)
     rows = [
-        {
-            "id": "inv_" + rng.randbytes(10).hex(),
-            "store_id": "st_bench",
-            "network": "bench",
-            "asset": "USDT" if i % 2 else "ETH",
-            "asset_key": token if i % 2 else "native",
-            "decimals": 6 if i % 2 else 18,
-            "amount": 10**30,
-            "match_strategy": "address",
-            "address": address,
-            "address_key": address,
-            "memo": None,
-            "open_amount": None,
-            "confirmations_required": 12,
-            "status": "PENDING",
-            "status_version": 1,
-            "flags": [],
-            "amount_paid": 0,
-            "amount_confirmed": 0,
-            "expires_at": now + timedelta(days=1),
-            "created_at": now,
-            "updated_at": now,
-            "metadata": {},
-        }
+        watched_invoice(
+            "inv_" + rng.randbytes(10).hex(),
+            address,
+            asset="USDT" if i % 2 else "ETH",
+            asset_key=token if i % 2 else "native",
+            decimals=6 if i % 2 else 18,
+            amount=10**30,
+            confirmations=12,
+            now=now,
+        )
         for i, address in enumerate(watched)
     ]
-    with engine.begin() as conn:
-        conn.execute(insert(Invoice), rows)
+    insert_invoices(engine, rows)
     engine.dispose()
 
     rpc.call("evm_setAutomine", False)

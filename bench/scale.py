@@ -29,16 +29,18 @@ import resource
 import secrets
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from bench.seed import add_store, insert_invoices, watched_invoice  # noqa: E402
 
 from paywatch.addresses import build_watch_index  # noqa: E402
 from paywatch.config import NetworkConfig  # noqa: E402
@@ -46,7 +48,6 @@ from paywatch.domain.transfer import NATIVE, Transfer  # noqa: E402
 from paywatch.invoices import get_invoice  # noqa: E402
 from paywatch.scanner import WatchIndexCache  # noqa: E402
 from paywatch.store.db import make_engine, normalize_url, session_scope, upgrade  # noqa: E402
-from paywatch.store.models import Invoice, Store  # noqa: E402
 
 TOKEN = "0x" + "dd" * 20
 NETWORK = NetworkConfig.model_validate(
@@ -71,33 +72,18 @@ def rss_mb() -> float:
 def invoice_rows(count: int, rng: random.Random, now: datetime) -> list[dict[str, Any]]:
     rows = []
     for i in range(count):
-        address = "0x" + rng.randbytes(20).hex()
         usdt = i % 2 == 1
         rows.append(
-            {
-                "id": "inv_" + rng.randbytes(10).hex(),
-                "store_id": "st_bench",
-                "network": "bench",
-                "asset": "USDT" if usdt else "ETH",
-                "asset_key": TOKEN if usdt else NATIVE,
-                "decimals": 6 if usdt else 18,
-                "amount": 10**6,
-                "match_strategy": "address",
-                "address": address,
-                "address_key": address,
-                "memo": None,
-                "open_amount": None,
-                "confirmations_required": 12,
-                "status": "PENDING",
-                "status_version": 1,
-                "flags": [],
-                "amount_paid": 0,
-                "amount_confirmed": 0,
-                "expires_at": now + timedelta(days=1),
-                "created_at": now,
-                "updated_at": now,
-                "metadata": {},
-            }
+            watched_invoice(
+                "inv_" + rng.randbytes(10).hex(),
+                "0x" + rng.randbytes(20).hex(),
+                asset="USDT" if usdt else "ETH",
+                asset_key=TOKEN if usdt else NATIVE,
+                decimals=6 if usdt else 18,
+                amount=10**6,
+                confirmations=12,
+                now=now,
+            )
         )
     return rows
 
@@ -136,10 +122,7 @@ def run(url: str, sizes: list[int]) -> None:
     engine = make_engine(url)
     rng = random.Random(14)
     now = datetime.now(UTC)
-    with session_scope(engine) as s:
-        s.add(
-            Store(id="st_bench", name="bench", api_key_hash=secrets.token_hex(32), webhook_secret="x", created_at=now)
-        )
+    add_store(engine, now)
     ids: list[str] = []
     addresses: list[str] = []
     print(
@@ -150,8 +133,7 @@ def run(url: str, sizes: list[int]) -> None:
         began = time.perf_counter()
         while len(ids) < size:
             rows = invoice_rows(min(20_000, size - len(ids)), rng, now)
-            with engine.begin() as conn:
-                conn.execute(insert(Invoice), rows)
+            insert_invoices(engine, rows)
             ids.extend(r["id"] for r in rows)
             addresses.extend(r["address"] for r in rows if r["asset_key"] == NATIVE)  # the sample pays ETH
         inserted = time.perf_counter() - began

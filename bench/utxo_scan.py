@@ -28,17 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import insert
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from bench.seed import add_store, insert_invoices, watched_invoice  # noqa: E402
 from tests.support.ltc_node import VPUB, LtcNode  # noqa: E402
 
 from paywatch.chains import utxo_addresses  # noqa: E402
@@ -48,7 +48,7 @@ from paywatch.config import NetworkConfig  # noqa: E402
 from paywatch.ledger import Ledger  # noqa: E402
 from paywatch.scanner import Scanner  # noqa: E402
 from paywatch.store.db import make_engine, session_scope, upgrade  # noqa: E402
-from paywatch.store.models import Invoice, Payment, Store  # noqa: E402
+from paywatch.store.models import Payment  # noqa: E402
 
 CHUNK = 100
 BODIES = 25
@@ -104,38 +104,22 @@ def write_invoices(db_url: str, count: int) -> list[str]:
     engine = make_engine(db_url)
     now = datetime.now(UTC)
     addresses = [utxo_addresses.derive_address(VPUB, "litecoin", "regtest", "p2wpkh", i) for i in range(1, count + 1)]
-    with session_scope(engine) as s:
-        s.add(
-            Store(id="st_bench", name="bench", api_key_hash=secrets.token_hex(32), webhook_secret="x", created_at=now)
-        )
+    add_store(engine, now)
     rows = [
-        {
-            "id": "inv_" + secrets.token_hex(10),
-            "store_id": "st_bench",
-            "network": "bench",
-            "asset": "LTC",
-            "asset_key": "native",
-            "decimals": 8,
-            "amount": 10**16,
-            "match_strategy": "address",
-            "address": address,
-            "address_key": address,
-            "address_index": i + 1,
-            "confirmations_required": 6,
-            "status": "PENDING",
-            "status_version": 1,
-            "flags": [],
-            "amount_paid": 0,
-            "amount_confirmed": 0,
-            "expires_at": now + timedelta(days=1),
-            "created_at": now,
-            "updated_at": now,
-            "metadata": {},
-        }
+        watched_invoice(
+            "inv_" + secrets.token_hex(10),
+            address,
+            asset="LTC",
+            asset_key="native",
+            decimals=8,
+            amount=10**16,
+            confirmations=6,
+            now=now,
+            address_index=i + 1,
+        )
         for i, address in enumerate(addresses)
     ]
-    with engine.begin() as conn:
-        conn.execute(insert(Invoice), rows)
+    insert_invoices(engine, rows)
     engine.dispose()
     return addresses
 
