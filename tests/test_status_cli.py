@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,8 +65,10 @@ def test_healthy_watcher_exits_0_with_every_section(engine: Engine, env: dict[st
     assert report["unmatched_inbox"] == 0
     screen = status(env)
     assert screen.exit_code == 0
-    for heading in ("ethereum", "lag s", "lease holder", "callback queue", "unmatched inbox", "PENDING", "0s ago"):
+    for heading in ("ethereum", "lag s", "lease holder", "callback queue", "unmatched inbox", "PENDING"):
         assert heading in screen.stdout, heading
+    # the scan's age in whole seconds; on a loaded machine the command may start seconds later
+    assert re.search(r"\b\d+s ago\b", screen.stdout), screen.stdout
 
 
 def test_lag_is_the_health_modules_lag(engine: Engine, env: dict[str, str], app_config: AppConfig) -> None:

@@ -60,6 +60,12 @@ class Received:
     def webhook_id(self) -> str:
         return self.headers.get("webhook-id", "")
 
+    @property
+    def torn(self) -> bool:
+        """Fewer body bytes than its content-length: the sender died mid-request (a merchant's
+        server would reject it as unparseable, so it never counts as a delivery)."""
+        return len(self.body) != int(self.headers.get("content-length", "-1"))
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
