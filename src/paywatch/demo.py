@@ -30,10 +30,6 @@ from rich.table import Table
 
 from paywatch.api.app import create_app
 from paywatch.callbacks.signing import verify
-from paywatch.checkout.context import Checkout
-from paywatch.checkout.rates import RateBook, RatesConfig
-from paywatch.checkout.rates.fiat import EcbConverter
-from paywatch.checkout.service import CheckoutSettings
 from paywatch.config import AppConfig, Settings, load_config, raw_document
 from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import AnvilNode, free_port
@@ -215,14 +211,6 @@ async def drive(
     return ok and verified and statuses == ["COMPLETED", "COMPLETED", "EXPIRED"]
 
 
-def demo_checkout(base: str) -> Checkout:
-    """Checkout for the devnet: USDT fixed at 1 USD (no price API is asked), pages served at ``base``."""
-    rates = RatesConfig(sources=(), fixed={"USDT": {"USD": Decimal(1)}})
-    return Checkout(
-        RateBook(rates, httpx.Client(), EcbConverter()), CheckoutSettings(public_url=base, development=True)
-    )
-
-
 async def pay_through_page(base: str, key: str, chain: Chain, token: str, console: Console, deadline: float) -> bool:
     """A fiat invoice paid the way a payer does it: open its page, choose USDT, pay what it shows."""
     async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}, timeout=10) as client:
@@ -282,8 +270,16 @@ def run_demo(
         token = chain.deploy("TestToken", "Tether USD (demo)", "USDT", 6, 10**9 * USDT)
         chain.token_transfer(token, chain.payer, 10**6 * USDT, sender=chain.accounts[0])
         networks = write_networks(directory, node.url, token)
+        port = free_port()
         settings = Settings(
-            database_url=f"sqlite:///{directory / 'demo.db'}", networks=networks, allow_private_callbacks=True
+            database_url=f"sqlite:///{directory / 'demo.db'}",
+            networks=networks,
+            allow_private_callbacks=True,
+            # checkout on the devnet: USDT fixed at 1 USD (no price API is asked), pages served here
+            rates_sources=(),
+            rates_fixed={"USDT": {"USD": Decimal(1)}},
+            public_url=f"http://127.0.0.1:{port}",
+            development=True,
         )
         config: AppConfig = load_config(settings)
         engine = open_database(config)
@@ -296,7 +292,17 @@ def run_demo(
         console.print(f"anvil at {node.url}, test USDT at {token}, data in {directory}")
         return asyncio.run(
             _serve_and_drive(
-                config, engine, clock, receiver, created.api_key, chain, token, console, started, started + timeout
+                config,
+                engine,
+                port,
+                clock,
+                receiver,
+                created.api_key,
+                chain,
+                token,
+                console,
+                started,
+                started + timeout,
             )
         )
     finally:
@@ -308,6 +314,7 @@ def run_demo(
 async def _serve_and_drive(
     config: AppConfig,
     engine: Any,
+    port: int,
     clock: DemoClock,
     receiver: Receiver,
     key: str,
@@ -317,9 +324,8 @@ async def _serve_and_drive(
     started: float,
     deadline: float,
 ) -> bool:
-    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    app = create_app(config, engine=engine, clock=clock, checkout=demo_checkout(base))
+    app = create_app(config, engine=engine, clock=clock)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     worker = Worker(config, engine, clock=clock, sweep_seconds=1.0, dispatch_seconds=0.5)
     tasks = [asyncio.create_task(server.serve()), asyncio.create_task(worker.run(install_signals=False))]
