@@ -127,6 +127,8 @@ def test_worker_sends_each_change_once_in_order(api: Api, app_config: AppConfig)
     assert partial["price"] == {"amount": "29.99", "currency": "USD"}
     done = get(api, inv["id"])
     assert done["status"] == "COMPLETED" and done["status_version"] == 5
+    listed = api.client.get(f"/v1/invoices/{inv['id']}/callbacks", headers=api.headers()).json()["data"]
+    assert [e["type"] for e in listed if e["type"] != "invoice.viewed"] == types(events)
     with session_scope(api.engine) as session:
         assert list(session.exec(select(AttemptChange))) == []  # consumed
 

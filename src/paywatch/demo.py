@@ -211,8 +211,11 @@ async def drive(
     return ok and verified and statuses == ["COMPLETED", "COMPLETED", "EXPIRED"]
 
 
-async def pay_through_page(base: str, key: str, chain: Chain, token: str, console: Console, deadline: float) -> bool:
-    """A fiat invoice paid the way a payer does it: open its page, choose USDT, pay what it shows."""
+async def pay_through_page(
+    base: str, key: str, chain: Chain, token: str, console: Console, receiver: Receiver, deadline: float
+) -> bool:
+    """A fiat invoice paid the way a payer does it: open its page, choose USDT, pay what it shows;
+    then its own signed ``invoice.completed`` callback arrives (the worker re-evaluates it)."""
     async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}, timeout=10) as client:
         created = await client.post(
             "/v1/invoices",
@@ -224,7 +227,7 @@ async def pay_through_page(base: str, key: str, chain: Chain, token: str, consol
             },
         )
         created.raise_for_status()
-        url = created.json()["invoice_url"]
+        url, fiat_id = created.json()["invoice_url"], created.json()["id"]
         console.print(f"fiat invoice of 12.50 USD: pay page {url}")
     async with httpx.AsyncClient(timeout=10) as browser:
         loaded = time.monotonic()
@@ -242,11 +245,22 @@ async def pay_through_page(base: str, key: str, chain: Chain, token: str, consol
             if status == "COMPLETED":
                 break
             await asyncio.sleep(0.5)
+    paid_after = time.monotonic() - loaded
+    while time.monotonic() < deadline and not any(
+        e["type"] == "invoice.completed" for e in receiver.for_invoice(fiat_id)
+    ):
+        await asyncio.sleep(0.2)
+    events = receiver.for_invoice(fiat_id)
     console.print(
-        f"pay page: {status} {time.monotonic() - loaded:.1f} s after the first load; "
+        f"pay page: {status} {paid_after:.1f} s after the first load; "
         f"page weight {len(page.content) / 1024:.1f} KB (one request: inline script, style and QR)"
     )
-    return status == "COMPLETED"
+    console.print(
+        f"fiat invoice {fiat_id} callbacks: "
+        + " ".join(f"{e['type'].removeprefix('invoice.')}{'' if e['verified'] else ' (NOT verified)'}" for e in events)
+    )
+    completed = any(e["type"] == "invoice.completed" and e["verified"] for e in events)
+    return status == "COMPLETED" and completed
 
 
 def _settled(invoice: dict[str, Any], receiver: Receiver) -> bool:
@@ -333,7 +347,7 @@ async def _serve_and_drive(
         while not server.started:
             await asyncio.sleep(0.05)
         ok = await drive(base, key, chain, token, clock, receiver, console, started, deadline)
-        paid = await pay_through_page(base, key, chain, token, console, deadline=time.monotonic() + 30)
+        paid = await pay_through_page(base, key, chain, token, console, receiver, deadline=time.monotonic() + 30)
         return ok and paid
     finally:
         worker.stop()
