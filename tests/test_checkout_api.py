@@ -247,7 +247,7 @@ def test_after_rate_lock_valued_at_block_time_rate_and_flagged(
     rates_srv.set(CG, 200, b'{"ethereum": {"usd": 1506.225}}')
     rates_srv.set(KR, 200, b'{"error": [], "result": {"X": {"c": ["1506.225", "1"]}}}')
     rates_srv.set(CB, 200, b'{"data": {"currency": "ETH", "rates": {"USD": "1506.225"}}}')
-    api.app.state.checkout.ensure_rates(["ETH"], api.clock())  # the rate at that time is known
+    api.app.state.checkout.ensure_rates(api.engine, ["ETH"], api.clock())  # the rate at that time is known
     pay(api, app_config, first, int(Decimal(first["crypto_amount"]) * 10**18))
     got = get(api, inv["id"])
     # half the price now: the full crypto amount is worth about half the fiat

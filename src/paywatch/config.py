@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -28,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from paywatch.chains import utxo_addresses
 from paywatch.chains.body_limit import DEFAULT_MAX_RESPONSE_BYTES
+from paywatch.checkout.rates.sources import SOURCE_CLASSES
 from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy
 from paywatch.domain.transfer import NATIVE, address_key
@@ -131,6 +133,87 @@ class Settings(BaseSettings):
             bind_address(value)
         return value
 
+    # --- hosted checkout: rates and the pay page (docs/checkout.md) -------------------------------
+    rates_sources: Annotated[tuple[str, ...], NoDecode] = ("coingecko", "kraken", "coinbase")
+    """Price APIs asked for rates, comma separated; empty: none (fixed prices only)."""
+    rates_base_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """``source=url`` pairs, comma separated: a proxy or a local server instead of the public API."""
+    rates_quote_fiats: Annotated[tuple[str, ...], NoDecode] = ("USD",)
+    """Fiat currencies the sources are asked for; others are crossed through ECB reference rates."""
+    rates_fixed: Annotated[dict[str, dict[str, Decimal]], NoDecode] = Field(default_factory=dict)
+    """``ASSET:FIAT=PRICE`` pairs, comma separated (``USDT:USD=1``): never fetched, never stale."""
+    rates_max_spread: Decimal = Field(default=Decimal("0.02"), gt=0, lt=1)
+    rates_max_age_seconds: int = Field(default=300, gt=0)
+    rates_refresh_seconds: int = Field(default=60, gt=0)
+    rates_history_seconds: int = Field(default=7 * 86400, gt=0)
+    rates_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    checkout_lock_minutes: int = Field(default=15, ge=1, le=1440)
+    """How long the rate of a payment attempt is locked (never past the invoice's expiry)."""
+    public_url: str = "http://127.0.0.1:8000"
+    """The base URL payers reach the API at; ``invoice_url`` is ``<public_url>/pay/<slug>``."""
+    development: bool = False
+    """Development mode: ``redirect_url`` may be http (https only otherwise)."""
+
+    @field_validator("rates_sources", "rates_quote_fiats", mode="before")
+    @classmethod
+    def _names(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError("expected names separated by commas")
+        if info.field_name == "rates_sources":
+            unknown = [v for v in value if v not in SOURCE_CLASSES]
+            if unknown:
+                raise ValueError(f"unknown source {unknown[0]!r}; expected some of {', '.join(sorted(SOURCE_CLASSES))}")
+            return tuple(dict.fromkeys(value))
+        if not value or not all(len(v) == 3 and v.isascii() and v.isalpha() for v in value):
+            raise ValueError("expected one or more three-letter currency codes, such as USD,EUR")
+        return tuple(dict.fromkeys(v.upper() for v in value))
+
+    @field_validator("rates_base_urls", mode="before")
+    @classmethod
+    def _base_urls(cls, value: object) -> object:
+        pairs = _pairs(value, "source=https://host/path")
+        for name, url in pairs.items():
+            if name not in SOURCE_CLASSES:
+                raise ValueError(f"unknown source {name!r}; expected some of {', '.join(sorted(SOURCE_CLASSES))}")
+            if not _is_http_url(url):
+                raise ValueError(f"{name}: expected an http(s) URL")
+        return pairs
+
+    @field_validator("rates_fixed", mode="before")
+    @classmethod
+    def _fixed(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return value
+        fixed: dict[str, dict[str, Decimal]] = {}
+        for pair, price in _pairs(value, "ASSET:FIAT=PRICE, such as USDT:USD=1").items():
+            asset, sep, fiat = pair.partition(":")
+            try:
+                amount = Decimal(price)
+            except InvalidOperation:
+                amount = Decimal(0)
+            if not sep or not asset or len(fiat) != 3 or not fiat.isalpha() or not amount.is_finite() or amount <= 0:
+                raise ValueError(f"{pair}={price}: expected ASSET:FIAT=PRICE with a positive decimal price")
+            fixed.setdefault(asset.upper(), {})[fiat.upper()] = amount
+        return fixed
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not _is_http_url(value) or urlsplit(value).query or urlsplit(value).fragment:
+            raise ValueError("expected an http(s) base URL without query or fragment, such as https://pay.example.com")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _rates_coherent(self) -> Settings:
+        if self.rates_refresh_seconds >= self.rates_max_age_seconds:
+            raise ValueError(
+                "rates_refresh_seconds: must be below PAYWATCH_RATES_MAX_AGE_SECONDS "
+                f"({self.rates_max_age_seconds}), or every rate goes stale before the next refresh"
+            )
+        return self
+
     @model_validator(mode="after")
     def _register(self) -> Settings:
         try:
@@ -140,6 +223,30 @@ class Settings(BaseSettings):
         secret_key = self.secret_key.get_secret_value() if self.secret_key is not None else None
         register_secrets([self.metrics_token, str(password) if password else None, secret_key])
         return self
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _pairs(value: object, shape: str) -> dict[str, str]:
+    """``a=1,b=2`` (or a mapping) -> {"a": "1", "b": "2"}; ValueError naming the expected shape."""
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if not isinstance(value, str):
+        raise ValueError(f"expected {shape} pairs separated by commas")
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(f"{part!r}: expected {shape} pairs separated by commas")
+        pairs[key.strip()] = val.strip()
+    return pairs
 
 
 def bind_address(value: str) -> tuple[str, int]:
@@ -546,12 +653,24 @@ def _describe(source: str, prefix: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _describe_settings(exc: ValidationError) -> str:
+    """Settings errors named by their variable: ``environment: PAYWATCH_RATES_MAX_SPREAD: ...``."""
+    lines = []
+    for line in _describe("environment", "PAYWATCH", exc).splitlines():
+        head, sep, rest = line.partition(": PAYWATCH.")
+        if sep:
+            name, _, message = rest.partition(": ")
+            line = f"{head}: PAYWATCH_{name.split('.')[0].upper()}: {message}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def load_config(settings: Settings | None = None) -> AppConfig:
     """Read settings and the networks file once; raise ConfigError with a precise message."""
     try:
         settings = settings or Settings()
     except ValidationError as exc:
-        raise ConfigError(_describe("environment", "PAYWATCH", exc)) from None
+        raise ConfigError(_describe_settings(exc)) from None
     path = settings.networks
     try:
         text = path.read_text(encoding="utf-8")

@@ -30,10 +30,6 @@ from rich.table import Table
 
 from paywatch.api.app import create_app
 from paywatch.callbacks.signing import verify
-from paywatch.checkout.context import Checkout
-from paywatch.checkout.rates import RateBook, RatesConfig
-from paywatch.checkout.rates.fiat import EcbConverter
-from paywatch.checkout.service import CheckoutSettings
 from paywatch.config import AppConfig, Settings, load_config, raw_document
 from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import AnvilNode, free_port
@@ -215,16 +211,11 @@ async def drive(
     return ok and verified and statuses == ["COMPLETED", "COMPLETED", "EXPIRED"]
 
 
-def demo_checkout(base: str) -> Checkout:
-    """Checkout for the devnet: USDT fixed at 1 USD (no price API is asked), pages served at ``base``."""
-    rates = RatesConfig(sources=(), fixed={"USDT": {"USD": Decimal(1)}})
-    return Checkout(
-        RateBook(rates, httpx.Client(), EcbConverter()), CheckoutSettings(public_url=base, development=True)
-    )
-
-
-async def pay_through_page(base: str, key: str, chain: Chain, token: str, console: Console, deadline: float) -> bool:
-    """A fiat invoice paid the way a payer does it: open its page, choose USDT, pay what it shows."""
+async def pay_through_page(
+    base: str, key: str, chain: Chain, token: str, console: Console, receiver: Receiver, deadline: float
+) -> bool:
+    """A fiat invoice paid the way a payer does it: open its page, choose USDT, pay what it shows;
+    then its own signed ``invoice.completed`` callback arrives (the worker re-evaluates it)."""
     async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}, timeout=10) as client:
         created = await client.post(
             "/v1/invoices",
@@ -236,7 +227,7 @@ async def pay_through_page(base: str, key: str, chain: Chain, token: str, consol
             },
         )
         created.raise_for_status()
-        url = created.json()["invoice_url"]
+        url, fiat_id = created.json()["invoice_url"], created.json()["id"]
         console.print(f"fiat invoice of 12.50 USD: pay page {url}")
     async with httpx.AsyncClient(timeout=10) as browser:
         loaded = time.monotonic()
@@ -254,11 +245,22 @@ async def pay_through_page(base: str, key: str, chain: Chain, token: str, consol
             if status == "COMPLETED":
                 break
             await asyncio.sleep(0.5)
+    paid_after = time.monotonic() - loaded
+    while time.monotonic() < deadline and not any(
+        e["type"] == "invoice.completed" for e in receiver.for_invoice(fiat_id)
+    ):
+        await asyncio.sleep(0.2)
+    events = receiver.for_invoice(fiat_id)
     console.print(
-        f"pay page: {status} {time.monotonic() - loaded:.1f} s after the first load; "
+        f"pay page: {status} {paid_after:.1f} s after the first load; "
         f"page weight {len(page.content) / 1024:.1f} KB (one request: inline script, style and QR)"
     )
-    return status == "COMPLETED"
+    console.print(
+        f"fiat invoice {fiat_id} callbacks: "
+        + " ".join(f"{e['type'].removeprefix('invoice.')}{'' if e['verified'] else ' (NOT verified)'}" for e in events)
+    )
+    completed = any(e["type"] == "invoice.completed" and e["verified"] for e in events)
+    return status == "COMPLETED" and completed
 
 
 def _settled(invoice: dict[str, Any], receiver: Receiver) -> bool:
@@ -282,8 +284,16 @@ def run_demo(
         token = chain.deploy("TestToken", "Tether USD (demo)", "USDT", 6, 10**9 * USDT)
         chain.token_transfer(token, chain.payer, 10**6 * USDT, sender=chain.accounts[0])
         networks = write_networks(directory, node.url, token)
+        port = free_port()
         settings = Settings(
-            database_url=f"sqlite:///{directory / 'demo.db'}", networks=networks, allow_private_callbacks=True
+            database_url=f"sqlite:///{directory / 'demo.db'}",
+            networks=networks,
+            allow_private_callbacks=True,
+            # checkout on the devnet: USDT fixed at 1 USD (no price API is asked), pages served here
+            rates_sources=(),
+            rates_fixed={"USDT": {"USD": Decimal(1)}},
+            public_url=f"http://127.0.0.1:{port}",
+            development=True,
         )
         config: AppConfig = load_config(settings)
         engine = open_database(config)
@@ -296,7 +306,17 @@ def run_demo(
         console.print(f"anvil at {node.url}, test USDT at {token}, data in {directory}")
         return asyncio.run(
             _serve_and_drive(
-                config, engine, clock, receiver, created.api_key, chain, token, console, started, started + timeout
+                config,
+                engine,
+                port,
+                clock,
+                receiver,
+                created.api_key,
+                chain,
+                token,
+                console,
+                started,
+                started + timeout,
             )
         )
     finally:
@@ -308,6 +328,7 @@ def run_demo(
 async def _serve_and_drive(
     config: AppConfig,
     engine: Any,
+    port: int,
     clock: DemoClock,
     receiver: Receiver,
     key: str,
@@ -317,9 +338,8 @@ async def _serve_and_drive(
     started: float,
     deadline: float,
 ) -> bool:
-    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    app = create_app(config, engine=engine, clock=clock, checkout=demo_checkout(base))
+    app = create_app(config, engine=engine, clock=clock)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     worker = Worker(config, engine, clock=clock, sweep_seconds=1.0, dispatch_seconds=0.5)
     tasks = [asyncio.create_task(server.serve()), asyncio.create_task(worker.run(install_signals=False))]
@@ -327,7 +347,7 @@ async def _serve_and_drive(
         while not server.started:
             await asyncio.sleep(0.05)
         ok = await drive(base, key, chain, token, clock, receiver, console, started, deadline)
-        paid = await pay_through_page(base, key, chain, token, console, deadline=time.monotonic() + 30)
+        paid = await pay_through_page(base, key, chain, token, console, receiver, deadline=time.monotonic() + 30)
         return ok and paid
     finally:
         worker.stop()

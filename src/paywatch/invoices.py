@@ -242,22 +242,45 @@ def list_invoices(
     session: Session, store_id: str | None, *, status: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Invoice], str | None]:
     """Newest first; ``cursor`` is the id of the last invoice of the previous page."""
-    query = select(Invoice)
-    if store_id is not None:
-        query = query.where(Invoice.store_id == store_id)
-    if status is not None:
-        try:
-            query = query.where(Invoice.status == InvoiceStatus(status).value)
-        except ValueError:
-            raise InputError(f"unknown status {status!r}", field="status") from None
+    anchor = None
     if cursor is not None:
-        anchor = session.get(Invoice, cursor) if "\x00" not in cursor else None
-        if anchor is None or (store_id is not None and anchor.store_id != store_id):
+        row = session.get(Invoice, cursor) if "\x00" not in cursor else None
+        if row is None or (store_id is not None and row.store_id != store_id):
             raise InputError("cursor does not name an invoice of this store", field="cursor")
-        query = query.where(
-            (col(Invoice.created_at) < anchor.created_at)
-            | ((col(Invoice.created_at) == anchor.created_at) & (col(Invoice.id) < anchor.id))
-        )
-    rows = list(session.exec(query.order_by(col(Invoice.created_at).desc(), col(Invoice.id).desc()).limit(limit + 1)))
+        anchor = (row.created_at, row.id)
+    rows = newest_first(session, Invoice, store_id, status_filter(status), anchor, limit + 1)
     next_cursor = rows[limit - 1].id if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def status_filter(status: str | None) -> str | None:
+    """A listing's ``status`` query value, checked (422 naming ``status``)."""
+    if status is None:
+        return None
+    try:
+        return InvoiceStatus(status).value
+    except ValueError:
+        raise InputError(f"unknown status {status!r}", field="status") from None
+
+
+def newest_first(
+    session: Session,
+    model: Any,
+    store_id: str | None,
+    status: str | None,
+    anchor: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Any]:
+    """Up to ``limit`` rows of ``model`` (invoices, or fiat invoices) older than ``anchor``
+    (created_at, id), newest first."""
+    query = select(model)
+    if store_id is not None:
+        query = query.where(model.store_id == store_id)
+    if status is not None:
+        query = query.where(model.status == status)
+    if anchor is not None:
+        created, ident = anchor
+        query = query.where(
+            (col(model.created_at) < created) | ((col(model.created_at) == created) & (col(model.id) < ident))
+        )
+    return list(session.exec(query.order_by(col(model.created_at).desc(), col(model.id).desc()).limit(limit)))

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
 
+from paywatch.checkout.models import AttemptChange
 from paywatch.config import NetworkConfig
 from paywatch.domain.events import UPDATED, change_events
 from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
@@ -113,6 +114,7 @@ class Ledger:
                 )
             )
         emit(session, invoice, events, now, network)
+        AttemptChange.note(session, invoice, now)  # a payment attempt's fiat invoice follows
         return True
 
     def set_status(
@@ -148,6 +150,7 @@ class Ledger:
         )
         event = "invoice.cancelled" if status is InvoiceStatus.CANCELLED else "invoice.completed"
         emit(session, invoice, [event], now, self.networks[invoice.network])
+        AttemptChange.note(session, invoice, now)
 
     # --- payments from scanners ------------------------------------------------------------------
 

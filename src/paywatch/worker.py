@@ -1,7 +1,9 @@
 """The background worker: APScheduler wiring only.
 
 Jobs: each network's scan (at its poll interval, one instance, coalesced, only while this replica
-holds the network's lease), the confirmations refresh, the expiry sweep and callback dispatch.
+holds the network's lease), the confirmations refresh, the expiry sweep, callback dispatch, and
+hosted checkout's rate refresh (one replica, every ``PAYWATCH_RATES_REFRESH_SECONDS``) and fiat
+invoice re-evaluation.
 SIGTERM lets the running steps finish and commit, then exits.
 """
 
@@ -23,6 +25,8 @@ from paywatch.api.context import utc_now
 from paywatch.callbacks.dispatcher import Dispatcher
 from paywatch.chains.base import ChainAdapter
 from paywatch.chains.registry import make_adapter
+from paywatch.checkout.context import Checkout, default_checkout
+from paywatch.checkout.jobs import CheckoutJobs
 from paywatch.config import AppConfig
 from paywatch.errors import RetryableChainError
 from paywatch.lease import Lease, SingleWorkerLock
@@ -37,6 +41,7 @@ scan_log = logging.getLogger("paywatch.worker.scan")
 
 SWEEP_SECONDS = 15.0
 DISPATCH_SECONDS = 1.0
+CHECKOUT_SECONDS = 1.0
 MAX_STEPS_PER_RUN = 50
 
 
@@ -53,6 +58,8 @@ class Worker:
         dispatcher: Dispatcher | None = None,
         sweep_seconds: float = SWEEP_SECONDS,
         dispatch_seconds: float = DISPATCH_SECONDS,
+        checkout: Checkout | None = None,
+        checkout_seconds: float = CHECKOUT_SECONDS,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -70,6 +77,9 @@ class Worker:
         self.dispatcher = dispatcher or Dispatcher(engine, config.settings, clock)
         self.sweep_seconds = sweep_seconds
         self.dispatch_seconds = dispatch_seconds
+        self.checkout_jobs = CheckoutJobs(config, engine, checkout or default_checkout(config), clock)
+        self.checkout_seconds = checkout_seconds
+        self.rates_lease = Lease(engine, "rates-refresh")
         self.stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._single = SingleWorkerLock(config.settings.database_url)
@@ -149,6 +159,13 @@ class Worker:
         with session_scope(self.engine) as session:
             return self.ledger.expiry_sweep(session, self.clock())
 
+    def refresh_rates(self) -> int:
+        """The scheduled rate refresh, by the replica that holds its lease."""
+        return self.checkout_jobs.refresh_rates() if self.rates_lease.acquire() else 0
+
+    def settle_checkout(self) -> int:
+        return self.checkout_jobs.settle()
+
     # --- scheduling ------------------------------------------------------------------------------
 
     def _threaded(self, func: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[None]]:
@@ -198,6 +215,10 @@ class Worker:
             )
         scheduler.add_job(self._threaded(self.sweep), "interval", seconds=self.sweep_seconds, id="sweep", **common)
         scheduler.add_job(self._dispatch, "interval", seconds=self.dispatch_seconds, id="dispatch", **common)
+        every = self.checkout_jobs.checkout.rates.config.refresh_seconds
+        scheduler.add_job(self._threaded(self.refresh_rates), "interval", seconds=every, id="rates", **common)
+        settle = self._threaded(self.settle_checkout)
+        scheduler.add_job(settle, "interval", seconds=self.checkout_seconds, id="checkout", **common)
         return scheduler
 
     async def run(self, *, install_signals: bool = True) -> None:
@@ -224,7 +245,7 @@ class Worker:
             scheduler.shutdown(wait=False)
             for scanner in self.scanners.values():
                 await asyncio.to_thread(scanner.close)  # no prefetch thread outlives the worker
-            for lease in [*self.leases.values(), self.sweep_lease]:
+            for lease in [*self.leases.values(), self.sweep_lease, self.rates_lease]:
                 await asyncio.to_thread(lease.release)
             self._single.release()
             log.info("worker stopped")

@@ -50,7 +50,8 @@ async def json_object(request: Request) -> dict[str, Any]:
 
 def view(request: Request, session: DbSession, context: Context, invoice: FiatInvoice) -> dict[str, Any]:
     checkout = checkout_of(request)
-    result = reevaluate(session, context.config, checkout.rates, invoice, context.clock())
+    rates = checkout.reader(session)
+    result = reevaluate(session, context.config, rates, checkout.settings, invoice, context.clock())
     return fiat_view(session, context.config, invoice, checkout.settings, result.remaining)
 
 
@@ -101,6 +102,7 @@ def attempt(
         # Nothing is written yet: end the read transaction so that no database lock (SQLite takes
         # the write lock at BEGIN) is held while the price APIs answer; the rows reload on next use.
         session.rollback()
-        checkout.ensure_rates([currency.split(":")[1]], now)
-    open_attempt(session, context.config, checkout.rates, checkout.settings, invoice, currency, now)
+        checkout.ensure_rates(context.engine, [currency.split(":")[1]], now)
+    rates = checkout.reader(session)
+    open_attempt(session, context.config, rates, checkout.settings, invoice, currency, now)
     return view(request, session, context, invoice)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from paywatch.api.deps import Context, CurrentStore, DbSession
 from paywatch.api.schemas import ERROR_RESPONSES, InvoiceCreate, InvoiceList, InvoiceOut
+from paywatch.checkout.service import list_with_fiat
 from paywatch.health import creation_height, require_fresh
 from paywatch.invoices import (
     InvoiceRequest,
@@ -42,13 +43,24 @@ def create(body: InvoiceCreate, store: CurrentStore, session: DbSession, context
 
 @router.get("", response_model=InvoiceList, summary="List invoices, newest first")
 def list_(
+    request: Request,
     store: CurrentStore,
     session: DbSession,
     context: Context,
     status: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    kind: Annotated[
+        Literal["crypto", "fiat", "all"],
+        Query(description="crypto (default: invoices priced in crypto, as before), fiat (chk_...), or all"),
+    ] = "crypto",
 ) -> dict[str, Any]:
+    if kind != "crypto":
+        settings = request.app.state.checkout.settings
+        data, after = list_with_fiat(
+            session, context.config, settings, store.id, kind=kind, status=status, limit=limit, cursor=cursor
+        )
+        return {"data": data, "next_cursor": after}
     rows, next_cursor = list_invoices(session, store.id, status=status, limit=limit, cursor=cursor)
     return {"data": [_view(session, context, row) for row in rows], "next_cursor": next_cursor}
 

@@ -12,12 +12,13 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlmodel import select
 
 from paywatch.api.deps import Context, DbSession
 from paywatch.api.routes_checkout import attempt, json_object, view
-from paywatch.checkout.models import FiatInvoice
+from paywatch.checkout.models import FiatInvoice, StoreLogo
 from paywatch.checkout.page import mark_viewed, public_view, script_json
 from paywatch.checkout.service import by_slug
 from paywatch.checkout.texts import texts
@@ -76,28 +77,53 @@ def page(slug: Slug, request: Request, session: DbSession, context: Context) -> 
     mark_viewed(session, invoice, context.clock())
     full = view(request, session, context, invoice)
     store = session.get(Store, invoice.store_id)
+    logo = session.exec(
+        select(StoreLogo.sha256, StoreLogo.width, StoreLogo.height).where(StoreLogo.store_id == invoice.store_id)
+    ).first()
     nonce = secrets.token_urlsafe(16)
     t = texts()
-    html = _env().get_template("pay.html").render(
-        t=t,
-        nonce=nonce,
-        store_name=store.name if store else "",
-        price=full["price"]["amount"],
-        currency=full["price"]["currency"],
-        remaining=full["remaining"]["amount"],
-        items=full["items"],
-        discount=full["discount"],
-        tax=full["tax"],
-        zero=from_minor(0, invoice.exponent),
-        note=full["note"],
-        status=full["status"],
-        expires_at=full["expires_at"],
-        redirect_url=full["redirect_url"],
-        currencies=[{"id": c, "label": f"{c.split(':')[1]} ({c.split(':')[0]})"} for c in full["currencies"]],
-        texts_json=script_json(t),
-        script=_script(),
+    html = (
+        _env()
+        .get_template("pay.html")
+        .render(
+            t=t,
+            nonce=nonce,
+            store_name=store.name if store else "",
+            slug=slug,
+            logo={"version": logo[0][:16], "width": logo[1], "height": logo[2]} if logo else None,
+            price=full["price"]["amount"],
+            currency=full["price"]["currency"],
+            remaining=full["remaining"]["amount"],
+            items=full["items"],
+            discount=full["discount"],
+            tax=full["tax"],
+            zero=from_minor(0, invoice.exponent),
+            note=full["note"],
+            status=full["status"],
+            expires_at=full["expires_at"],
+            redirect_url=full["redirect_url"],
+            currencies=[{"id": c, "label": f"{c.split(':')[1]} ({c.split(':')[0]})"} for c in full["currencies"]],
+            texts_json=script_json(t),
+            script=_script(),
+        )
     )
     return HTMLResponse(html, headers=security_headers(nonce))
+
+
+@router.get("/{slug}/logo")
+def logo(slug: Slug, session: DbSession) -> Response:
+    """The store's logo, from this origin (the page's CSP allows images from 'self' only)."""
+    invoice = _lookup(session, slug)
+    row = session.get(StoreLogo, invoice.store_id)
+    if row is None:
+        raise NotFoundError("no logo", field="slug")
+    headers = {
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Resource-Policy": "same-origin",
+        "Cache-Control": "private, max-age=3600",  # the page asks for ?v=<hash>: a new logo is a new URL
+    }
+    return Response(row.data, media_type=row.content_type, headers=headers)
 
 
 @router.get("/{slug}/status")
@@ -112,4 +138,3 @@ async def open_(slug: Slug, request: Request, session: DbSession, context: Conte
     invoice = _lookup(session, slug)
     full: dict[str, Any] = attempt(request, session, context, invoice, body.get("currency"))
     return JSONResponse(public_view(full), status_code=201, headers={"Cache-Control": "no-store"})
-

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from paywatch.api.deps import Context, CurrentStore, DbSession
 from paywatch.api.schemas import ERROR_RESPONSES
+from paywatch.checkout.logo import LOGO_TYPES, remove_logo, set_logo
+from paywatch.checkout.models import StoreLogo
+from paywatch.errors import NotFoundError
 from paywatch.stores import store_view, update_store
 
 router = APIRouter(prefix="/v1/store", tags=["store"], responses=ERROR_RESPONSES)
@@ -71,3 +74,37 @@ def patch(body: StorePatch, store: CurrentStore, session: DbSession, context: Co
         **given,
     )
     return store_view(store)
+
+
+@router.put(
+    "/logo",
+    status_code=204,
+    summary="Set the logo shown on the store's pay pages",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in LOGO_TYPES},
+        }
+    },
+)
+async def put_logo(request: Request, store: CurrentStore, session: DbSession, context: Context) -> Response:
+    """The raw image as the body: ``Content-Type: image/png`` or ``image/jpeg``, at most 64 KiB and
+    1024 x 1024 pixels. It is served from paywatch's own origin; URLs are not accepted."""
+    body = await request.body()
+    set_logo(session, store.id, body, request.headers.get("content-type"), context.clock(), actor=f"api:{store.id}")
+    return Response(status_code=204)
+
+
+@router.get("/logo", summary="The store's logo", responses={200: {"content": {t: {} for t in LOGO_TYPES}}})
+def get_logo(store: CurrentStore, session: DbSession) -> Response:
+    row = session.get(StoreLogo, store.id)
+    if row is None:
+        raise NotFoundError("the store has no logo", field="logo")
+    return Response(row.data, media_type=row.content_type, headers={"X-Content-Type-Options": "nosniff"})
+
+
+@router.delete("/logo", status_code=204, summary="Remove the store's logo")
+def delete_logo(store: CurrentStore, session: DbSession, context: Context) -> Response:
+    if not remove_logo(session, store.id, context.clock(), actor=f"api:{store.id}"):
+        raise NotFoundError("the store has no logo", field="logo")
+    return Response(status_code=204)

@@ -95,10 +95,46 @@ class InvoiceOut(BaseModel):
     history: list[HistoryOut]
 
 
-class InvoiceList(BaseModel):
-    """A page of invoices, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+class FiatMoney(BaseModel):
+    """A fiat amount: a decimal string in the currency's units and its ISO 4217 code."""
 
-    data: list[InvoiceOut]
+    amount: str = DecimalString
+    currency: str
+
+
+class FiatInvoiceOut(BaseModel):
+    """A fiat-priced invoice (hosted checkout, id ``chk_...``): ``GET /v1/invoices/chk_...`` and the
+    ``data`` of its callbacks. ``payments`` are its payment attempts (see docs/checkout.md)."""
+
+    id: str
+    store_id: str
+    status: str
+    status_version: int
+    flags: list[str]
+    price: FiatMoney
+    remaining: FiatMoney
+    paid: FiatMoney
+    currencies: list[str]
+    items: list[dict[str, Any]]
+    discount: str
+    tax: str
+    invoice_url: str
+    redirect_url: str | None
+    note: str | None
+    order_id: str | None
+    expires_at: str | None
+    created_at: str | None
+    updated_at: str | None
+    viewed_at: str | None
+    payments: list[dict[str, Any]]
+
+
+class InvoiceList(BaseModel):
+    """A page of invoices, newest first; pass ``next_cursor`` as ``cursor`` for the next page.
+
+    ``kind=crypto`` (the default) lists crypto invoices only; ``fiat`` and ``all`` list fiat ones too."""
+
+    data: list[InvoiceOut | FiatInvoiceOut]
     next_cursor: str | None
 
 

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, or_, select
 
 from paywatch.audit import audit
 from paywatch.callbacks.schedule import EventState
+from paywatch.checkout.models import FiatInvoice
 from paywatch.errors import ConflictError, InputError, NotFoundError
 from paywatch.inputs import strict_json
 from paywatch.outbox import new_webhook_id
@@ -82,11 +83,16 @@ def _attempts_of(session: Session, event_ids: list[int]) -> dict[int, list[Callb
 
 
 def list_deliveries(session: Session, invoice_id: str, *, store_id: str | None = None) -> list[dict[str, object]]:
-    """Every callback event of an invoice, oldest first, each with its attempts."""
-    invoice = session.get(Invoice, invoice_id) if _plausible(invoice_id) else None
+    """Every callback event of an invoice (or of a fiat invoice, ``chk_...``), oldest first, each
+    with its attempts."""
+    fiat = invoice_id.startswith("chk_")
+    invoice: Invoice | FiatInvoice | None = None
+    if _plausible(invoice_id):
+        invoice = session.get(FiatInvoice, invoice_id) if fiat else session.get(Invoice, invoice_id)
     if invoice is None or (store_id is not None and invoice.store_id != store_id):
         raise NotFoundError(f"invoice {invoice_id} not found", field="invoice_id")
-    stmt = select(CallbackEvent).where(CallbackEvent.invoice_id == invoice_id).order_by(col(CallbackEvent.id))
+    column = CallbackEvent.fiat_invoice_id if fiat else CallbackEvent.invoice_id
+    stmt = select(CallbackEvent).where(column == invoice_id).order_by(col(CallbackEvent.id))
     events = list(session.exec(stmt))
     attempts = _attempts_of(session, [e.id for e in events if e.id is not None])
     return [event_view(e, attempts.get(e.id or 0, [])) for e in events]

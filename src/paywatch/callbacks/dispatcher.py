@@ -6,8 +6,8 @@ writers). The HTTP request runs outside any transaction; its result is recorded 
 small batches. A process killed in between leaves the event claimed until the lease ends, when it
 is claimed again: delivery is at least once, with the same ``webhook-id``.
 
-Only the oldest pending event of an invoice is claimable, so one invoice's events go out strictly
-in order (a dead event no longer holds the queue; ``data.status_version`` lets receivers drop
+Only the oldest pending event of an invoice (or of a fiat invoice) is claimable, so one invoice's
+events go out strictly in order (a dead event no longer holds the queue; ``data.status_version`` lets receivers drop
 stale ones). Each :meth:`Dispatcher.run_once` repeats claim-and-deliver rounds until nothing is due.
 """
 
@@ -171,13 +171,18 @@ class Dispatcher:
             col(earlier.state) == EventState.PENDING.value,
             col(earlier.id) < col(CallbackEvent.id),
         )
+        blocked_fiat = exists().where(  # a fiat invoice's events (hosted checkout), in order too
+            col(earlier.fiat_invoice_id) == col(CallbackEvent.fiat_invoice_id),
+            col(earlier.state) == EventState.PENDING.value,
+            col(earlier.id) < col(CallbackEvent.id),
+        )
         stmt = (
             select(CallbackEvent)
             .join(Store, col(Store.id) == col(CallbackEvent.store_id))
             .where(CallbackEvent.state == EventState.PENDING.value, col(Store.callbacks_disabled_at).is_(None))
         )
         if only is None:
-            stmt = stmt.where(col(CallbackEvent.next_attempt_at) <= now, ~blocked)
+            stmt = stmt.where(col(CallbackEvent.next_attempt_at) <= now, ~blocked, ~blocked_fiat)
             stmt = stmt.order_by(col(CallbackEvent.next_attempt_at), col(CallbackEvent.id)).limit(self._batch_size)
         else:
             stmt = stmt.where(CallbackEvent.id == only)

@@ -8,19 +8,28 @@ match and confirm as usual; the fiat invoice sums its attempts through ``domain.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, Session, SQLModel
 
 from paywatch.store.types import Amount, UTCDateTime
+
+if TYPE_CHECKING:
+    from paywatch.store.models import Invoice
+
+#: the metadata key of a payment attempt's crypto invoice that names its fiat invoice
+ATTEMPT_METADATA_KEY = "fiat_invoice_id"
 
 
 class FiatInvoice(SQLModel, table=True):
     """An invoice priced in fiat, paid through one or more attempts in the payer's chosen currency."""
 
     __tablename__ = "fiat_invoices"
-    __table_args__ = (Index("ix_fiat_invoice_store_created", "store_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_fiat_invoice_store_created", "store_id", "created_at"),
+        Index("ix_fiat_invoice_status_expires", "status", "expires_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     store_id: str = Field(foreign_key="stores.id", max_length=40)
@@ -36,6 +45,7 @@ class FiatInvoice(SQLModel, table=True):
     note: str | None = Field(default=None, max_length=1000)
     order_id: str | None = Field(default=None, max_length=200)
     status: str = Field(max_length=32)
+    status_version: int = 0  # bumped by every callback event of this invoice, as for crypto invoices
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     paid: int = Field(sa_type=Amount, default=0)
     confirmed: int = Field(sa_type=Amount, default=0)
@@ -61,3 +71,50 @@ class PaymentAttempt(SQLModel, table=True):
     fiat_amount: int = Field(sa_type=Amount)
     locked_until: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AttemptChange(SQLModel, table=True):
+    """A crypto invoice of a payment attempt changed (payment, confirmation, revert, expiry, manual
+    move): written by the ledger in the same transaction, consumed by the worker, which then
+    re-evaluates the attempt's fiat invoice (:func:`paywatch.checkout.followup.settle`)."""
+
+    __tablename__ = "attempt_changes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(max_length=40)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+    @staticmethod
+    def note(session: Session, invoice: Invoice, now: datetime) -> None:
+        """Queue ``invoice``'s fiat invoice for re-evaluation if it is a payment attempt's (the
+        worker checks the ``payment_attempts`` table; a merchant's look-alike metadata is a no-op)."""
+        if ATTEMPT_METADATA_KEY in invoice.metadata_:
+            session.add(AttemptChange(invoice_id=invoice.id, created_at=now))
+
+
+class StoredRate(SQLModel, table=True):
+    """One aggregated rate as fetched: ``price`` is a decimal string (fiat per whole asset unit)."""
+
+    __tablename__ = "rates"
+    __table_args__ = (Index("ix_rates_pair_fetched", "asset", "fiat", "fetched_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    asset: str = Field(max_length=20)
+    fiat: str = Field(max_length=8)
+    price: str = Field(max_length=80)
+    sources: str = Field(max_length=200)
+    fetched_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class StoreLogo(SQLModel, table=True):
+    """A store's logo for its pay pages: PNG or JPEG bytes, checked on upload, served same-origin."""
+
+    __tablename__ = "store_logos"
+
+    store_id: str = Field(primary_key=True, foreign_key="stores.id", max_length=40)
+    content_type: str = Field(max_length=20)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sha256: str = Field(max_length=64)
+    width: int
+    height: int
+    updated_at: datetime = Field(sa_type=UTCDateTime)

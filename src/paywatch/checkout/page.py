@@ -70,6 +70,7 @@ def mark_viewed(session: Session, invoice: FiatInvoice, now: datetime) -> bool:
             webhook_id=new_webhook_id(),
             store_id=invoice.store_id,
             invoice_id=None,
+            fiat_invoice_id=invoice.id,
             type="invoice.viewed",
             status_version=0,
             body=strict_json({"type": "invoice.viewed", "timestamp": iso(now), "data": data}),

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from paywatch.checkout.models import FiatInvoice, PaymentAttempt
+from paywatch.checkout.models import ATTEMPT_METADATA_KEY, FiatInvoice, PaymentAttempt
 from paywatch.config import AppConfig
 from paywatch.domain.amounts import format_amount
 from paywatch.domain.checkout import (
@@ -27,6 +27,7 @@ from paywatch.domain.checkout import (
     Item,
     check_total,
     evaluate_fiat,
+    fiat_events,
     fiat_exponent,
     from_minor,
     to_minor,
@@ -35,11 +36,11 @@ from paywatch.domain.rates import Rate, fiat_to_units
 from paywatch.domain.status import TERMINAL, InvoiceStatus, is_confirmed
 from paywatch.errors import ConflictError, InputError, NotFoundError
 from paywatch.health import require_fresh
-from paywatch.inputs import check_text
-from paywatch.invoices import InvoiceRequest, create_invoice, parse_expires_in
-from paywatch.outbox import load_view
+from paywatch.inputs import check_text, strict_json
+from paywatch.invoices import InvoiceRequest, create_invoice, newest_first, parse_expires_in, status_filter
+from paywatch.outbox import load_view, new_webhook_id
 from paywatch.policy import store_policy, stored_heights
-from paywatch.store.models import Invoice, Payment, Store
+from paywatch.store.models import CallbackEvent, Invoice, Payment, Store
 from paywatch.views import iso
 
 DEFAULT_LOCK = timedelta(minutes=15)
@@ -230,8 +231,34 @@ def attempts_of(session: Session, invoice: FiatInvoice) -> list[tuple[PaymentAtt
     return [(a, i) for a, i in rows]
 
 
-def reevaluate(session: Session, config: AppConfig, rates: Rates, invoice: FiatInvoice, now: datetime) -> FiatDecision:
-    """Recompute the fiat status from every attempt's payments; persist what changed."""
+def lock_fiat(session: Session, invoice_id: str) -> FiatInvoice | None:
+    """The fiat invoice row, locked for update until the transaction ends (PostgreSQL), re-read.
+
+    Every re-evaluation takes this lock first (the API's reads and attempts, the worker), so a
+    change is decided, and its callback events written, exactly once. The ledger never holds it:
+    crypto invoices are locked (in id order) by the ledger, fiat invoices only after them (in id
+    order) by the worker, never the other way round.
+    """
+    stmt = (
+        select(FiatInvoice)
+        .where(FiatInvoice.id == invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return session.exec(stmt).first()
+
+
+def reevaluate(
+    session: Session,
+    config: AppConfig,
+    rates: Rates,
+    settings: CheckoutSettings,
+    invoice: FiatInvoice,
+    now: datetime,
+) -> FiatDecision:
+    """Lock, recompute the fiat status from every attempt's payments, persist what changed and
+    queue its callback events (same envelope and signing as a crypto invoice's)."""
+    lock_fiat(session, invoice.id)
     store = session.get(Store, invoice.store_id)
     assert store is not None
     attempts: list[AttemptFacts] = []
@@ -271,11 +298,48 @@ def reevaluate(session: Session, config: AppConfig, rates: Rates, invoice: FiatI
     decision = result.decision
     state = (decision.status.value, sorted(decision.flags), decision.seen, decision.confirmed)
     if state != (invoice.status, sorted(invoice.flags), invoice.paid, invoice.confirmed):
+        moved = state[:2] != (invoice.status, sorted(invoice.flags))
+        events = fiat_events(InvoiceStatus(invoice.status), decision.status, invoice.paid, decision.seen, moved)
         invoice.status, invoice.flags, invoice.paid, invoice.confirmed = state
         invoice.updated_at = now
         session.add(invoice)
         session.flush()
+        emit_fiat(session, config, settings, invoice, events, now, result.remaining)
     return result
+
+
+def emit_fiat(
+    session: Session,
+    config: AppConfig,
+    settings: CheckoutSettings,
+    invoice: FiatInvoice,
+    event_types: list[str],
+    now: datetime,
+    remaining: int,
+) -> None:
+    """One outbox row per event, each with the next ``status_version``; ``data`` is the fiat
+    invoice JSON of ``GET /v1/invoices/chk_...`` (price, remaining and paid in fiat)."""
+    if not event_types:
+        return
+    data = fiat_view(session, config, invoice, settings, remaining)
+    for event_type in event_types:
+        invoice.status_version += 1
+        data["status_version"] = invoice.status_version
+        body = strict_json({"type": event_type, "timestamp": iso(now), "data": data})
+        session.add(
+            CallbackEvent(
+                webhook_id=new_webhook_id(),
+                store_id=invoice.store_id,
+                invoice_id=None,
+                fiat_invoice_id=invoice.id,
+                type=event_type,
+                status_version=invoice.status_version,
+                body=body,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    session.add(invoice)
 
 
 def open_attempt(
@@ -294,7 +358,7 @@ def open_attempt(
             f"currency: {currency} is not offered for this invoice; choose one of {', '.join(invoice.currencies)}",
             field="currency",
         )
-    result = reevaluate(session, config, rates, invoice, now)
+    result = reevaluate(session, config, rates, settings, invoice, now)
     status = result.decision.status
     if status in TERMINAL or status in (InvoiceStatus.EXPIRED, InvoiceStatus.PARTIALLY_EXPIRED):
         raise ConflictError(f"invoice is {status.value}; no new payment attempt can be opened", field="status")
@@ -324,7 +388,7 @@ def open_attempt(
             expires_in=int(window.total_seconds()),
             order_id=invoice.order_id,
             description=f"payment attempt for {invoice.id}",
-            metadata={"fiat_invoice_id": invoice.id},
+            metadata={ATTEMPT_METADATA_KEY: invoice.id},
         ),
         now,
     )
@@ -385,6 +449,7 @@ def fiat_view(
         "id": invoice.id,
         "store_id": invoice.store_id,
         "status": invoice.status,
+        "status_version": invoice.status_version,
         "flags": sorted(invoice.flags),
         "price": {"amount": from_minor(invoice.total, exp), "currency": invoice.currency},
         "remaining": {"amount": from_minor(remaining, exp), "currency": invoice.currency},
@@ -410,3 +475,38 @@ def fiat_view(
         "viewed_at": iso(invoice.viewed_at),
         "payments": payments,
     }
+
+
+def list_with_fiat(
+    session: Session,
+    config: AppConfig,
+    settings: CheckoutSettings,
+    store_id: str,
+    *,
+    kind: str,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``GET /v1/invoices?kind=fiat|all``: fiat invoices (and crypto ones for ``all``), newest first,
+    as last evaluated (the worker re-evaluates them on every change); ``cursor`` is either kind's id."""
+    wanted = status_filter(status)
+    anchor = None
+    if cursor is not None:
+        model: Any = FiatInvoice if cursor.startswith("chk_") else Invoice
+        row = session.get(model, cursor) if "\x00" not in cursor else None
+        if row is None or row.store_id != store_id:
+            raise InputError("cursor does not name an invoice of this store", field="cursor")
+        anchor = (row.created_at, row.id)
+    rows: list[Any] = newest_first(session, FiatInvoice, store_id, wanted, anchor, limit + 1)
+    if kind == "all":
+        rows += newest_first(session, Invoice, store_id, wanted, anchor, limit + 1)
+        rows.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    next_cursor = rows[limit - 1].id if len(rows) > limit else None
+    data = [
+        fiat_view(session, config, row, settings, max(0, row.total - row.paid))
+        if isinstance(row, FiatInvoice)
+        else load_view(session, row, config.networks[row.network])
+        for row in rows[:limit]
+    ]
+    return data, next_cursor

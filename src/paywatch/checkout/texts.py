@@ -5,6 +5,7 @@ from __future__ import annotations
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Payment",
+        "logo_of": "Logo of",
         "items": "Items",
         "quantity": "Qty",
         "discount": "Discount",

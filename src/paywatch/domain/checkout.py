@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from paywatch.domain.events import UPDATED, change_events
 from paywatch.domain.rates import units_to_fiat
 from paywatch.domain.status import Decision, Heights, InvoiceFacts, InvoiceStatus, PaymentFacts, Policy, evaluate
 
@@ -167,3 +168,23 @@ def evaluate_fiat(
     )
     decision = evaluate(invoice, facts, now, _FINAL, policy)
     return FiatDecision(decision, max(0, total - decision.seen), tuple(valuations))
+
+
+def fiat_events(
+    before: InvoiceStatus, after: InvoiceStatus, paid_before: int, paid_after: int, moved: bool
+) -> list[str]:
+    """The callback events of one change of a fiat invoice, in delivery order.
+
+    More value received: ``invoice.payment_received``; less (a reorg, a revert): ``payment_reverted``;
+    then the status event as for a crypto invoice; a status or flag change that none of these
+    describes is ``invoice.updated``. Nothing changed: no event.
+    """
+    events = []
+    if paid_after > paid_before:
+        events.append("invoice.payment_received")
+    elif paid_after < paid_before:
+        events.append("invoice.payment_reverted")
+    events.extend(change_events(before, after))
+    if moved and not events:
+        events.append(UPDATED)
+    return events

@@ -247,6 +247,8 @@ class CallbackEvent(SQLModel, table=True):
     webhook_id: str = Field(unique=True, max_length=40)
     store_id: str = Field(foreign_key="stores.id", index=True, max_length=40)
     invoice_id: str | None = Field(default=None, foreign_key="invoices.id", index=True, max_length=40)
+    #: the fiat invoice (hosted checkout) an event is about; its events go out in order too
+    fiat_invoice_id: str | None = Field(default=None, index=True, max_length=40)
     type: str = Field(max_length=60)
     status_version: int
     body: str = Field(sa_column=Column(Text, nullable=False))

