@@ -77,6 +77,16 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (Linux VmHWM), in MB. Not ``ru_maxrss``: a child started by
+    subprocess inherits its parent's peak in that figure, and the parent holds the benchmark's lists."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def invoice_rows(count: int, rng: random.Random, now: datetime, token: str) -> list[dict[str, Any]]:
     rows = []
     for i in range(count):
@@ -214,7 +224,8 @@ def run(url: str, sizes: list[int], node: AnvilNode, token: str, blocks: int) ->
             flush=True,
         )
         print(
-            f"{'':>10}   worker: {worker['payments']} payments stored in {worker['steps']} steps; "
+            f"{'':>10}   worker: {worker['payments']} payments stored in {worker['steps']} steps; watch index "
+            f"built {worker['builds']}x, refreshed {worker['refreshes']}x; "
             f"RSS {worker['start_mb']:.0f} MB at start, {worker['built_mb']:.0f} MB with the index built",
             flush=True,
         )
@@ -252,9 +263,11 @@ def scan_child(url: str, token: str, first: int, db_url: str) -> dict[str, Any]:
         "steps": len(steps),
         "step_ms": sum(full) / max(1, len(full)) * 1e3,
         "payments": payments,
+        "builds": scanner.watch.builds,
+        "refreshes": scanner.watch.refreshes,
         "start_mb": start_mb,
         "built_mb": built_mb,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": peak_rss_mb(),
     }
 
 
