@@ -95,16 +95,7 @@ class Rpc:
 
 def set_up(node: AnvilNode, blocks: int, watched_count: int, db_url: str) -> tuple[str, int, int, int]:
     """Deploy the token, write the invoices, mine the blocks; return (token, first, last, hits)."""
-    rpc = Rpc(node.url)
-    w3 = Web3(HTTPProvider(node.url))
-    accounts = w3.eth.accounts
-    abi, bytecode = artifact("TestToken")
-    tx = (
-        w3.eth.contract(abi=abi, bytecode=bytecode)
-        .constructor("Tether", "USDT", 6, 10**18)
-        .transact({"from": accounts[0]})
-    )
-    token = str(w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]).lower()
+    token = deploy_token(node)
     rng = random.Random(11)
     watched = ["0x" + rng.randbytes(20).hex() for _ in range(watched_count)]
     now = datetime.now(UTC)
@@ -126,14 +117,36 @@ def set_up(node: AnvilNode, blocks: int, watched_count: int, db_url: str) -> tup
     ]
     insert_invoices(engine, rows)
     engine.dispose()
+    first, last, hits = mine_blocks(node, token, blocks, watched, rng)
+    return token, first, last, hits
 
+
+def deploy_token(node: AnvilNode) -> str:
+    """Deploy the test ERC-20 on ``node``; its address in lower case."""
+    w3 = Web3(HTTPProvider(node.url))
+    abi, bytecode = artifact("TestToken")
+    tx = (
+        w3.eth.contract(abi=abi, bytecode=bytecode)
+        .constructor("Tether", "USDT", 6, 10**18)
+        .transact({"from": w3.eth.accounts[0]})
+    )
+    return str(w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]).lower()
+
+
+def mine_blocks(
+    node: AnvilNode, token: str, blocks: int, watched: list[str], rng: random.Random, hit_rate: float = 0.01
+) -> tuple[int, int, int]:
+    """Mine ``blocks`` blocks of 5 transactions (3 native, 2 token transfers), ``hit_rate`` of them
+    to ``watched`` addresses; return (first, last, hits)."""
+    rpc = Rpc(node.url)
+    accounts = Web3(HTTPProvider(node.url)).eth.accounts
     rpc.call("evm_setAutomine", False)
     first = int(rpc.call("eth_blockNumber"), 16) + 1
     hits = 0
     for _ in range(blocks):
         calls: list[tuple[str, list[Any]]] = []
         for k in range(5):
-            hit = rng.random() < 0.01
+            hit = rng.random() < hit_rate
             hits += hit
             to = rng.choice(watched) if hit else "0x" + rng.randbytes(20).hex()
             if k < 3:
@@ -146,7 +159,7 @@ def set_up(node: AnvilNode, blocks: int, watched_count: int, db_url: str) -> tup
         rpc.call("anvil_mine", "0x1")
     rpc.call("evm_setAutomine", True)
     last = int(rpc.call("eth_blockNumber"), 16)
-    return token, first, last, hits
+    return first, last, hits
 
 
 def raw_fetch(url: str, token: str, first: int, last: int) -> tuple[float, int]:

@@ -26,6 +26,7 @@ from paywatch.config import AppConfig
 from paywatch.domain.matching import Match
 from paywatch.domain.transfer import NATIVE, Transfer, address_key
 from paywatch.ledger import Ledger
+from paywatch.scanner import WatchIndexCache
 from paywatch.store.db import session_scope
 from paywatch.store.models import NetworkState, Store
 from tests.conftest import USDT_ETH, USDT_TRON
@@ -191,6 +192,22 @@ def test_attempt_converts_remaining_at_locked_rate(api: Api) -> None:
     assert payment["address"].startswith("0x") and payment["payment_uri"].startswith("ethereum:")
     usdt = attempt(api, inv["id"], "tron:USDT").json()["payments"][1]
     assert usdt["rate"] == "1" and usdt["crypto_amount"] == "29.99" and usdt["rate_sources"] == ["fixed"]
+
+
+def test_api_invoices_and_attempts_are_watched_on_the_next_scan_step(api: Api, app_config: AppConfig) -> None:
+    """A scanner's watch index already built sees each new target on its next step, no restart."""
+    cache = WatchIndexCache(app_config.networks["ethereum"], api.engine)
+    cache.get()
+    crypto = api.client.post(
+        "/v1/invoices", json={"network": "ethereum", "asset": "ETH", "amount": "1"}, headers=api.headers()
+    ).json()
+    payment = attempt(api, create(api).json()["id"], "ethereum:ETH").json()["payments"][0]
+    targets = [(crypto["address"], crypto["id"]), (payment["address"], payment["invoice_id"])]
+    for address, invoice_id in targets:
+        sent = Transfer("ethereum", "0x" + "ab" * 32, -1, 1, "0xb", api.clock(), "0xf", address, NATIVE, 10**18)
+        found = cache.get().match(sent)
+        assert isinstance(found, Match) and found.invoice_id == invoice_id
+    assert cache.builds == 1
 
 
 def test_lock_never_past_invoice_expiry(api: Api) -> None:

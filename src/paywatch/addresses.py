@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func
@@ -23,6 +24,7 @@ from paywatch.domain.transfer import address_key
 from paywatch.errors import ConflictError, InputError
 from paywatch.keys import derive_address
 from paywatch.store.models import AccountCounter, AddressCounter, DepositAddress, Invoice, Store, StoreAddress
+from paywatch.store.watch import mark_changed
 
 MEMO_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 MAX_AMOUNT_OFFSET = 10_000
@@ -139,7 +141,8 @@ def store_shared_address(
             address_key=address_key(network.deposit_address),
             created_at=now,
         )
-        _insert_new(session, claim)
+        if _insert_new(session, claim):
+            mark_changed(session, network.name)  # a Core insert: the session events do not see it
         owner = session.exec(
             select(StoreAddress).where(
                 StoreAddress.network == network.name, StoreAddress.address_key == claim.address_key
@@ -170,6 +173,7 @@ def store_shared_address(
         created_at=now,
     )
     if _insert_new(session, row):
+        mark_changed(session, network.name)
         _insert_new(
             session,
             DepositAddress(
@@ -268,9 +272,54 @@ def min_amounts(network: NetworkConfig) -> dict[str, int]:
     return {asset.key: asset.min_units for asset in network.assets.values()}
 
 
+#: invoices read per transaction while a watch index is built (a scanner: each page its own transaction)
+WATCH_PAGE = 20_000
+
+
 def build_watch_index(session: Session, network: NetworkConfig) -> WatchIndex:
-    """Every address paywatch issued on ``network`` plus its shared address, with their invoices."""
+    """Every address paywatch issued on ``network`` plus its shared addresses, with their invoices.
+
+    Read in ``session``, page by page; :func:`load_watch_index` reads each page in a transaction
+    of its own.
+    """
+    return load_watch_index(lambda: nullcontext(session), network)
+
+
+def load_watch_index(scope: Callable[[], AbstractContextManager[Session]], network: NetworkConfig) -> WatchIndex:
+    """:func:`build_watch_index` with every page of :data:`WATCH_PAGE` invoices read in its own ``scope()``.
+
+    Every invoice of the network is loaded, whatever its status: a payment to a closed invoice's
+    target still goes to that invoice within its late window, and to the inbox (with the invoice as
+    hint) after it. Rows are plain tuples, consumed page by page, so the build never holds more than
+    one page besides the index itself.
+    """
     index = WatchIndex(min_amounts=min_amounts(network))
+    after: str | None = None
+    while True:
+        with scope() as session:
+            if after is None:
+                add_shared_addresses(session, index, network)
+            rows = watch_rows(session, network, after_id=after, limit=WATCH_PAGE)
+        add_watch_rows(index, rows)
+        if len(rows) < WATCH_PAGE:
+            return index
+        after = rows[-1][0]
+
+
+def refresh_watch_index(session: Session, index: WatchIndex, network: NetworkConfig, since: int) -> int:
+    """Add to ``index`` the invoices stamped above watch version ``since`` and any new store address.
+
+    Returns how many invoices were read. An invoice read again replaces its entry; a released
+    unique amount leaves the index (see paywatch.store.watch for what bumps the version).
+    """
+    add_shared_addresses(session, index, network)
+    rows = watch_rows(session, network, since=since)
+    add_watch_rows(index, rows)
+    return len(rows)
+
+
+def add_shared_addresses(session: Session, index: WatchIndex, network: NetworkConfig) -> None:
+    """The network's shared address and every store's own shared addresses on it."""
     shared = shared_address(network)
     if shared is not None:
         index.add_shared(shared)
@@ -279,38 +328,56 @@ def build_watch_index(session: Session, network: NetworkConfig) -> WatchIndex:
     ).all()
     for address, strategy in own:
         index.add_shared(address, strategy=None if strategy == ANY_STRATEGY else Strategy(strategy))
-    rows: Sequence[Any] = (
-        session.connection()
-        .execute(
-            sa_select(
-                *(
-                    col(column)
-                    for column in (
-                        Invoice.id,
-                        Invoice.match_strategy,
-                        Invoice.address,
-                        Invoice.asset_key,
-                        Invoice.memo,
-                        Invoice.open_amount,
-                        Invoice.expires_at,
-                        Store.late_window_seconds,
-                    )
-                )
-            )
-            .join(Store, col(Store.id) == col(Invoice.store_id))
-            .where(col(Invoice.network) == network.name)
-        )
-        .all()
+
+
+_WATCH_COLUMNS = (
+    Invoice.id,
+    Invoice.match_strategy,
+    Invoice.address,
+    Invoice.asset_key,
+    Invoice.memo,
+    Invoice.open_amount,
+    Invoice.expires_at,
+    Store.late_window_seconds,
+)
+
+
+def watch_rows(
+    session: Session,
+    network: NetworkConfig,
+    *,
+    after_id: str | None = None,
+    limit: int | None = None,
+    since: int | None = None,
+) -> Sequence[Any]:
+    """What matching reads of ``network``'s invoices: by id from ``after_id`` (``limit`` rows), or
+    those stamped above watch version ``since``."""
+    query = (
+        sa_select(*(col(column) for column in _WATCH_COLUMNS))
+        .join(Store, col(Store.id) == col(Invoice.store_id))
+        .where(col(Invoice.network) == network.name)
     )
+    if since is not None:
+        query = query.where(col(Invoice.watch_seq) > since)
+    if after_id is not None:
+        query = query.where(col(Invoice.id) > after_id)
+    if limit is not None:
+        query = query.order_by(col(Invoice.id)).limit(limit)
+    return session.connection().execute(query).all()
+
+
+def add_watch_rows(index: WatchIndex, rows: Iterable[Any]) -> None:
+    """Add :func:`watch_rows` to ``index`` (deadline: ``expires_at`` plus the store's late window)."""
+    address_entry = index.add_address_entry
     for inv_id, strategy, address, asset_key, memo, open_amount, expires_at, late_window in rows:
-        deadline = int((expires_at + timedelta(seconds=late_window)).timestamp())
+        deadline = int(expires_at.timestamp()) + late_window
         if strategy == Strategy.ADDRESS:
-            index.add_address(address, Watch(inv_id, asset_key, deadline))
+            address_entry(address, inv_id, asset_key, deadline)
         elif strategy == Strategy.MEMO and memo:
             index.add_memo(address, memo, Watch(inv_id, asset_key, deadline))
         elif strategy == Strategy.AMOUNT:
             if open_amount is not None:
                 index.add_amount(address, Watch(inv_id, asset_key, deadline, open_amount))
             else:
+                index.release_amount(inv_id)
                 index.add_shared(address)
-    return index

@@ -24,13 +24,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
-from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from paywatch.addresses import build_watch_index
+from paywatch.addresses import load_watch_index, refresh_watch_index
 from paywatch.chains.base import BlockRef, ChainAdapter, MempoolSource, ScannedRange
 from paywatch.config import NetworkConfig
 from paywatch.domain.matching import Match, Unmatched, WatchIndex
@@ -39,8 +37,9 @@ from paywatch.errors import ChainError, RetryableChainError
 from paywatch.ledger import Ledger
 from paywatch.mempool import MempoolResult, MempoolWatcher
 from paywatch.redact import describe
-from paywatch.store.db import session_scope
-from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
+from paywatch.store.db import read_scope, session_scope
+from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock
+from paywatch.store.watch import read_versions
 
 #: How many recent block hashes are kept per network (reorgs deeper than this stop the scan).
 KEEP_BLOCKS = 1024
@@ -96,37 +95,36 @@ def record(
 
 
 class WatchIndexCache:
-    """Builds the network's WatchIndex from the database, again only when invoices changed.
+    """The network's WatchIndex, kept current from the watch versions (paywatch.store.watch).
 
-    The fingerprint is one query over two indexes (migration 0002): the network's invoice count
-    (invoices are never deleted, so it grows with every commit, even one that commits after a
-    newer invoice: ``created_at`` alone would miss it), the newest ``created_at``, the count of
-    reserved unique amounts (released amounts leave the index) and the sum of the stores' policy
-    versions (a changed late window moves the deadlines of that store's invoices). The count is a
-    covering-index scan: about 50 ms at 1,000,000 invoices on SQLite. The index is rebuilt only
-    when it moves.
+    Every :meth:`get` reads two primary-key rows: the network's version and the every-network
+    version. When only the network's moved, the invoices stamped above the version seen are read
+    and added (a handful of rows); when the every-network one moved (a store's late window), or on
+    the first call, the index is built afresh. All reads run in read-only transactions of their
+    own, one per page of a build: a build never holds a lock, and on SQLite takes no write lock.
+    The versions are read before the invoices, so a change committed during a build is read again
+    by the next call, never missed.
     """
 
-    def __init__(self, network: NetworkConfig) -> None:
+    def __init__(self, network: NetworkConfig, engine: Engine) -> None:
         self._network = network
+        self._engine = engine
         self._index: WatchIndex | None = None
-        self._fingerprint: tuple[Any, ...] | None = None
+        self._versions: tuple[int, int] | None = None
         self.builds = 0
+        self.refreshes = 0
 
-    def get(self, session: Session) -> WatchIndex:
-        network = self._network.name
-        count = sa_select(func.count()).select_from(Invoice).where(col(Invoice.network) == network)
-        newest = sa_select(func.max(col(Invoice.created_at))).where(col(Invoice.network) == network)
-        reserved = sa_select(func.count(col(Invoice.open_amount))).where(
-            col(Invoice.network) == network, col(Invoice.open_amount).is_not(None)
-        )
-        policies = sa_select(func.coalesce(func.sum(col(Store.policy_version)), 0))
-        parts = (*(q.scalar_subquery() for q in (count, newest, reserved)), policies.scalar_subquery())
-        row = session.connection().execute(sa_select(*parts)).one()
-        fingerprint = tuple(row)
-        if self._index is None or fingerprint != self._fingerprint:
-            self._index = build_watch_index(session, self._network)
-            self._fingerprint = fingerprint
+    def get(self) -> WatchIndex:
+        with read_scope(self._engine) as session:
+            versions = read_versions(session, self._network.name)
+            seen = self._versions
+            if self._index is not None and seen is not None and versions != seen and versions[1] == seen[1]:
+                refresh_watch_index(session, self._index, self._network, seen[0])
+                self._versions = versions
+                self.refreshes += 1
+        if self._index is None or versions != self._versions:
+            self._index = load_watch_index(lambda: read_scope(self._engine), self._network)
+            self._versions = versions
             self.builds += 1
         return self._index
 
@@ -149,7 +147,7 @@ class Scanner:
         self.engine = engine
         self.ledger = ledger
         self.clock = clock
-        self.watch = WatchIndexCache(network)
+        self.watch = WatchIndexCache(network, engine)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"scan-{network.name}") if prefetch else None
         self._prefetched: tuple[int, int, Future[ScannedRange]] | None = None
         self.mempool: MempoolWatcher | None = None
@@ -189,11 +187,11 @@ class Scanner:
 
     def _step(self, heights: Heights, now: datetime) -> StepResult:
         name = self.network.name
+        index = self.watch.get()
         with session_scope(self.engine) as session:
             state = session.get(NetworkState, name)
             cursor = state.cursor_height if state else None
             cursor_hash = state.cursor_hash if state else None
-            index = self.watch.get(session)
             floor = lowest_open_height(session, name) if cursor is None else None
         if cursor is None:
             start = self.network.start_block if self.network.start_block is not None else heights.tip
@@ -286,9 +284,7 @@ class Scanner:
         """Mempool sightings, matched against a fresh watch index (invoices made during the step)."""
         if self.mempool is None:
             return None
-        with session_scope(self.engine) as session:
-            index = self.watch.get(session)
-        return self.mempool.poll(index, now)
+        return self.mempool.poll(self.watch.get(), now)
 
     # --- reorgs ----------------------------------------------------------------------------------
 

@@ -98,23 +98,31 @@ class WatchIndex:
         self._ids = bytearray()
         self._odd_ids: dict[int, str] = {}
         self._shared: dict[bytes | str, _Shared] = {}
+        self._amount_of: dict[str, tuple[bytes | str, tuple[str, int]]] = {}
 
     def __len__(self) -> int:
         return len(self._rows) + len(self._shared)
 
     def add_address(self, address: str, watch: Watch) -> None:
         """Watch a per-invoice address."""
+        self.add_address_entry(address, watch.invoice_id, watch.asset_key, watch.deadline)
+
+    def add_address_entry(self, address: str, invoice_id: str, asset_key: str, deadline: int) -> None:
+        """:meth:`add_address` without a :class:`Watch` (what a loader of a million rows calls).
+
+        Adding an address again replaces its entry (the old row stays in the arrays, unused).
+        """
         row = len(self._deadlines)
-        self._deadlines.append(watch.deadline)
-        asset = self._asset_ids.get(watch.asset_key)
+        self._deadlines.append(deadline)
+        asset = self._asset_ids.get(asset_key)
         if asset is None:
-            asset = self._asset_ids[watch.asset_key] = len(self._assets)
-            self._assets.append(watch.asset_key)
+            asset = self._asset_ids[asset_key] = len(self._assets)
+            self._assets.append(asset_key)
         self._asset_of.append(asset)
-        packed = _pack_id(watch.invoice_id)
+        packed = _pack_id(invoice_id)
         if packed is None:
             self._ids += bytes(_ID_BYTES)
-            self._odd_ids[row] = watch.invoice_id
+            self._odd_ids[row] = invoice_id
         else:
             self._ids += packed
         self._rows[_key(address)] = row
@@ -135,7 +143,19 @@ class WatchIndex:
 
     def add_amount(self, address: str, watch: Watch) -> None:
         """Watch an exact (asset, amount) on a shared address."""
-        self._shared.setdefault(_key(address), _Shared()).amounts[(watch.asset_key, watch.amount)] = watch
+        self.release_amount(watch.invoice_id)
+        key = _key(address)
+        self._shared.setdefault(key, _Shared()).amounts[(watch.asset_key, watch.amount)] = watch
+        self._amount_of[watch.invoice_id] = (key, (watch.asset_key, watch.amount))
+
+    def release_amount(self, invoice_id: str) -> None:
+        """Stop watching the unique amount of ``invoice_id`` (released; its address stays watched)."""
+        held = self._amount_of.pop(invoice_id, None)
+        if held is not None:
+            amounts = self._shared[held[0]].amounts
+            watch = amounts.get(held[1])
+            if watch is not None and watch.invoice_id == invoice_id:
+                del amounts[held[1]]
 
     def is_watched(self, address: str) -> bool:
         key = _key(address)

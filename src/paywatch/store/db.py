@@ -14,6 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: execution option of the engine a read_scope binds to
+READ_ONLY = "paywatch_read_only"
 
 
 def normalize_url(url: str) -> str:
@@ -41,7 +43,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:
             # Writers queue on the database lock instead of failing halfway through a transaction.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read_scope only reads: a deferred BEGIN takes no write lock (WAL readers never block).
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -57,6 +60,16 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction that only reads, rolled back at the end: on SQLite it takes no write lock."""
+    with Session(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False) as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 def alembic_config(url: str) -> AlembicConfig:

@@ -51,6 +51,7 @@ class Invoice(SQLModel, table=True):
         Index("ix_invoice_store_created", "store_id", "created_at", "id"),
         Index("ix_invoice_status_expires", "status", "expires_at"),
         Index("ix_invoice_network_created", "network", "created_at"),
+        Index("ix_invoice_network_watch_seq", "network", "watch_seq"),
         Index("ix_invoice_network_open_amount", "network", "open_amount"),
         Index("ix_invoice_store_open_amount", "store_id", "open_amount"),
     )
@@ -78,12 +79,28 @@ class Invoice(SQLModel, table=True):
     created_at: datetime = _when()
     # the chain height when the invoice was created (None: unknown); a first scan starts no higher
     created_height: int | None = Field(default=None, sa_type=BigInteger)
+    #: the network's watch version that last changed what matching sees of this invoice (NULL before 0010)
+    watch_seq: int | None = Field(default=None, sa_type=BigInteger)
     updated_at: datetime = _when()
     order_id: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=1000)
     customer_email: str | None = Field(default=None, max_length=320)
     callback_url: str | None = Field(default=None, max_length=2048)
     metadata_: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON, nullable=False))
+
+
+class WatchVersion(SQLModel, table=True):
+    """Per network, a counter bumped at the commit of every change to what its watch index holds.
+
+    Scanners read it on every step (one primary-key lookup) and load only the invoices whose
+    ``watch_seq`` is above the version they have seen. The row named ``*`` counts changes that
+    affect every network (a store's late window): they rebuild the whole index.
+    """
+
+    __tablename__ = "watch_versions"
+
+    network: str = Field(primary_key=True, max_length=40)
+    version: int = Field(default=0, sa_type=BigInteger)
 
 
 class DepositAddress(SQLModel, table=True):
