@@ -1,4 +1,4 @@
-"""Watch versions (migration 0010_watchindex): every write that changes what matching sees bumps the
+"""Watch versions (migration 0011_watchindex): every write that changes what matching sees bumps the
 network's version at commit, and a scanner's WatchIndexCache picks the change up on its next
 ``get()`` (the next scan step) by reading only the changed invoices, never by a restart."""
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_watchindex"
-down_revision = "0009_operator"
+revision = "0011_watchindex"
+down_revision = "0010_checkout2"
 branch_labels = None
 depends_on = None
 
