@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from paywatch.config import NetworkConfig
@@ -30,26 +32,49 @@ def load_view(session: Session, invoice: Invoice, network: NetworkConfig) -> dic
     return invoice_view(invoice, payments, history, heights, network)
 
 
-def emit(session: Session, invoice: Invoice, event_types: list[str], now: datetime, network: NetworkConfig) -> None:
-    """Append one outbox row per event; each bumps ``status_version`` so receivers can order them."""
+def emit(
+    session: Session,
+    invoice: Invoice,
+    event_types: list[str],
+    now: datetime,
+    network: NetworkConfig,
+    *,
+    view: dict[str, object] | None = None,
+) -> None:
+    """Append one outbox row per event; each bumps ``status_version`` so receivers can order them.
+
+    ``view``: the invoice JSON as :func:`load_view` would read it now, when the caller has it.
+    """
     if not event_types:
         return
-    session.flush()
-    data = load_view(session, invoice, network)
+    if view is None:
+        session.flush()
+        view = load_view(session, invoice, network)
+    session.execute(insert(CallbackEvent), event_rows(invoice, event_types, now, view))
+    session.add(invoice)
+
+
+def event_rows(
+    invoice: Invoice, event_types: list[str], now: datetime, view: dict[str, object]
+) -> list[dict[str, Any]]:
+    """The outbox rows of ``event_types`` for ``invoice`` (whose JSON is ``view``), bumping its
+    ``status_version`` once per event; for callers that insert many invoices' events at once."""
+    rows = []
     for event_type in event_types:
         invoice.status_version += 1
-        data["status_version"] = invoice.status_version
-        body = strict_json({"type": event_type, "timestamp": iso(now), "data": data})
-        session.add(
-            CallbackEvent(
-                webhook_id=new_webhook_id(),
-                store_id=invoice.store_id,
-                invoice_id=invoice.id,
-                type=event_type,
-                status_version=invoice.status_version,
-                body=body,
-                next_attempt_at=now,
-                created_at=now,
-            )
+        view["status_version"] = invoice.status_version
+        rows.append(
+            {
+                "webhook_id": new_webhook_id(),
+                "store_id": invoice.store_id,
+                "invoice_id": invoice.id,
+                "type": event_type,
+                "status_version": invoice.status_version,
+                "body": strict_json({"type": event_type, "timestamp": iso(now), "data": view}),
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
         )
-    session.add(invoice)
+    return rows
