@@ -23,10 +23,9 @@ from paywatch.domain.status import OPEN, TERMINAL, Heights, InvoiceStatus, evalu
 from paywatch.domain.transfer import Transfer
 from paywatch.errors import NotFoundError
 from paywatch.metrics import TRANSITIONS
-from paywatch.outbox import emit, event_rows
+from paywatch.outbox import emit, event_rows, insert_events
 from paywatch.policy import chain_clock, invoice_facts, payment_facts, store_policy, stored_heights
 from paywatch.store.models import (
-    CallbackEvent,
     Invoice,
     Payment,
     StatusHistory,
@@ -96,8 +95,7 @@ class _Reading:
         """Insert the history and outbox rows collected so far, in the order they were added."""
         if self.new_history:
             self._session.execute(insert(StatusHistory), self.new_history)
-        if self.new_events:
-            self._session.execute(insert(CallbackEvent), self.new_events)
+        insert_events(self._session, self.new_events)
         self.new_history, self.new_events = [], []
 
     def clock(self, network: str) -> datetime:
