@@ -9,33 +9,115 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert
 from sqlmodel import Session, col, or_, select, update
 
 from paywatch.checkout.models import AttemptChange
 from paywatch.config import NetworkConfig
 from paywatch.domain.events import UPDATED, change_events
 from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
-from paywatch.domain.status import OPEN, TERMINAL, InvoiceStatus, evaluate
+from paywatch.domain.status import OPEN, TERMINAL, Heights, InvoiceStatus, evaluate
 from paywatch.domain.transfer import Transfer
 from paywatch.errors import NotFoundError
 from paywatch.metrics import TRANSITIONS
-from paywatch.outbox import emit
+from paywatch.outbox import emit, event_rows, insert_events
 from paywatch.policy import chain_clock, invoice_facts, payment_facts, store_policy, stored_heights
 from paywatch.store.models import (
     Invoice,
     Payment,
     StatusHistory,
     Store,
+    TransferKey,
     UnmatchedTransfer,
     find_transfer,
+    find_transfers,
+    insert_new,
     transfer_columns,
+    transfer_key,
 )
+from paywatch.views import HistoryEntry, invoice_view
 
 log = logging.getLogger(__name__)
+_LOCK_CHUNK = 500  # invoices locked per query
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A status history row about to be inserted, as the invoice JSON shows it."""
+
+    status: str
+    at: datetime
+    reason: str
+
+
+class _Reading:
+    """What re-evaluating invoices reads besides the invoice rows, read once for many of them:
+    their payments and status history (each in id order), and per network the stored heights and
+    the chain clock. Taken after the payments changed. The history and outbox rows the
+    re-evaluations add are collected here and inserted by :meth:`write`, each table in one statement."""
+
+    def __init__(self, session: Session, invoice_ids: list[str], now: datetime) -> None:
+        self._session = session
+        self._now = now
+        self.payments: dict[str, list[Payment]] = defaultdict(list)
+        self.history: dict[str, list[HistoryEntry]] = defaultdict(list)
+        self.new_history: list[dict[str, Any]] = []
+        self.new_events: list[dict[str, Any]] = []
+        for i in range(0, len(invoice_ids), _LOCK_CHUNK):
+            chunk = invoice_ids[i : i + _LOCK_CHUNK]
+            payments = select(Payment).where(col(Payment.invoice_id).in_(chunk)).order_by(col(Payment.id))
+            for payment in session.exec(payments):
+                self.payments[payment.invoice_id].append(payment)
+            history = select(StatusHistory).where(col(StatusHistory.invoice_id).in_(chunk))
+            for row in session.exec(history.order_by(col(StatusHistory.id))):
+                self.history[row.invoice_id].append(row)
+        self._heights: dict[tuple[str, bool], Heights] = {}
+        self._clocks: dict[str, datetime] = {}
+        self._stores: dict[str, Store] = {}  # held here: the session's identity map keeps no row alive
+
+    def store(self, store_id: str) -> Store:
+        if store_id not in self._stores:
+            store = self._session.get(Store, store_id)
+            assert store is not None
+            self._stores[store_id] = store
+        return self._stores[store_id]
+
+    def heights(self, network: str, *, uses_finality: bool) -> Heights:
+        key = (network, uses_finality)
+        if key not in self._heights:
+            self._heights[key] = stored_heights(self._session, network, uses_finality=uses_finality)
+        return self._heights[key]
+
+    def write(self) -> None:
+        """Insert the history and outbox rows collected so far, in the order they were added."""
+        if self.new_history:
+            self._session.execute(insert(StatusHistory), self.new_history)
+        insert_events(self._session, self.new_events)
+        self.new_history, self.new_events = [], []
+
+    def clock(self, network: str) -> datetime:
+        if network not in self._clocks:
+            self._clocks[network] = chain_clock(self._session, network, self._now)
+        return self._clocks[network]
+
+
+def _waits_in_inbox(row: UnmatchedTransfer | None, transfer: Transfer) -> bool:
+    """Whether ``transfer`` already waits in the unmatched inbox (``row``), in the block it is seen in.
+
+    Money never leaves the inbox by itself: a transfer put there stays until an admin attaches
+    it, even if matching would now attribute it (to an invoice created later, which may be
+    another customer's, or after a policy change). A re-mined transfer is decided afresh.
+    """
+    return (
+        row is not None
+        and row.attached_invoice_id is None
+        and not row.orphaned
+        and row.block_hash == transfer.block_hash
+    )
 
 
 class Ledger:
@@ -57,17 +139,35 @@ class Ledger:
         reverted: int = 0,
         restored: int = 0,
         extra_events: Iterable[str] = (),
+        reading: _Reading | None = None,
     ) -> bool:
-        """Evaluate one invoice and persist what changed; True if anything did."""
+        """Evaluate one invoice and persist what changed; True if anything did.
+
+        ``reading``: what :meth:`reevaluate_all` loaded once for many invoices (this one among them).
+        """
         network = self.networks[invoice.network]
-        store = session.get(Store, invoice.store_id)
-        assert store is not None
-        payments = list(session.exec(select(Payment).where(Payment.invoice_id == invoice.id)))
-        heights = stored_heights(session, invoice.network, uses_finality=network.finality is not None)
+        if reading is None:
+            reading = _Reading(session, [invoice.id], now)
+            changed = self.reevaluate(
+                session,
+                invoice,
+                now,
+                reason=reason,
+                new_payments_late=new_payments_late,
+                reverted=reverted,
+                restored=restored,
+                extra_events=extra_events,
+                reading=reading,
+            )
+            reading.write()
+            return changed
+        store = reading.store(invoice.store_id)
+        payments = reading.payments[invoice.id]
+        heights = reading.heights(invoice.network, uses_finality=network.finality is not None)
         decision = evaluate(
             invoice_facts(invoice),
             [payment_facts(p) for p in payments],
-            chain_clock(session, invoice.network, now),  # expiry by scanned block time, not the wall clock
+            reading.clock(invoice.network),  # expiry by scanned block time, not the wall clock
             heights,
             store_policy(store),
         )
@@ -101,21 +201,61 @@ class Ledger:
                 reason,
                 extra={"invoice_id": invoice.id, "network": invoice.network},
             )
+        history = reading.history[invoice.id]
         if moved:
-            why = reason if decision.status == before else f"{reason}: {decision.reason}"
-            session.add(
-                StatusHistory(
-                    invoice_id=invoice.id,
-                    status=invoice.status,
-                    status_version=invoice.status_version + len(events),
-                    flags=flags,
-                    reason=why[:200],
-                    at=now,
-                )
+            why = (reason if decision.status == before else f"{reason}: {decision.reason}")[:200]
+            reading.new_history.append(
+                {
+                    "invoice_id": invoice.id,
+                    "status": invoice.status,
+                    "status_version": invoice.status_version + len(events),
+                    "flags": flags,
+                    "reason": why,
+                    "at": now,
+                }
             )
-        emit(session, invoice, events, now, network)
+            history.append(_Entry(invoice.status, now, why))
+        view = invoice_view(invoice, payments, history, heights, network)
+        reading.new_events += event_rows(invoice, events, now, view)
+        session.add(invoice)
         AttemptChange.note(session, invoice, now)  # a payment attempt's fiat invoice follows
         return True
+
+    def reevaluate_all(
+        self,
+        session: Session,
+        invoice_ids: Iterable[str],
+        now: datetime,
+        *,
+        reason: str,
+        new_payments_late: Mapping[str, list[bool]] | None = None,
+        reverted: Mapping[str, int] | None = None,
+        restored: Mapping[str, int] | None = None,
+    ) -> int:
+        """Lock (one query, in id order) and re-evaluate many invoices, each once, reading their
+        payments, history, heights and chain clock once for all; return how many changed."""
+        ids = sorted(set(invoice_ids))
+        if not ids:
+            return 0
+        invoices = self._lock_all(session, ids)
+        missing = [i for i in ids if i not in invoices]
+        if missing:
+            raise NotFoundError(f"no invoice {missing[0]!r}", field="id")
+        reading = _Reading(session, ids, now)
+        changed = 0
+        for invoice_id in ids:
+            changed += self.reevaluate(
+                session,
+                invoices[invoice_id],
+                now,
+                reason=reason,
+                new_payments_late=(new_payments_late or {}).get(invoice_id, ()),
+                reverted=(reverted or {}).get(invoice_id, 0),
+                restored=(restored or {}).get(invoice_id, 0),
+                reading=reading,
+            )
+        reading.write()
+        return changed
 
     def set_status(
         self,
@@ -161,19 +301,27 @@ class Ledger:
         locked first, in id order, so a concurrent cancel or mark-paid is decided either wholly
         before or wholly after these credits. A transfer for a CANCELLED invoice is not credited:
         it goes to the unmatched inbox as ``invoice_cancelled``, where it can be attached elsewhere.
+        The whole batch costs a fixed number of queries, whatever its size: existing payments,
+        the locks, the inbox, one insert of the new payments, one reading for the re-evaluations.
         """
         matches = list(matches)
-        existing = {match.transfer: self._payment(session, match.transfer) for match in matches}
-        wanted = {m.invoice_id for m in matches} | {p.invoice_id for p in existing.values() if p is not None}
-        locked = {i: inv for i in sorted(wanted) if (inv := self._lock_if_exists(session, i)) is not None}
+        if not matches:
+            return set()
+        existing = find_transfers(session, Payment, [match.transfer for match in matches])
+        wanted = {m.invoice_id for m in matches} | {p.invoice_id for p in existing.values()}
+        locked = self._lock_all(session, sorted(wanted))
+        inbox = find_transfers(
+            session, UnmatchedTransfer, [m.transfer for m in matches if transfer_key(m.transfer) not in existing]
+        )
         credits: list[tuple[Invoice, Transfer]] = []
         cancelled: list[Unmatched] = []
         for match in matches:
             invoice = locked.get(match.invoice_id)
             if invoice is None:
                 continue
-            payment = existing[match.transfer]
-            if payment is None and self._in_inbox(session, match.transfer):
+            key = transfer_key(match.transfer)
+            payment = existing.get(key)
+            if payment is None and _waits_in_inbox(inbox.get(key), match.transfer):
                 continue  # read again (a rescan after a policy change, say): the inbox decision stands
             owner = invoice if payment is None else locked[payment.invoice_id]
             if owner.status == InvoiceStatus.CANCELLED.value and (payment is None or payment.orphaned):
@@ -185,79 +333,23 @@ class Ledger:
             self.record_unmatched(session, cancelled, now)
         return touched
 
-    @staticmethod
-    def _in_inbox(session: Session, transfer: Transfer) -> bool:
-        """Whether ``transfer`` already waits in the unmatched inbox, in the block it is seen in.
-
-        Money never leaves the inbox by itself: a transfer put there stays until an admin attaches
-        it, even if matching would now attribute it (to an invoice created later, which may be
-        another customer's, or after a policy change). A re-mined transfer is decided afresh.
-        """
-        row = find_transfer(session, UnmatchedTransfer, transfer)
-        return (
-            row is not None
-            and row.attached_invoice_id is None
-            and not row.orphaned
-            and row.block_hash == transfer.block_hash
-        )
-
     def _credit(self, session: Session, credits: Iterable[tuple[Invoice, Transfer]], now: datetime) -> set[str]:
-        """Store each (invoice, transfer) payment, then re-evaluate every invoice that changed once."""
+        """Store each (invoice, transfer) payment, then re-evaluate every invoice that changed once.
+
+        New payments are inserted in one statement that skips any another writer stored first;
+        those, and every transfer already stored, go through :meth:`_update_payment`.
+        """
+        credits = list(credits)
+        found = find_transfers(session, Payment, [transfer for _, transfer in credits])
+        inserted = self._insert_payments(session, credits, found, now)
         late_by_invoice: dict[str, list[bool]] = defaultdict(list)
         restored: dict[str, int] = defaultdict(int)
         touched: set[str] = set()
-        for invoice, transfer in credits:
-            stored = self._store_payment(session, invoice, transfer, now)
-            if stored is None:
-                continue
-            owner_id, change = stored
-            touched.add(owner_id)
-            if change == "new":
-                late_by_invoice[owner_id].append(transfer.block_time > invoice.expires_at)
-            elif change == "restored":
-                restored[owner_id] += 1
-        for invoice_id in sorted(touched):
-            self.reevaluate(
-                session,
-                self.lock_invoice(session, invoice_id),
-                now,
-                reason="payment",
-                new_payments_late=late_by_invoice[invoice_id],
-                restored=restored[invoice_id],
-            )
-        return touched
-
-    def _store_payment(
-        self, session: Session, invoice: Invoice, transfer: Transfer, now: datetime
-    ) -> tuple[str, str] | None:
-        """(invoice, change) or None when nothing changed. ``change`` is ``new``, ``restored`` (an
-        orphaned payment re-mined) or ``moved`` (seen in another block without having been orphaned).
-
-        A re-mined transfer keeps the payment row it already has (same transaction and position
-        in it), so the invoice to re-evaluate is that row's owner, even if matching now points
-        elsewhere.
-        """
-        existing = self._payment(session, transfer)
-        if existing is None:
-            payment = Payment(
-                **transfer_columns(transfer),
-                invoice_id=invoice.id,
-                success=transfer.success,
-                late=transfer.block_time > invoice.expires_at,
-                mempool=transfer.mempool,
-                replaceable=transfer.replaceable,
-                maturity=transfer.maturity,
-                created_at=now,
-                updated_at=now,
-            )
-            try:
-                with session.begin_nested():
-                    session.add(payment)
-            except IntegrityError:  # another writer stored it first
-                existing = self._payment(session, transfer)
-                if existing is None:
-                    raise
-            else:
+        for position, (invoice, transfer) in enumerate(credits):
+            key = transfer_key(transfer)
+            if inserted.get(key) == position:
+                touched.add(invoice.id)
+                late_by_invoice[invoice.id].append(transfer.block_time > invoice.expires_at)
                 log.info(
                     "payment of %d %s to invoice %s in block %d",
                     transfer.amount,
@@ -271,7 +363,71 @@ class Ledger:
                         "block": transfer.block_number,
                     },
                 )
-                return invoice.id, "new"
+                continue
+            existing = found.get(key)
+            if existing is None:  # stored just now: earlier in this batch, or by another writer
+                existing = self._payment(session, transfer)
+            if existing is None:
+                raise AssertionError(f"payment {key} was neither inserted nor found")
+            found[key] = existing
+            stored = self._update_payment(session, invoice, existing, transfer, now)
+            if stored is None:
+                continue
+            owner_id, change = stored
+            touched.add(owner_id)
+            if change == "restored":
+                restored[owner_id] += 1
+        self.reevaluate_all(
+            session, touched, now, reason="payment", new_payments_late=late_by_invoice, restored=restored
+        )
+        return touched
+
+    @staticmethod
+    def _insert_payments(
+        session: Session,
+        credits: list[tuple[Invoice, Transfer]],
+        found: Mapping[TransferKey, Payment],
+        now: datetime,
+    ) -> dict[TransferKey, int]:
+        """Insert the payments of the credits not stored yet (the first credit of each transfer), in
+        one statement that leaves out any another writer stored meanwhile; return the keys inserted,
+        each with the position of its credit in ``credits``."""
+        first: dict[TransferKey, int] = {}
+        rows: list[dict[str, Any]] = []
+        for position, (invoice, transfer) in enumerate(credits):
+            key = transfer_key(transfer)
+            if key in found or key in first:
+                continue
+            first[key] = position
+            rows.append(
+                {
+                    **transfer_columns(transfer),
+                    "invoice_id": invoice.id,
+                    "success": transfer.success,
+                    "orphaned": False,
+                    "late": transfer.block_time > invoice.expires_at,
+                    "admitted": False,
+                    "mempool": transfer.mempool,
+                    "replaceable": transfer.replaceable,
+                    "maturity": transfer.maturity,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        stored = insert_new(session, Payment, rows)
+        return {key: position for key, position in first.items() if key in stored}
+
+    def _update_payment(
+        self, session: Session, invoice: Invoice, existing: Payment, transfer: Transfer, now: datetime
+    ) -> tuple[str, str] | None:
+        """A transfer already stored: (invoice, change) or None when nothing changed. ``change`` is
+        ``restored`` (an orphaned payment re-mined) or ``moved`` (seen in another block without
+        having been orphaned).
+
+        A re-mined transfer keeps the payment row it already has (same transaction and position
+        in it), so the invoice to re-evaluate is that row's owner, even if matching now points
+        elsewhere.
+        """
         if not existing.orphaned and (transfer.mempool or existing.block_hash == transfer.block_hash):
             return None  # known; a mempool sighting never undoes a block
         if existing.invoice_id != invoice.id:
@@ -333,6 +489,23 @@ class Ledger:
         )
         return session.exec(stmt).first()
 
+    @staticmethod
+    def _lock_all(session: Session, invoice_ids: Iterable[str]) -> dict[str, Invoice]:
+        """The invoices that exist among ``invoice_ids``, each locked for update (as
+        :meth:`lock_invoice`), in id order: one query per 500 ids, taken in ascending order."""
+        ids = sorted(set(invoice_ids))
+        locked: dict[str, Invoice] = {}
+        for i in range(0, len(ids), _LOCK_CHUNK):
+            stmt = (
+                select(Invoice)
+                .where(col(Invoice.id).in_(ids[i : i + _LOCK_CHUNK]))
+                .order_by(col(Invoice.id))
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            locked.update((invoice.id, invoice) for invoice in session.exec(stmt))
+        return locked
+
     def record_unmatched(self, session: Session, items: Iterable[Unmatched], now: datetime) -> int:
         """Put unattributed transfers in the inbox, idempotently; return how many were new or revived.
 
@@ -343,24 +516,29 @@ class Ledger:
         it is the same transfer, so it goes back to its invoice (flagged late if it now is), never to
         the inbox with its credit lost. Only a payment of a CANCELLED invoice leaves for the inbox.
         """
+        items = list(items)
+        transfers = [item.transfer for item in items]
+        rows = find_transfers(session, UnmatchedTransfer, transfers)
+        payments = find_transfers(session, Payment, transfers)
         count = 0
         attached: list[tuple[Invoice, Transfer]] = []
         for item in items:
             t = item.transfer
-            row = find_transfer(session, UnmatchedTransfer, t)
-            credited = self._payment(session, t) if row is None or row.attached_invoice_id is None else None
+            key = transfer_key(t)
+            row = rows.get(key)
+            credited = payments.get(key) if row is None or row.attached_invoice_id is None else None
             if credited is not None and item.reason is not UnmatchedReason.INVOICE_CANCELLED:
                 owner = session.get(Invoice, credited.invoice_id)
                 if owner is not None:
                     attached.append((owner, t))
                     continue
             if row is not None and row.attached_invoice_id is not None:
-                payment = self._payment(session, t)
+                payment = payments.get(key)
                 owner = session.get(Invoice, payment.invoice_id) if payment is not None else None
                 if owner is not None:
                     attached.append((owner, t))
             if row is None:
-                row = UnmatchedTransfer(
+                row = rows[key] = UnmatchedTransfer(
                     **transfer_columns(t),
                     reason=item.reason.value,
                     hint_invoice_id=item.invoice_id,
@@ -439,8 +617,7 @@ class Ledger:
             session.add(payment)
             per_invoice[payment.invoice_id] += 1
         session.flush()
-        for invoice_id, count in sorted(per_invoice.items()):
-            self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="reorg", reverted=count)
+        self.reevaluate_all(session, per_invoice, now, reason="reorg", reverted=per_invoice)
         return set(per_invoice)
 
     def drop_from_mempool(self, session: Session, network: str, in_pool: Set[str], now: datetime) -> set[str]:
@@ -463,9 +640,7 @@ class Ledger:
                 session.add(payment)
                 per_invoice[payment.invoice_id] += 1
         session.flush()
-        for invoice_id, count in sorted(per_invoice.items()):
-            invoice = self.lock_invoice(session, invoice_id)
-            self.reevaluate(session, invoice, now, reason="left the mempool", reverted=count)
+        self.reevaluate_all(session, per_invoice, now, reason="left the mempool", reverted=per_invoice)
         return set(per_invoice)
 
     def refresh_confirmations(self, session: Session, network: str, now: datetime) -> int:
@@ -485,10 +660,7 @@ class Ledger:
                 ),
             )
         ).all()
-        changed = 0
-        for invoice_id in sorted(waiting):  # id order, as record_matches locks: fewer deadlocks
-            changed += self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="confirmations")
-        return changed
+        return self.reevaluate_all(session, waiting, now, reason="confirmations")  # id order, as everywhere
 
     def expiry_sweep(self, session: Session, now: datetime) -> int:
         """Evaluate every open invoice whose window has closed; release reserved unique amounts.
@@ -506,8 +678,7 @@ class Ledger:
                     col(Invoice.expires_at) <= chain_clock(session, network, now),
                 )
             ).all()
-            for invoice_id in sorted(due):
-                changed += self.reevaluate(session, self.lock_invoice(session, invoice_id), now, reason="expiry sweep")
+            changed += self.reevaluate_all(session, due, now, reason="expiry sweep")
         self._release_amounts(session, now)
         return changed
 

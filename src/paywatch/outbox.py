@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from paywatch.config import NetworkConfig
@@ -13,9 +15,18 @@ from paywatch.policy import stored_heights
 from paywatch.store.models import CallbackEvent, Invoice, Payment, StatusHistory
 from paywatch.views import invoice_view, iso
 
+_ID_BYTES = 12
+
 
 def new_webhook_id() -> str:
-    return "msg_" + secrets.token_hex(12)
+    return new_webhook_ids(1)[0]
+
+
+def new_webhook_ids(count: int) -> list[str]:
+    """``count`` fresh webhook ids from one read of the system's random source (each read lets
+    other threads take the interpreter lock; a range's events can number in the hundreds)."""
+    raw = secrets.token_bytes(_ID_BYTES * count)
+    return ["msg_" + raw[i : i + _ID_BYTES].hex() for i in range(0, len(raw), _ID_BYTES)]
 
 
 def load_view(session: Session, invoice: Invoice, network: NetworkConfig) -> dict[str, object]:
@@ -30,26 +41,58 @@ def load_view(session: Session, invoice: Invoice, network: NetworkConfig) -> dic
     return invoice_view(invoice, payments, history, heights, network)
 
 
-def emit(session: Session, invoice: Invoice, event_types: list[str], now: datetime, network: NetworkConfig) -> None:
-    """Append one outbox row per event; each bumps ``status_version`` so receivers can order them."""
+def emit(
+    session: Session,
+    invoice: Invoice,
+    event_types: list[str],
+    now: datetime,
+    network: NetworkConfig,
+    *,
+    view: dict[str, object] | None = None,
+) -> None:
+    """Append one outbox row per event; each bumps ``status_version`` so receivers can order them.
+
+    ``view``: the invoice JSON as :func:`load_view` would read it now, when the caller has it.
+    """
     if not event_types:
         return
-    session.flush()
-    data = load_view(session, invoice, network)
+    if view is None:
+        session.flush()
+        view = load_view(session, invoice, network)
+    insert_events(session, event_rows(invoice, event_types, now, view))
+    session.add(invoice)
+
+
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert rows made by :func:`event_rows` in one statement, each with a fresh webhook id."""
+    if not rows:
+        return
+    for row, webhook_id in zip(rows, new_webhook_ids(len(rows)), strict=True):
+        row["webhook_id"] = webhook_id
+    session.execute(insert(CallbackEvent), rows)
+
+
+def event_rows(
+    invoice: Invoice, event_types: list[str], now: datetime, view: dict[str, object]
+) -> list[dict[str, Any]]:
+    """The outbox rows of ``event_types`` for ``invoice`` (whose JSON is ``view``), bumping its
+    ``status_version`` once per event, for :func:`insert_events` (which adds their webhook ids);
+    callers may collect many invoices' rows and insert them at once."""
+    rows = []
     for event_type in event_types:
         invoice.status_version += 1
-        data["status_version"] = invoice.status_version
-        body = strict_json({"type": event_type, "timestamp": iso(now), "data": data})
-        session.add(
-            CallbackEvent(
-                webhook_id=new_webhook_id(),
-                store_id=invoice.store_id,
-                invoice_id=invoice.id,
-                type=event_type,
-                status_version=invoice.status_version,
-                body=body,
-                next_attempt_at=now,
-                created_at=now,
-            )
+        view["status_version"] = invoice.status_version
+        rows.append(
+            {
+                "store_id": invoice.store_id,
+                "invoice_id": invoice.id,
+                "type": event_type,
+                "status_version": invoice.status_version,
+                "body": strict_json({"type": event_type, "timestamp": iso(now), "data": view}),
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
         )
-    session.add(invoice)
+    return rows

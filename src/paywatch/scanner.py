@@ -222,6 +222,14 @@ class Scanner:
             _check_range(scanned.blocks, start, end)
             if cursor_hash is not None and scanned.blocks[0].parent_hash != cursor_hash:
                 raise RetryableChainError(f"{name}: the chain is still reorganising at block {start}")
+        if end < heights.tip and self._pool is not None:
+            # Read the next range while this one is stored. Only blocks <= this step's tip: they were
+            # mined before this step built its watch index, so no invoice they pay is missing from it.
+            # The next step checks that it extends the blocks stored here, and drops it if the cursor
+            # did not move to its start (this range failed to store).
+            nxt = (end + 1, min(heights.tip, end + self.network.batch_blocks))
+            future = self._pool.submit(self.adapter.fetch_range, nxt[0], nxt[1], index.is_watched)
+            self._prefetched = (nxt[0], nxt[1], future)
         with session_scope(self.engine) as session:
             self._save_heights(session, heights, now, scanned.blocks[-1] if end == heights.tip else None)
             session.exec(
@@ -250,12 +258,6 @@ class Scanner:
             )
             session.flush()
             self.ledger.refresh_confirmations(session, name, now)
-        if end < heights.tip and self._pool is not None:
-            # Read the next range while the caller works. Only blocks <= this step's tip: they were
-            # mined before this step built its watch index, so no invoice they pay is missing from it.
-            nxt = (end + 1, min(heights.tip, end + self.network.batch_blocks))
-            future = self._pool.submit(self.adapter.fetch_range, nxt[0], nxt[1], index.is_watched)
-            self._prefetched = (nxt[0], nxt[1], future)
         return StepResult(
             network=name,
             tip=heights.tip,

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 from paywatch.config import NetworkConfig
 from paywatch.domain.amounts import format_amount
 from paywatch.domain.status import Heights, confirmations, is_confirmed
 from paywatch.domain.transfer import NATIVE
-from paywatch.store.models import Invoice, Payment, StatusHistory
+from paywatch.store.models import Invoice, Payment
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -66,10 +67,21 @@ def payment_view(payment: Payment, invoice: Invoice, heights: Heights, network: 
     }
 
 
+class HistoryEntry(Protocol):
+    """What the invoice JSON shows of a status history row (stored or about to be)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def reason(self) -> str: ...
+
+
 def invoice_view(
     invoice: Invoice,
     payments: list[Payment],
-    history: list[StatusHistory],
+    history: Sequence[HistoryEntry],
     heights: Heights,
     network: NetworkConfig,
 ) -> dict[str, Any]:

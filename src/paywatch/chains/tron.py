@@ -10,8 +10,8 @@ for the transactions, their ``contractRet`` and memos, and ``wallet/gettransacti
 What is reported:
 
 * TRX: a ``TransferContract`` with a positive amount to a watched address;
-* TRC-20: a ``Transfer(address,address,uint256)`` log with a positive value emitted by a contract
-  configured in networks.yaml (never recognised by symbol), whoever the recipient is;
+* TRC-20: a ``Transfer(address,address,uint256)`` log with a positive value to a watched address,
+  emitted by a contract configured in networks.yaml (never recognised by symbol);
 * ``success`` only when the block says ``contractRet: SUCCESS`` and the transaction info does not
   say ``result: FAILED`` and, for contract calls, its ``receipt.result`` is ``SUCCESS``;
 * ``memo``: the transaction's ``raw_data.data`` decoded as UTF-8 (None when absent or undecodable).
@@ -66,6 +66,11 @@ class IncoherentAnswer(RetryableChainError):
 def block_time(milliseconds: int) -> datetime:
     """A Tron timestamp (milliseconds since the epoch) as an aware UTC datetime, without floats."""
     return _EPOCH + timedelta(milliseconds=int(milliseconds))
+
+
+def millis(when: datetime) -> int:
+    """The inverse of :func:`block_time`: milliseconds since the epoch, as an integer."""
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
 
 def decode_memo(data: object) -> str | None:
@@ -236,7 +241,7 @@ class TronAdapter:
 
             def parse() -> ScannedRange:
                 ref = block_ref(block)
-                self._check_info(info, ref)
+                self._check_info(info, ref, millis(ref.timestamp))
                 return ScannedRange(blocks=(ref,), transfers=tuple(self._parse_tx(txs[0], info, ref, watched)))
 
             return self._guard(f"transaction {txid}", parse)
@@ -291,18 +296,20 @@ class TronAdapter:
                 f"{len(infos)} transaction infos"
             )
         transfers: list[Transfer] = []
+        stamp = millis(ref.timestamp)
         for tx in txs:
             info = by_id.get(tx["txID"])
             if info is None:
                 raise IncoherentAnswer(
                     f"{self.network}: no transaction info for {tx['txID']} in block {ref.number} (reorg?)"
                 )
-            self._check_info(info, ref)
+            self._check_info(info, ref, stamp)
             transfers.extend(self._parse_tx(tx, info, ref, watched))
         return ref, transfers
 
-    def _check_info(self, info: dict[str, Any], ref: BlockRef) -> None:
-        if int(info.get("blockNumber", -1)) != ref.number or block_time(info.get("blockTimeStamp", 0)) != ref.timestamp:
+    def _check_info(self, info: dict[str, Any], ref: BlockRef, stamp: int) -> None:
+        """``stamp``: ``millis(ref.timestamp)``, computed once per block."""
+        if int(info.get("blockNumber", -1)) != ref.number or int(info.get("blockTimeStamp", 0)) != stamp:
             raise IncoherentAnswer(
                 f"{self.network}: transaction info {info.get('id')} belongs to another version of block {ref.number}"
             )
@@ -351,6 +358,9 @@ class TronAdapter:
             data = str(log.get("data", ""))
             if token is None or len(data) != 64:
                 continue
+            to_address = topic_to_base58(str(topics[2]))
+            if not watched(to_address):
+                continue  # most of a block: decided before anything else is decoded
             amount = int(data, 16)
             if amount == 0:
                 continue
@@ -363,7 +373,7 @@ class TronAdapter:
                     block_hash=ref.hash,
                     block_time=ref.timestamp,
                     from_address=topic_to_base58(str(topics[1])),
-                    to_address=topic_to_base58(str(topics[2])),
+                    to_address=to_address,
                     asset_key=token,
                     amount=amount,
                     memo=decode_memo(raw.get("data")),

@@ -62,6 +62,7 @@ def base58_to_account(address: str) -> str:
     return base58_to_hex(address)[2:]
 
 
+@lru_cache(maxsize=4096)  # a handful of token contracts emit most logs
 def log_address_to_account(address: str) -> str:
     """A log's contract address in any form a node uses -> 40 lowercase hex digits.
 

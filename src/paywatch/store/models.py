@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, and_
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from paywatch.domain.transfer import Transfer
@@ -347,33 +351,71 @@ def same_transfer(model: type[TransferColumns], source: Any) -> Any:
 _Row = TypeVar("_Row", bound=TransferColumns)
 
 
+#: (network, tx hash, position): a transfer's identity, see :class:`Transfer`
+TransferKey = tuple[str, str, int | None]
+_IN_CHUNK = 500  # values per IN (...) list, well below every database's parameter limit
+
+
+def transfer_key(source: Any) -> TransferKey:
+    """The identity of ``source`` (a chain Transfer or a stored row): (network, tx hash, position)."""
+    return source.network, source.tx_hash, position_of(source)
+
+
 def find_transfer(session: Session, model: type[_Row], transfer: Transfer) -> _Row | None:
-    """The stored row of ``transfer``, wherever its transaction was mined.
+    """The stored row of ``transfer``, wherever its transaction was mined (see :func:`find_transfers`)."""
+    return find_transfers(session, model, [transfer]).get(transfer_key(transfer))
+
+
+def find_transfers(session: Session, model: type[_Row], transfers: Iterable[Transfer]) -> dict[TransferKey, _Row]:
+    """The stored rows of ``transfers`` by :func:`transfer_key`, read with one query per 500 transactions.
 
     A row stored before its position was recorded (``tx_position`` NULL) is the same transfer
-    when transaction, asset, sender, recipient and amount agree; it adopts the position now.
+    when transaction, asset, sender, recipient and amount agree; the first such row (by log index)
+    not claimed by an earlier transfer of the list adopts the transfer's position now.
     """
-    row = session.exec(select(model).where(same_transfer(model, transfer))).first()
-    if row is not None:
-        return row
-    legacy = session.exec(
-        select(model)
-        .where(
-            col(model.network) == transfer.network,
-            col(model.tx_hash) == transfer.tx_hash,
-            col(model.tx_position).is_(None),
-            col(model.asset_key) == transfer.asset_key,
-            col(model.from_address) == transfer.from_address,
-            col(model.to_address) == transfer.to_address,
-            col(model.amount) == transfer.amount,
-        )
-        .order_by(col(model.log_index))
-    ).first()
-    if legacy is not None:
-        legacy.tx_position = transfer.position
-        session.add(legacy)
-    return legacy
+    wanted = list(transfers)
+    hashes: dict[str, set[str]] = defaultdict(set)
+    for transfer in wanted:
+        hashes[transfer.network].add(transfer.tx_hash)
+    exact: dict[TransferKey, _Row] = {}
+    legacy: dict[tuple[Any, ...], list[_Row]] = defaultdict(list)
+    for network, of_network in hashes.items():
+        ordered = sorted(of_network)
+        for i in range(0, len(ordered), _IN_CHUNK):
+            rows = session.exec(
+                select(model)
+                .where(col(model.network) == network, col(model.tx_hash).in_(ordered[i : i + _IN_CHUNK]))
+                .order_by(col(model.log_index))
+            )
+            for row in rows:
+                if row.tx_position is None:
+                    legacy[_legacy_key(row)].append(row)
+                else:
+                    exact[transfer_key(row)] = row
+    found: dict[TransferKey, _Row] = {}
+    for transfer in wanted:
+        key = transfer_key(transfer)
+        match = exact.get(key)
+        if match is None and (candidates := legacy.get(_legacy_key(transfer))):
+            match = exact[key] = candidates.pop(0)
+            match.tx_position = transfer.position
+            session.add(match)
+        if match is not None:
+            found[key] = match
+    return found
 
 
-# Hosted checkout tables live in their own package; importing them here registers them with the metadata.
-from paywatch.checkout import models as _checkout_models  # noqa: E402, F401
+def _legacy_key(source: Any) -> tuple[Any, ...]:
+    return source.network, source.tx_hash, source.asset_key, source.from_address, source.to_address, source.amount
+
+
+def insert_new(session: Session, model: type[TransferColumns], rows: list[dict[str, Any]]) -> set[TransferKey]:
+    """Insert transfer rows (in multi-row statements), leaving out each whose transfer is stored
+    already (another writer's, committed meanwhile); return the keys of the rows inserted."""
+    table = model.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    if not rows:
+        return set()
+    stmt = insert(table).on_conflict_do_nothing().returning(table.c.network, table.c.tx_hash, table.c.tx_position)
+    return {(row[0], row[1], row[2]) for row in session.execute(stmt, rows)}  # batched by the driver
