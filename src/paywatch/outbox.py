@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -18,7 +19,7 @@ def new_webhook_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def load_view(session: Session, invoice: Invoice, network: NetworkConfig) -> dict[str, object]:
+def load_view(session: Session, invoice: Invoice, network: NetworkConfig) -> dict[str, Any]:
     """The invoice JSON, read fresh from the session (used by the API and the outbox)."""
     payments = list(session.exec(select(Payment).where(Payment.invoice_id == invoice.id).order_by(col(Payment.id))))
     history = list(
@@ -35,12 +36,22 @@ def emit(session: Session, invoice: Invoice, event_types: list[str], now: dateti
     if not event_types:
         return
     session.flush()
-    data = load_view(session, invoice, network)
+    session.add_all(new_events(invoice, event_types, now, load_view(session, invoice, network)))
+    session.add(invoice)
+
+
+def new_events(invoice: Invoice, event_types: list[str], now: datetime, data: dict[str, Any]) -> list[CallbackEvent]:
+    """The outbox rows of ``event_types`` (not added to a session), ``data`` being the invoice's view.
+
+    Each bumps ``invoice.status_version``; ``data["status_version"]`` follows, so afterwards ``data``
+    is the view as of the last event.
+    """
+    rows = []
     for event_type in event_types:
         invoice.status_version += 1
         data["status_version"] = invoice.status_version
         body = strict_json({"type": event_type, "timestamp": iso(now), "data": data})
-        session.add(
+        rows.append(
             CallbackEvent(
                 webhook_id=new_webhook_id(),
                 store_id=invoice.store_id,
@@ -52,4 +63,4 @@ def emit(session: Session, invoice: Invoice, event_types: list[str], now: dateti
                 created_at=now,
             )
         )
-    session.add(invoice)
+    return rows
