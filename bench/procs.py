@@ -84,10 +84,19 @@ def peak_rss_mb(pid: int) -> float:
 class Child:
     """A child process whose stderr goes to ``log_path``; ``close()`` sends SIGTERM, then kills."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, *, pipe_stdout: bool = False) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log)
+        stdout = subprocess.PIPE if pipe_stdout else subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=stdout, stderr=self._log)
+
+    def first_line(self) -> str:
+        """The first line the child printed (``pipe_stdout`` children only)."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if not line:
+            self.check()
+        return line
 
     @classmethod
     def paywatch(cls, args: list[str], env: dict[str, str], log_path: Path) -> Child:

@@ -81,7 +81,8 @@ class Round:
 
 async def drive(ports: list[int], count: int, concurrency: int, warmup: int, headers: dict[str, str]) -> Round:
     """POST ``count`` invoices (after ``warmup`` untimed ones), round-robin over ``ports``."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # idle connections are dropped before uvicorn's 5 s keep-alive ends, so no request races its close
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
     created: list[dict[str, Any]] = []
     errors: list[str] = []
     latencies: list[float] = []
