@@ -96,7 +96,7 @@ async def drive(ports: list[int], count: int, concurrency: int, warmup: int, hea
                 try:
                     response = await client.post(urls[n % len(urls)], json=BODY)
                 except httpx.HTTPError as exc:
-                    errors.append(f"{type(exc).__name__}: {exc}")
+                    errors.append(f"{urls[n % len(urls)]}: {type(exc).__name__}: {exc!r} (cause {exc.__cause__!r})")
                     continue
                 if timed:
                     latencies.append(time.perf_counter() - started)
