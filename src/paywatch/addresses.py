@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Connection, Engine, create_engine, event, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -72,23 +74,36 @@ def allocate_index(session: Session, networks: Mapping[str, NetworkConfig], netw
     The counter belongs to the account key, not to the network: two networks configured with the
     same xpub never issue the same index. An account's first allocation seeds its counter past
     every index issued before migration 0004 by the networks that share the xpub.
+
+    On PostgreSQL the index is taken in a transaction of its own, committed at once (like a
+    sequence): the counter's row lock is held for one statement, not until the caller's
+    transaction ends, so concurrent invoice creations do not queue behind each other. An index
+    whose invoice is then rolled back stays unused (a gap, like an unpaid invoice's address).
+    SQLite's writers are serialised anyway; there the caller's transaction takes it.
     """
     if not network.xpub:
         raise InputError(f"network {network.name} has no xpub configured; cannot derive an address", field="network")
     account = account_key(network.xpub)
-    taken = _bump(session, account)
+    siblings = [n.name for n in networks.values() if n.xpub and account_key(n.xpub) == account]
+    if _dialect(session) != "postgresql":
+        return _take_index(session.connection(), account, siblings)
+    with _counter_engine(session).connect() as conn:
+        return _take_index(conn, account, siblings)
+
+
+def _take_index(conn: Connection, account: str, siblings: list[str]) -> int:
+    taken = _bump(conn, account)
     if taken is None:
-        siblings = [n.name for n in networks.values() if n.xpub and account_key(n.xpub) == account]
-        insert = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
-        seed = insert(AccountCounter).values(account=account, next_index=_first_unused(session, siblings))
-        session.exec(seed.on_conflict_do_nothing())
-        taken = _bump(session, account)
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        seed = insert(AccountCounter).values(account=account, next_index=_first_unused(conn, siblings))
+        conn.execute(seed.on_conflict_do_nothing())
+        taken = _bump(conn, account)
         assert taken is not None
     return taken - 1
 
 
-def _bump(session: Session, account: str) -> int | None:
-    bumped = session.exec(
+def _bump(conn: Connection, account: str) -> int | None:
+    bumped = conn.execute(
         update(AccountCounter)
         .where(col(AccountCounter.account) == account)
         .values(next_index=col(AccountCounter.next_index) + 1)
@@ -97,14 +112,37 @@ def _bump(session: Session, account: str) -> int | None:
     return None if bumped is None else int(bumped)
 
 
-def _first_unused(session: Session, networks: list[str]) -> int:
+_counter_engines: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+_counter_lock = threading.Lock()
+
+
+def _counter_engine(session: Session) -> Engine:
+    """A small autocommit pool beside the session's engine, for the counter statements only.
+
+    Not the session's own pool: a request holding one of its connections would wait for a second
+    one, and a full pool of such requests would wait for each other.
+    """
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with _counter_lock:
+        side = _counter_engines.get(engine)
+        if side is None:
+            side = create_engine(
+                engine.url, isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=4, pool_pre_ping=True
+            )
+            _counter_engines[engine] = side
+            event.listen(engine, "engine_disposed", lambda _engine: side.dispose())
+        return side
+
+
+def _first_unused(conn: Connection, networks: list[str]) -> int:
     """One past every index the given networks issued (per-network counters before 0004, and rows)."""
     queries = (
         sa_select(func.max(col(AddressCounter.next_index) - 1)).where(col(AddressCounter.network).in_(networks)),
         sa_select(func.max(col(DepositAddress.derivation_index))).where(col(DepositAddress.network).in_(networks)),
         sa_select(func.max(col(StoreAddress.derivation_index))).where(col(StoreAddress.network).in_(networks)),
     )
-    highest = [session.connection().execute(q).scalar() for q in queries]
+    highest = [conn.execute(q).scalar() for q in queries]
     return max([0, *(int(h) for h in highest if h is not None)]) + 1
 
 

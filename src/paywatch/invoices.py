@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from paywatch.addresses import (
     allocate_index,
@@ -29,8 +29,10 @@ from paywatch.errors import ConflictError, InputError, NotFoundError
 from paywatch.inputs import check_metadata, check_text
 from paywatch.ledger import Ledger
 from paywatch.netguard import validate_callback_url
-from paywatch.outbox import emit
+from paywatch.outbox import event_rows, insert_events
+from paywatch.policy import stored_heights
 from paywatch.store.models import DepositAddress, Invoice, Payment, StatusHistory, Store
+from paywatch.views import invoice_view
 
 DEFAULT_EXPIRY = timedelta(hours=24)
 MIN_EXPIRY = timedelta(minutes=1)
@@ -84,6 +86,13 @@ def create_invoice(
     ``height`` is the chain height now (see :func:`paywatch.health.creation_height`): the network's
     first scan starts no higher, so a payment made before any worker ran is still seen.
     """
+    return issue_invoice(session, config, store, req, now, height=height)[0]
+
+
+def issue_invoice(
+    session: Session, config: AppConfig, store: Store, req: InvoiceRequest, now: datetime, *, height: int | None = None
+) -> tuple[Invoice, dict[str, Any]]:
+    """:func:`create_invoice`, and the new invoice's JSON view (the API's answer), built without a query."""
     for name in ("network", "asset", "order_id", "description", "customer_email", "callback_url"):
         check_text(getattr(req, name), name)
     if isinstance(req.amount, str):
@@ -160,40 +169,59 @@ def create_invoice(
             check_amount_cap(session, store.id, config.settings.max_open_amount_invoices)
         invoice.address = store_shared_address(session, config.networks, network, store.id, strategy, now)
     invoice.address_key = address_key(invoice.address)
+    heights = stored_heights(session, network.name, uses_finality=network.finality is not None)
+    rows: list[SQLModel] = []
+    if strategy is Strategy.ADDRESS:
+        # A fresh HD index collides with nothing a second pick could avoid: no savepoint and no retry;
+        # a conflict (found by the flushes below) fails the request with a 409.
+        rows.append(
+            DepositAddress(
+                network=network.name,
+                address=invoice.address,
+                address_key=invoice.address_key,
+                derivation_index=invoice.address_index,
+                invoice_id=invoice.id,
+                created_at=now,
+            )
+        )
+    else:
+        _insert_shared_target(session, invoice, strategy, network.name, amount)
+    history = StatusHistory(
+        invoice_id=invoice.id, status=invoice.status, status_version=1, flags=[], reason="created", at=now
+    )
+    # A new invoice has no payments and this one history row: its view needs no query.
+    view = invoice_view(invoice, [], [history], heights, network)
+    rows.append(history)
+    events = event_rows(invoice, ["invoice.created"], now, view)
+    try:
+        session.add(invoice)
+        session.flush()  # first the invoice (with its final status_version), then the rows that refer to it
+        session.add_all(rows)
+        session.flush()
+        insert_events(session, events)
+    except IntegrityError as exc:
+        raise ConflictError("the deposit target was taken concurrently; retry the request") from exc
+    return invoice, view
+
+
+def _insert_shared_target(session: Session, invoice: Invoice, strategy: Strategy, network: str, amount: int) -> None:
+    """Insert ``invoice`` with a fresh memo or unique amount on its shared address, picking again on a clash."""
     for attempt in range(1, TARGET_ATTEMPTS + 1):
         if strategy is Strategy.MEMO:
             invoice.memo = new_memo()
-        elif strategy is Strategy.AMOUNT:
-            invoice.amount = unique_amount(session, network.name, invoice.address, asset_key, amount)
+        else:
+            invoice.amount = unique_amount(session, network, invoice.address, invoice.asset_key, amount)
             invoice.open_amount = invoice.amount
         try:
             with session.begin_nested():
                 session.add(invoice)
                 session.flush()
-                if strategy is Strategy.ADDRESS:
-                    session.add(
-                        DepositAddress(
-                            network=network.name,
-                            address=invoice.address,
-                            address_key=invoice.address_key,
-                            derivation_index=invoice.address_index,
-                            invoice_id=invoice.id,
-                            created_at=now,
-                        )
-                    )
-            break
+            return
         except IntegrityError as exc:
             # A concurrent request took the same memo or unique amount: its row is committed now
             # (the unique index made us wait for it), so picking again sees it and moves on.
-            if strategy is Strategy.ADDRESS or attempt == TARGET_ATTEMPTS:
+            if attempt == TARGET_ATTEMPTS:
                 raise ConflictError("the deposit target was taken concurrently; retry the request") from exc
-    session.add(
-        StatusHistory(
-            invoice_id=invoice.id, status=invoice.status, status_version=1, flags=[], reason="created", at=now
-        )
-    )
-    emit(session, invoice, ["invoice.created"], now, network)
-    return invoice
 
 
 def get_invoice(session: Session, store_id: str | None, invoice_id: str) -> Invoice:

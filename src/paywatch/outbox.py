@@ -29,7 +29,7 @@ def new_webhook_ids(count: int) -> list[str]:
     return ["msg_" + raw[i : i + _ID_BYTES].hex() for i in range(0, len(raw), _ID_BYTES)]
 
 
-def load_view(session: Session, invoice: Invoice, network: NetworkConfig) -> dict[str, object]:
+def load_view(session: Session, invoice: Invoice, network: NetworkConfig) -> dict[str, Any]:
     """The invoice JSON, read fresh from the session (used by the API and the outbox)."""
     payments = list(session.exec(select(Payment).where(Payment.invoice_id == invoice.id).order_by(col(Payment.id))))
     history = list(

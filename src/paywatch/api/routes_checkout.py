@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from paywatch.api import routes_invoices
 from paywatch.api.deps import Context, CurrentStore, DbSession
@@ -58,6 +59,11 @@ def view(request: Request, session: DbSession, context: Context, invoice: FiatIn
 @router.post("", status_code=201, include_in_schema=False)
 async def create(request: Request, store: CurrentStore, session: DbSession, context: Context) -> Any:
     body = await json_object(request)
+    # The database work (which may wait on row locks) runs in a worker thread, never on the event loop.
+    return await run_in_threadpool(_create, request, body, store, session, context)
+
+
+def _create(request: Request, body: dict[str, Any], store: CurrentStore, session: DbSession, context: Context) -> Any:
     if "price" not in body:
         try:
             crypto = InvoiceCreate.model_validate(body)
@@ -87,8 +93,14 @@ async def open_payment(
     body = await json_object(request)
     if set(body) != {"currency"}:
         raise InputError('the body must be {"currency": "tron:USDT"}', field="currency")
+    return await run_in_threadpool(_open_payment, request, store, session, context, rest, body["currency"])
+
+
+def _open_payment(
+    request: Request, store: CurrentStore, session: DbSession, context: Context, rest: str, currency: Any
+) -> dict[str, Any]:
     invoice = get_fiat_invoice(session, store.id, "chk_" + rest)
-    return attempt(request, session, context, invoice, body["currency"])
+    return attempt(request, session, context, invoice, currency)
 
 
 def attempt(

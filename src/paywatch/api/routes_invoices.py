@@ -13,13 +13,13 @@ from paywatch.health import creation_height, require_fresh
 from paywatch.invoices import (
     InvoiceRequest,
     cancel_invoice,
-    create_invoice,
     get_invoice,
+    issue_invoice,
     list_invoices,
     mark_paid,
 )
 from paywatch.outbox import load_view
-from paywatch.store.models import Invoice
+from paywatch.store.models import Invoice, NetworkState
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"], responses=ERROR_RESPONSES)
 InvoiceId = Annotated[str, Path(max_length=64, description="Invoice id (inv_...)")]
@@ -33,12 +33,16 @@ def _view(session: DbSession, context: Context, invoice: Invoice) -> dict[str, A
 def create(body: InvoiceCreate, store: CurrentStore, session: DbSession, context: Context) -> dict[str, Any]:
     now = context.clock()
     context.rate_limits().invoices.take(store.id, now)
+    # Read the network's scan state once: holding it keeps it in the session's identity map (which
+    # holds rows weakly), so the lag guard, the creation height and the view below reuse it.
+    state = session.get(NetworkState, body.network) if "\x00" not in body.network else None
     require_fresh(session, context.config, body.network, now)
     request = InvoiceRequest(**{**body.model_dump(exclude={"metadata"}), "metadata": body.metadata or {}})
     known = body.network in context.config.networks  # an unknown one is named by create_invoice
     height = creation_height(session, body.network, context.read_tip) if known else None
-    invoice = create_invoice(session, context.config, store, request, now, height=height)
-    return _view(session, context, invoice)
+    _invoice, view = issue_invoice(session, context.config, store, request, now, height=height)
+    del state
+    return view
 
 
 @router.get("", response_model=InvoiceList, summary="List invoices, newest first")

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
 
 from paywatch.api.deps import Context, DbSession
 from paywatch.api.routes_checkout import attempt, json_object, view
@@ -135,6 +136,11 @@ def status(slug: Slug, request: Request, session: DbSession, context: Context) -
 @router.post("/{slug}/attempts")
 async def open_(slug: Slug, request: Request, session: DbSession, context: Context) -> JSONResponse:
     body = await json_object(request)
+    # The database and price API work runs in a worker thread, never on the event loop.
+    return await run_in_threadpool(_open, slug, request, session, context, body.get("currency"))
+
+
+def _open(slug: str, request: Request, session: DbSession, context: Context, currency: Any) -> JSONResponse:
     invoice = _lookup(session, slug)
-    full: dict[str, Any] = attempt(request, session, context, invoice, body.get("currency"))
+    full: dict[str, Any] = attempt(request, session, context, invoice, currency)
     return JSONResponse(public_view(full), status_code=201, headers={"Cache-Control": "no-store"})

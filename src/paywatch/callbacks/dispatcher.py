@@ -124,8 +124,9 @@ class Dispatcher:
         self._per_host = per_host
         self._timeout = timeout
         self._batch_size = batch_size
-        # A claim must outlast the slowest wave of its batch, or another replica re-sends it early.
-        waves = -(-batch_size // max(1, min(per_host, concurrency)))
+        # A claim must outlast the slowest wave of what is in flight (up to a batch and a half, see
+        # run_once), or another replica re-sends it early.
+        waves = -(-(batch_size + batch_size // 2) // max(1, min(per_host, concurrency)))
         self._lease = lease if lease is not None else timedelta(seconds=waves * timeout + 10)
         self._lease = max(self._lease, timedelta(seconds=timeout + 5))
         self._max_rounds = max_rounds
@@ -136,15 +137,44 @@ class Dispatcher:
     # ------------------------------------------------------------------ public
 
     async def run_once(self) -> int:
-        """Deliver everything due now; returns the number of attempts made."""
+        """Deliver everything due now (at most ``max_rounds`` claims); returns the number of attempts made.
+
+        Claims overlap with deliveries: a new batch is claimed as soon as fewer than half a batch
+        is in flight, so the sends never wait for a whole batch's slowest answer or for the next
+        claim. Outcomes are recorded in small batches as they come in; an invoice's next event
+        becomes claimable only once its predecessor is recorded, which keeps each invoice in order.
+        """
         run = _Run(asyncio.Semaphore(self._concurrency), self._per_host)
-        total = 0
-        for _ in range(self._max_rounds):
-            jobs = await asyncio.to_thread(self._claim, self._clock(), None)
-            if not jobs:
-                break
-            total += await self._deliver_all(jobs, run)
-        return total
+        inflight: set[asyncio.Task[Outcome | None]] = set()
+        buffer: list[Outcome] = []
+        sent = claims = 0
+        starved = False  # the last claim found nothing: claim again only after recording outcomes
+        last_flush = time.monotonic()
+        while True:
+            if not starved and claims < self._max_rounds and len(inflight) <= self._batch_size // 2:
+                jobs = await asyncio.to_thread(self._claim, self._clock(), None)
+                claims += 1
+                inflight.update(asyncio.create_task(self._attempt(job, run)) for job in jobs)
+                starved = not jobs
+            if not inflight:
+                if buffer:
+                    await asyncio.to_thread(self._record, buffer)
+                    buffer, last_flush, starved = [], time.monotonic(), False
+                    continue  # recorded deliveries may have unblocked their invoices' next events
+                if starved or claims >= self._max_rounds:
+                    return sent
+                continue
+            done, inflight = await asyncio.wait(inflight, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                outcome = task.result()
+                if outcome is None:
+                    continue
+                sent += 1
+                DELIVERIES.labels(_result_label(outcome.status_code)).inc()
+                buffer.append(outcome)
+            if len(buffer) >= 64 or (buffer and time.monotonic() - last_flush > 0.25):
+                await asyncio.to_thread(self._record, buffer)
+                buffer, last_flush, starved = [], time.monotonic(), False
 
     async def deliver_now(self, event_id: int) -> Outcome | None:
         """Send one pending event immediately (used by ``callbacks test``); None if not sendable."""
@@ -252,25 +282,6 @@ class Dispatcher:
             self._http_transport = self._transport or PinnedTransport()
             self._http_loop = loop
         return self._http_transport
-
-    async def _deliver_all(self, jobs: list[Job], run: _Run) -> int:
-        tasks = [asyncio.create_task(self._attempt(job, run)) for job in jobs]
-        buffer: list[Outcome] = []
-        last_flush = time.monotonic()
-        sent = 0
-        for next_done in asyncio.as_completed(tasks):
-            outcome = await next_done
-            if outcome is None:
-                continue
-            sent += 1
-            DELIVERIES.labels(_result_label(outcome.status_code)).inc()
-            buffer.append(outcome)
-            if len(buffer) >= 64 or time.monotonic() - last_flush > 0.25:
-                await asyncio.to_thread(self._record, buffer)
-                buffer, last_flush = [], time.monotonic()
-        if buffer:
-            await asyncio.to_thread(self._record, buffer)
-        return sent
 
     async def _attempt(self, job: Job, run: _Run) -> Outcome | None:
         """Send one job; None when it was not sent because its endpoint just answered 410."""
