@@ -12,6 +12,10 @@ Chain-family neutral: everything chain-specific is behind the ChainAdapter. One 
    the cursor (expiry is judged by the scanned blocks' time), stores the payments and unmatched
    transfers and re-evaluates the invoices whose confirmations may have crossed the threshold.
 
+With its background thread (the default), a step reads its range while it builds or checks the
+watch index (the read's predicate waits for the index), and starts reading the next range, up to
+this step's tip, before it stores its own; the adapter is never used by two threads at once.
+
 A failed read raises; the cursor never passes a block that was not stored. There is no cap on
 catch-up: call ``step()`` again while ``StepResult.caught_up`` is False. A step that reaches the
 tip of a network whose adapter is a MempoolSource then polls the mempool (paywatch.mempool).
@@ -98,13 +102,11 @@ def record(
 
 @dataclass(frozen=True)
 class _Read:
-    """A range read in the scanner's background thread; ``this_step``: started by the step that
-    uses it (not ahead of time by the step before)."""
+    """A range being read (or read) in the scanner's background thread."""
 
     start: int
     end: int
     future: Future[ScannedRange]
-    this_step: bool = False
 
 
 class _PendingIndex:
@@ -315,18 +317,17 @@ class Scanner:
     def _read_early(self, start: int, end: int) -> _PendingIndex | None:
         """Start reading this step's range while its watch index is being built (or checked).
 
-        Only when there is a prefetch thread and no read of a range starting at ``start`` is
-        already under way. The read's watch predicate waits for the index (the block bodies,
-        most of the time, are read before it is first asked); :meth:`_fetch` takes the read, and
-        its failure fails the step as a direct read would.
+        Only with a prefetch thread, and unless the step before already read a range starting at
+        ``start`` (a failed read is read again). The read's watch predicate waits for the index:
+        the block bodies, most of the time, are read before it is first asked.
         """
         if self._pool is None or start > end:
             return None
-        if self._prefetched is not None and self._prefetched.start == start:
+        ahead = self._prefetched  # done: step() waited for it
+        if ahead is not None and ahead.start == start and ahead.end <= end and ahead.future.exception() is None:
             return None
         pending = _PendingIndex()
-        future = self._pool.submit(self.adapter.fetch_range, start, end, pending)
-        self._prefetched = _Read(start, end, future, this_step=True)
+        self._prefetched = _Read(start, end, self._pool.submit(self.adapter.fetch_range, start, end, pending))
         return pending
 
     def _prefetch(self, start: int, end: int, index: WatchIndex) -> None:
@@ -343,12 +344,11 @@ class Scanner:
             self._prefetched = _Read(start, end, future)
 
     def _fetch(self, start: int, end: int, index: WatchIndex) -> tuple[ScannedRange, int]:
-        """The range from the read under way when it starts at ``start`` (a prefetch may end
-        earlier), else read now. A failed prefetch is read again; a failed read started by this
-        step fails the step."""
+        """The range from the background read when it starts at ``start`` (a prefetch may end
+        earlier; its failure is this step's, as :meth:`_read_early` replaced a failed prefetch),
+        else read now."""
         pending, self._prefetched = self._prefetched, None
-        usable = pending is not None and pending.start == start and pending.end <= end
-        if pending is not None and usable and (pending.this_step or pending.future.exception() is None):
+        if pending is not None and pending.start == start and pending.end <= end:
             return pending.future.result(), pending.end
         return self.adapter.fetch_range(start, end, index.is_watched), end
 
