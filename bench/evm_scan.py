@@ -1,22 +1,26 @@
 """Benchmark the EVM scanner on anvil against a raw fetch and a per-block web3 loop, in one run.
 
-    PYTHONPATH=src:. python bench/evm_scan.py [--blocks 2000] [--watched 10000]
+    PYTHONPATH=src:. python bench/evm_scan.py [--blocks 2000] [--watched 10000] [--rounds 3] [--no-web3]
 
 Set-up: a fresh anvil; ``--blocks`` blocks of 5 transactions (3 native, 2 ERC-20 transfers),
 ``--watched`` watched addresses (invoices inserted in bulk into a SQLite file), 1% of the
-transfers going to them. Then, over the same blocks:
+transfers going to them. Then, over the same blocks, in ``--rounds`` interleaved rounds (each
+round runs every line once, in a rotated order), best of each line compared:
 
   paywatch   the real Scanner (EvmAdapter + matching + ledger + SQLite), in a child process so that
-             its peak RSS is its own;
+             its peak RSS and CPU are its own (a fresh copy of the database each round);
   (a) raw    batched JSON-RPC over httpx: block bodies + eth_getLogs per 100 blocks, JSON decoded,
-             nothing else (the limit; target: paywatch >= 0.7 of it);
+             nothing else, one request at a time (the limit; target: paywatch >= 0.85 of it);
   (a') bytes  the same batches over httpx, the body read as bytes and never decoded: the node and
              HTTP's own limit (set ``PAYWATCH_BENCH_PROFILE=file`` to write the scanner's cProfile);
   (b) web3   a per-block loop: ``w3.eth.get_block(n, True)`` and every receipt through web3, the way
              existing processors scan (target: paywatch >= 3x faster);
   (c) web3 batch  the same batches as paywatch, but through web3's formatting layer
              (``w3.batch_requests()``), to show what skipping it saves.
-Also: HTTP round trips per scanned block and the scanner's peak RSS (target <= 250 MB).
+Also: every line's spread (best, median, worst), the CPU seconds of the client and of the node
+(on a loaded machine the two share the cores, so the client's CPU slows the node), the ratio of
+each round's pair, HTTP round trips per scanned block, the transfers found (checked against those
+sent) and the scanner's peak RSS (target <= 250 MB).
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -235,9 +241,12 @@ def scan_child(url: str, token: str, first: int, db_url: str) -> None:
     profiler = cProfile.Profile() if profile_to else None
     if profiler is not None:
         profiler.enable()
+    cpu = time.process_time()  # every thread of this process: the prefetch thread too
     started = time.perf_counter()
     results = scanner.run_until_caught_up()
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    scanner.close()
     if profiler is not None and profile_to:
         profiler.disable()
         profiler.dump_stats(profile_to)
@@ -249,9 +258,12 @@ def scan_child(url: str, token: str, first: int, db_url: str) -> None:
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu": cpu,
                 "blocks": blocks,
                 "trips": adapter.rpc.round_trips,
                 "payments": payments,
+                "matched": sum(r.matched for r in results),
+                "unmatched": sum(r.unmatched for r in results),
                 "steps": len(results),
                 "peak_mb": peak_mb,
             }
@@ -259,11 +271,59 @@ def scan_child(url: str, token: str, first: int, db_url: str) -> None:
     )
 
 
+def node_cpu(pid: int) -> float:
+    """CPU seconds the node process has used so far (0.0 where /proc is not available)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Line:
+    """One benchmark line: its runs (seconds, this process's or the child's CPU, the node's CPU)."""
+
+    def __init__(self, label: str, run: Callable[[], tuple[float, float]]) -> None:
+        self.label = label
+        self.run = run
+        self.seconds: list[float] = []
+        self.cpu: list[float] = []
+        self.node_cpu: list[float] = []
+
+    def measure(self, node_pid: int) -> None:
+        before = node_cpu(node_pid)
+        seconds, cpu = self.run()
+        self.node_cpu.append(node_cpu(node_pid) - before)
+        self.seconds.append(seconds)
+        self.cpu.append(cpu)
+
+    def rates(self, blocks: int) -> list[float]:
+        return [blocks / s for s in self.seconds]
+
+
+def timed(fetch: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    cpu = time.process_time()
+    started = time.perf_counter()
+    fetch()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    return f"{ordered[-1]:.0f} best, {statistics.median(ordered):.0f} median, {ordered[0]:.0f} worst"
+
+
+def verdict(ratio: float, target: float) -> str:
+    return f"target >= {target}: {'met' if ratio >= target else 'MISSED'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=2000)
     parser.add_argument("--watched", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-web3", action="store_true", help="skip lines (b) and (c) (the slow web3 ones)")
     parser.add_argument("--scan-child", nargs=4, metavar=("URL", "TOKEN", "FIRST", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.scan_child:
@@ -272,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     node = AnvilNode("--gas-limit", "300000000").start()
+    assert node.proc is not None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             db_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -283,12 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{hits} transfers to them ({time.perf_counter() - started:.1f} s)"
             )
             pristine = Path(tmp) / "bench.db"
-            ours_runs: list[dict[str, Any]] = []
-            raw_runs: list[float] = []
-            bytes_runs: list[float] = []
-            batched_runs: list[float] = []
-            for round_no in range(args.rounds):  # interleaved rounds; best of each (the cores are shared)
-                scan_db = Path(tmp) / f"scan{round_no}.db"
+            scans: list[dict[str, Any]] = []
+            raw_trips: list[int] = []
+
+            def scanner() -> tuple[float, float]:
+                scan_db = Path(tmp) / f"scan{len(scans)}.db"
                 shutil.copyfile(pristine, scan_db)
                 child = subprocess.run(
                     [sys.executable, __file__, "--scan-child", node.url, token, str(first), f"sqlite:///{scan_db}"],
@@ -296,62 +356,87 @@ def main(argv: list[str] | None = None) -> int:
                     text=True,
                     check=True,
                 )
-                ours_runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
-                raw_s, raw_trips = raw_fetch(node.url, token, first, last)
-                raw_runs.append(raw_s)
-                bytes_runs.append(bytes_fetch(node.url, token, first, last))
-                batched_runs.append(web3_batched(node.url, token, first, last))
-            per_block_s = web3_per_block(node.url, first, last)
-            ours = min(ours_runs, key=lambda r: float(r["seconds"]))
-            raw_s, batched_s, bytes_s = min(raw_runs), min(batched_runs), min(bytes_runs)
-            print(
-                "rounds: paywatch "
-                + ", ".join(f"{r['blocks'] / r['seconds']:.0f}" for r in ours_runs)
-                + " | raw "
-                + ", ".join(f"{blocks / t:.0f}" for t in raw_runs)
-                + " | bytes "
-                + ", ".join(f"{blocks / t:.0f}" for t in bytes_runs)
-                + " | web3 batches "
-                + ", ".join(f"{blocks / t:.0f}" for t in batched_runs)
-                + " blocks/s (best of each is compared below)"
+                scan_db.unlink()
+                scans.append(json.loads(child.stdout.strip().splitlines()[-1]))
+                return float(scans[-1]["seconds"]), float(scans[-1]["cpu"])
+
+            def raw() -> tuple[float, float]:
+                return timed(lambda: raw_trips.append(raw_fetch(node.url, token, first, last)[1]))
+
+            ours = Line("paywatch scanner", scanner)
+            raw_line = Line("(a) raw httpx batches", raw)
+            bytes_line = Line(
+                "(a') bytes only, no JSON decode", lambda: timed(lambda: bytes_fetch(node.url, token, first, last))
             )
+            lines = [ours, raw_line, bytes_line]
+            if not args.no_web3:
+                lines.append(
+                    Line("(b) web3 per-block loop", lambda: timed(lambda: web3_per_block(node.url, first, last)))
+                )
+                lines.append(
+                    Line("(c) web3 batches", lambda: timed(lambda: web3_batched(node.url, token, first, last)))
+                )
+            for round_no in range(args.rounds):
+                # Interleaved rounds, each in another order (the cores are shared; the load drifts).
+                shift = round_no % len(lines)
+                for line in lines[shift:] + lines[:shift]:
+                    line.measure(node.proc.pid)
+                print(
+                    f"round {round_no + 1}: "
+                    + ", ".join(f"{line.label.split(' ')[0]} {blocks / line.seconds[-1]:.0f}" for line in lines)
+                    + " blocks/s",
+                    flush=True,
+                )
     finally:
         node.close()
 
-    ours_bps = ours["blocks"] / ours["seconds"]
-    raw_bps = blocks / raw_s
-    per_block_bps = blocks / per_block_s
-    batched_bps = blocks / batched_s
-    print(
-        f"paywatch scanner:        {ours_bps:8.0f} blocks/s  ({ours['blocks']} blocks in {ours['seconds']:.2f} s, "
-        f"{ours['steps']} steps, {ours['payments']} payments stored)"
-    )
-    print(
-        f"(a) raw httpx batches:   {raw_bps:8.0f} blocks/s  -> paywatch/raw = {ours_bps / raw_bps:.2f} "
-        f"(target >= 0.7: {'met' if ours_bps / raw_bps >= 0.7 else 'MISSED'})"
-    )
-    bytes_bps = blocks / bytes_s
-    print(
-        f"(a') bytes only, no JSON decode: {bytes_bps:8.0f} blocks/s  -> paywatch/bytes = {ours_bps / bytes_bps:.2f}, "
-        f"raw/bytes = {raw_bps / bytes_bps:.2f}"
-    )
-    print(
-        f"(b) web3 per-block loop: {per_block_bps:8.0f} blocks/s  -> paywatch is {ours_bps / per_block_bps:.1f}x "
-        f"faster (target >= 3x: {'met' if ours_bps / per_block_bps >= 3 else 'MISSED'})"
-    )
-    print(
-        f"(c) web3 batches with formatting: {batched_bps:8.0f} blocks/s  -> the same fetch unformatted (a) is "
-        f"{raw_bps / batched_bps:.2f}x faster; the whole paywatch scanner is {ours_bps / batched_bps:.2f}x faster"
-    )
-    print(
-        f"HTTP round trips per scanned block: paywatch {ours['trips'] / ours['blocks']:.3f} "
-        f"(raw baseline {raw_trips / blocks:.3f}; per-block loop 6.000)"
-    )
-    print(
-        f"scanner peak RSS: {ours['peak_mb']:.0f} MB (target <= 250 MB: "
-        f"{'met' if ours['peak_mb'] <= 250 else 'MISSED'})"
-    )
+    report(lines, scans, blocks, hits, raw_trips[0] if raw_trips else 0)
     return 0
+
+
+def report(lines: list[Line], scans: list[dict[str, Any]], blocks: int, hits: int, raw_trips: int) -> None:
+    """Print each line's best, median and worst, and the scanner's ratios (best to best, and per round)."""
+    ours, raw_line, bytes_line = lines[:3]
+    best = {line.label: max(line.rates(blocks)) for line in lines}
+    ours_bps = best[ours.label]
+    print(
+        f"\nblocks/s over {len(ours.seconds)} interleaved rounds; CPU seconds (median) of the client and of the node:"
+    )
+    for line in lines:
+        print(
+            f"  {line.label:34} {spread(line.rates(blocks)):36} "
+            f"client CPU {statistics.median(line.cpu):5.2f} s, node CPU {statistics.median(line.node_cpu):5.2f} s"
+        )
+    for base, target in ((raw_line, 0.85), (bytes_line, None)):
+        ratio = ours_bps / best[base.label]
+        per_round = [b / a for a, b in zip(ours.seconds, base.seconds, strict=True)]
+        print(
+            f"paywatch / {base.label.split(' ')[0]}: {ratio:.2f} best to best"
+            + (f" ({verdict(ratio, target)})" if target else "")
+            + f"; per round {', '.join(f'{r:.2f}' for r in per_round)} (median {statistics.median(per_round):.2f})"
+        )
+    print(f"raw / bytes: {best[raw_line.label] / best[bytes_line.label]:.2f} best to best")
+    if len(lines) > 3:
+        per_block, batched = lines[3], lines[4]
+        speedup = ours_bps / best[per_block.label]
+        print(f"paywatch / (b) web3 per-block loop: {speedup:.1f}x faster ({verdict(speedup, 3)})")
+        print(
+            f"(c) web3 batches: the same fetch unformatted (a) is {best[raw_line.label] / best[batched.label]:.2f}x "
+            f"faster; the whole paywatch scanner is {ours_bps / best[batched.label]:.2f}x faster"
+        )
+    fastest = min(scans, key=lambda r: float(r["seconds"]))
+    found = {(r["matched"], r["unmatched"]) for r in scans}
+    print(
+        f"scanner: {fastest['blocks']} blocks in {fastest['steps']} steps; {fastest['payments']} payments stored, "
+        f"{fastest['matched']} matched + {fastest['unmatched']} unmatched transfers of {hits} sent to watched addresses"
+        + ("" if len(found) == 1 and fastest["matched"] + fastest["unmatched"] == hits else " (MISMATCH between runs)")
+    )
+    print(
+        f"HTTP round trips per scanned block: paywatch {fastest['trips'] / fastest['blocks']:.3f} "
+        f"(raw baseline {raw_trips / blocks:.3f}; per-block loop 6.000; target <= 0.1)"
+    )
+    peak = max(float(r["peak_mb"]) for r in scans)
+    print(f"scanner peak RSS: {peak:.0f} MB (target <= 250 MB: {'met' if peak <= 250 else 'MISSED'})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ Chain-family neutral: everything chain-specific is behind the ChainAdapter. One 
    the cursor (expiry is judged by the scanned blocks' time), stores the payments and unmatched
    transfers and re-evaluates the invoices whose confirmations may have crossed the threshold.
 
+With its background thread (the default), a step reads its range while it builds or checks the
+watch index (the read's predicate waits for the index), and starts reading the next range, up to
+this step's tip, before it stores its own; the adapter is never used by two threads at once.
+
 A failed read raises; the cursor never passes a block that was not stored. There is no cap on
 catch-up: call ``step()`` again while ``StepResult.caught_up`` is False. A step that reaches the
 tip of a network whose adapter is a MempoolSource then polls the mempool (paywatch.mempool).
@@ -19,6 +23,7 @@ tip of a network whose adapter is a MempoolSource then polls the mempool (paywat
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -94,6 +99,38 @@ def record(
     return Applied(matches, unmatched, touched)
 
 
+@dataclass(frozen=True)
+class _Read:
+    """A range being read (or read) in the scanner's background thread."""
+
+    start: int
+    end: int
+    future: Future[ScannedRange]
+
+
+class _PendingIndex:
+    """The watch predicate of a read started before its step's watch index is ready: a call
+    waits for the index, or raises ChainError when building it failed (the step then fails
+    with the build's own error and the read is discarded)."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._index: WatchIndex | None = None
+
+    def resolve(self, index: WatchIndex) -> None:
+        self._index = index
+        self._ready.set()
+
+    def fail(self) -> None:
+        self._ready.set()
+
+    def __call__(self, address: str) -> bool:
+        self._ready.wait()
+        if self._index is None:
+            raise ChainError("the watch index of this step could not be built")
+        return self._index.is_watched(address)
+
+
 class WatchIndexCache:
     """The network's WatchIndex, kept current from the watch versions (paywatch.store.watch).
 
@@ -149,7 +186,7 @@ class Scanner:
         self.clock = clock
         self.watch = WatchIndexCache(network, engine)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"scan-{network.name}") if prefetch else None
-        self._prefetched: tuple[int, int, Future[ScannedRange]] | None = None
+        self._prefetched: _Read | None = None
         self.mempool: MempoolWatcher | None = None
         if network.mempool and isinstance(adapter, MempoolSource):
             self.mempool = MempoolWatcher(network, adapter, engine, ledger)
@@ -167,7 +204,7 @@ class Scanner:
         now = self.clock()
         heights: Heights | None = None
         if self._prefetched is not None:
-            wait([self._prefetched[2]])  # the adapter is never used by two threads at once
+            wait([self._prefetched.future])  # the adapter is never used by two threads at once
         try:
             heights = self.adapter.heights()
             return self._step(heights, now)
@@ -187,7 +224,6 @@ class Scanner:
 
     def _step(self, heights: Heights, now: datetime) -> StepResult:
         name = self.network.name
-        index = self.watch.get()
         with session_scope(self.engine) as session:
             state = session.get(NetworkState, name)
             cursor = state.cursor_height if state else None
@@ -198,6 +234,15 @@ class Scanner:
             start = start if floor is None else min(start, floor)  # never above an open invoice's creation
         else:
             start = cursor + 1
+        pending = self._read_early(start, min(heights.tip, start + self.network.batch_blocks - 1))
+        try:
+            index = self.watch.get()
+        except BaseException:
+            if pending is not None:
+                pending.fail()
+            raise
+        if pending is not None:
+            pending.resolve(index)
         if start > heights.tip:
             with session_scope(self.engine) as session:
                 self._save_heights(session, heights, now, None)
@@ -222,14 +267,8 @@ class Scanner:
             _check_range(scanned.blocks, start, end)
             if cursor_hash is not None and scanned.blocks[0].parent_hash != cursor_hash:
                 raise RetryableChainError(f"{name}: the chain is still reorganising at block {start}")
-        if end < heights.tip and self._pool is not None:
-            # Read the next range while this one is stored. Only blocks <= this step's tip: they were
-            # mined before this step built its watch index, so no invoice they pay is missing from it.
-            # The next step checks that it extends the blocks stored here, and drops it if the cursor
-            # did not move to its start (this range failed to store).
-            nxt = (end + 1, min(heights.tip, end + self.network.batch_blocks))
-            future = self._pool.submit(self.adapter.fetch_range, nxt[0], nxt[1], index.is_watched)
-            self._prefetched = (nxt[0], nxt[1], future)
+        if end < heights.tip:
+            self._prefetch(end + 1, min(heights.tip, end + self.network.batch_blocks), index)
         with session_scope(self.engine) as session:
             self._save_heights(session, heights, now, scanned.blocks[-1] if end == heights.tip else None)
             session.exec(
@@ -273,13 +312,42 @@ class Scanner:
             mempool=self._poll_mempool(now) if end >= heights.tip else None,
         )
 
+    def _read_early(self, start: int, end: int) -> _PendingIndex | None:
+        """Start reading this step's range while its watch index is being built (or checked).
+
+        Only with a prefetch thread, and unless the step before already read a range starting at
+        ``start`` (a failed read is read again). The read's watch predicate waits for the index:
+        the block bodies, most of the time, are read before it is first asked.
+        """
+        if self._pool is None or start > end:
+            return None
+        ahead = self._prefetched  # done: step() waited for it
+        if ahead is not None and ahead.start == start and ahead.end <= end and ahead.future.exception() is None:
+            return None
+        pending = _PendingIndex()
+        self._prefetched = _Read(start, end, self._pool.submit(self.adapter.fetch_range, start, end, pending))
+        return pending
+
+    def _prefetch(self, start: int, end: int, index: WatchIndex) -> None:
+        """Start reading ``start..end`` in the background while this step stores its range.
+
+        Called once this step is done with the adapter (the reorg checks are behind it), so the
+        adapter is still never used by two threads at once. Only blocks <= this step's tip: they
+        were mined before this step built its watch index, so no invoice they pay is missing from
+        it. The next step uses the read only if it starts at ``start``; the cursor moves only when
+        this step's range is stored, so a failed store leaves the read unused.
+        """
+        if self._pool is not None:
+            future = self._pool.submit(self.adapter.fetch_range, start, end, index.is_watched)
+            self._prefetched = _Read(start, end, future)
+
     def _fetch(self, start: int, end: int, index: WatchIndex) -> tuple[ScannedRange, int]:
-        """The range from the prefetch when it starts at ``start`` (it may end earlier), else read now."""
+        """The range from the background read when it starts at ``start`` (a prefetch may end
+        earlier; its failure is this step's, as :meth:`_read_early` replaced a failed prefetch),
+        else read now."""
         pending, self._prefetched = self._prefetched, None
-        if pending is not None:
-            p_start, p_end, future = pending
-            if p_start == start and p_end <= end and future.exception() is None:
-                return future.result(), p_end
+        if pending is not None and pending.start == start and pending.end <= end:
+            return pending.future.result(), pending.end
         return self.adapter.fetch_range(start, end, index.is_watched), end
 
     def _poll_mempool(self, now: datetime) -> MempoolResult | None:
