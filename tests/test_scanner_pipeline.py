@@ -139,9 +139,9 @@ def test_a_step_reads_its_range_while_its_watch_index_is_built(
     d.chain.mine(2)
     build = h.scanner.watch.get
 
-    def build_after_the_read_began(session: Session) -> WatchIndex:
+    def build_after_the_read_began() -> WatchIndex:
         wait_for("the step's range to be read", lambda: (begin, begin + 3) in reads.begun, timeout=30)
-        return build(session)
+        return build()
 
     h.scanner.watch.get = build_after_the_read_began  # type: ignore[method-assign]
     [result] = h.scan()
@@ -162,12 +162,12 @@ def test_a_failed_watch_index_build_fails_the_step_and_its_read_is_not_used(
     build = h.scanner.watch.get
     calls: list[int] = []
 
-    def fail_the_first_build(session: Session) -> WatchIndex:
+    def fail_the_first_build() -> WatchIndex:
         calls.append(1)
         if len(calls) == 1:
             wait_for("the step's range to be read", lambda: reads.begun, timeout=30)
             raise RuntimeError("the database went away")
-        return build(session)
+        return build()
 
     h.scanner.watch.get = fail_the_first_build  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="went away"):
