@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from paywatch.config import AppConfig, NetworkConfig, Settings, parse_networks
-from paywatch.store.db import make_engine, normalize_url, upgrade
+from paywatch.store.db import make_engine
 from tests.support.attack_counts import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401 (hooks)
-from tests.support.ports import worker_id
-
-PG_URL = os.environ.get("PAYWATCH_TEST_DATABASE_URL")
+from tests.support.databases import PG_URL, fresh_postgres_database, fresh_sqlite_database
+from tests.support.databases import finish as finish_databases
 
 # The BIP-39 test mnemonic "abandon ... about": public test vectors, never real funds.
 EVM_XPUB = (
@@ -58,29 +54,17 @@ def database_params() -> list[str]:
 
 @pytest.fixture(params=database_params())
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database; PostgreSQL ones are created and dropped around the test."""
+    """A migrated, empty database of the test's own: a copy of the process's migrated template
+    (``tests/support/databases.py``); PostgreSQL ones are created and dropped around the test."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'paywatch.db'}"
-        upgrade(url)
-        yield url
+        yield fresh_sqlite_database(tmp_path / "paywatch.db")
         return
     yield from fresh_postgres_database()
 
 
-def fresh_postgres_database() -> Iterator[str]:
-    assert PG_URL is not None
-    base = make_url(normalize_url(PG_URL))
-    name = f"pw_test_{worker_id()}_{secrets.token_hex(5)}"  # per xdist worker: easy to tell apart
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pytest_sessionfinish() -> None:
+    """Each test process drops its template databases (and the test databases still queued)."""
+    finish_databases()
 
 
 @pytest.fixture

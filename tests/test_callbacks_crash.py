@@ -1,9 +1,11 @@
 """SIGKILL the delivering process in the middle of a batch; after a restart nothing is lost.
 
-The child process (this module run as a script) delivers with the real clock; the parent kills it
-once the receiver has seen part of the batch, then a fresh dispatcher (its clock past the claim
-lease) finishes. Every event must arrive at least once, with its one ``webhook-id`` and a valid
-signature, and the first arrivals of one invoice's events must be in order.
+The child process (this module's ``child``, forked from the preloaded server of
+``tests/support/forked.py``; running this module as a script does the same) delivers with the
+real clock; the parent kills it once the receiver has seen part of the batch, then a fresh
+dispatcher (its clock past the claim lease) finishes. Every event must arrive at least once,
+with its one ``webhook-id`` and a valid signature, and the first arrivals of one invoice's events
+must be in order.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from paywatch.callbacks.dispatcher import Dispatcher
 from paywatch.config import AppConfig, NetworkConfig, Settings
 from paywatch.store.db import make_engine
 from tests.support.callback_receiver import Receiver, Reply, events_of, seed_invoice, seed_store, verify
+from tests.support.forked import ForkedProcess
 from tests.support.worker_procs import wait_for
 
 pytestmark = pytest.mark.slow
@@ -57,9 +59,8 @@ def test_sigkill_mid_batch_loses_nothing(
 
         receiver.hold_after(12)  # the child cannot finish: it is killed with part of the batch answered
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.test_callbacks_crash", db_url], cwd=ROOT, env=env, stdout=subprocess.PIPE
-        )
+        out = tmp_path / "child.out"
+        proc = ForkedProcess(child, db_url, env=env, log=out)  # what `python -m tests.test_callbacks_crash` runs
         try:
             wait_for("12 deliveries from the child", lambda: receiver.count > 12 or proc.poll() is not None, 120)
             os.kill(proc.pid, signal.SIGKILL)
@@ -69,8 +70,7 @@ def test_sigkill_mid_batch_loses_nothing(
             proc.wait(timeout=60)
             receiver.release()
         assert proc.returncode == -signal.SIGKILL
-        assert proc.stdout is not None and b"finished" not in proc.stdout.read()
-        proc.stdout.close()
+        assert "finished" not in out.read_text()
         seen_at_kill = receiver.count
         assert 12 < seen_at_kill < 50  # really killed in the middle of the batch
         states = [e.state for e in events_of(engine)]
