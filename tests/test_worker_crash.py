@@ -96,7 +96,10 @@ RPC_LATENCY = 0.015
 STEP_SECONDS = 0.08
 #: Blocks the kills leave for the last, uninterrupted worker.
 FINAL_RESERVE = 60
-CHILD_DISPATCH_TIMEOUT = 1.0
+#: The child's wait for the receiver's answer: below the claim lease (a claim outlives its request),
+#: and long enough for a loaded box. At 1 s two answers late under load sent an event to its third
+#: attempt, 5 minutes later (callbacks/schedule.py), past the test's hang guard.
+CHILD_DISPATCH_TIMEOUT = 5.0
 CHILD_CLAIM_LEASE = timedelta(seconds=6)
 
 
@@ -313,8 +316,11 @@ def pending_events(engine: Engine) -> int:
         return int(session.exec(stmt).one())
 
 
-def wait_for(what: str, condition: Callable[[], bool], worker: WorkerProcess, log: Path, timeout: float) -> None:
-    """Poll until ``condition``; fail if the worker dies, or on a hang (``HANG_GUARD`` at least)."""
+def wait_for(
+    what: str, condition: Callable[[], bool], worker: WorkerProcess, log: Path, timeout: float, every: float = 0.01
+) -> None:
+    """Poll until ``condition`` every ``every`` s; fail if the worker dies, or on a hang (``HANG_GUARD``
+    at least)."""
     timeout = max(timeout, HANG_GUARD)
     deadline = time.monotonic() + timeout
     while not condition():
@@ -322,7 +328,7 @@ def wait_for(what: str, condition: Callable[[], bool], worker: WorkerProcess, lo
             pytest.fail(f"the worker exited ({worker.proc.returncode}) waiting for {what}:\n{tail(log)}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail(log)}")
-        time.sleep(0.01)
+        time.sleep(every)
 
 
 def tail(log: Path, lines: int = 40) -> str:
@@ -339,6 +345,7 @@ def run_to_the_end(engine: Engine, db_url: str, networks: Path, log_path: Path, 
             worker,
             log_path,
             timeout=90,
+            every=0.1,  # the kills poll finely (they land at a block); the end needs no precision
         )
         assert worker.terminate() == 0, tail(log_path)
     finally:
