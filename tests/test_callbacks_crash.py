@@ -5,7 +5,8 @@ The child process (this module's ``child``, forked from the preloaded server of
 real clock; the parent kills it once the receiver has seen part of the batch, then a fresh
 dispatcher (its clock past the claim lease) finishes. Every event must arrive at least once,
 with its one ``webhook-id`` and a valid signature, and the first arrivals of one invoice's events
-must be in order.
+must be in order. A request the kill cut short (fewer body bytes than its content-length) is an
+attempt, not an arrival: what came of it must be a prefix of the event's body.
 """
 
 from __future__ import annotations
@@ -93,7 +94,12 @@ def test_sigkill_mid_batch_loses_nothing(
     final = events_of(engine)
     assert [e.state for e in final] == ["delivered"] * 50, [(e.id, e.state, e.last_error) for e in final]
     by_id = {e.webhook_id: e for e in final}
-    got = receiver.on("/crash")
+    requests = receiver.on("/crash")
+    # a request the kill cut short is an attempt, not an arrival; what did arrive is a prefix of its body
+    for request in requests:
+        if request.torn:
+            assert by_id[request.webhook_id].body.encode().startswith(request.body)
+    got = [r for r in requests if not r.torn]
     assert {r.webhook_id for r in got} == set(by_id)  # every event arrived, under its one webhook-id
     first_seen: dict[str, int] = {}
     for position, request in enumerate(got):

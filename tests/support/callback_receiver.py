@@ -60,6 +60,11 @@ class Received:
     def webhook_id(self) -> str:
         return self.headers.get("webhook-id", "")
 
+    @property
+    def torn(self) -> bool:
+        """The sender died mid-request: fewer body bytes arrived than its content-length announced."""
+        return len(self.body) != int(self.headers.get("content-length", "-1"))
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
