@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -13,6 +14,7 @@ from tests.support.api_helpers import make_api
 EXAMPLES_PER_OPERATION = 40
 
 
+@pytest.mark.slow
 def test_no_server_errors_and_schema_conformance(engine: Engine, app_config: AppConfig) -> None:
     api = make_api(engine, app_config)
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from paywatch.cli import app as cli_app
@@ -32,6 +33,7 @@ def run(
     return result
 
 
+@pytest.mark.slow
 def test_store_and_invoice_commands(db_url: str, tmp_path: Path) -> None:
     networks = tmp_path / "networks.yaml"
     networks.write_text(TEST_NETWORKS)

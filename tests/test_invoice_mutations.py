@@ -121,6 +121,7 @@ def pg_url() -> object:
     yield from fresh_postgres_database()
 
 
+@pytest.mark.slow
 def test_api_cancel_and_mark_paid_race_credits_postgres(pg_url: str, networks: dict[str, NetworkConfig]) -> None:
     """1,000 rounds: the API cancels or marks paid while the ledger credits the same invoice.
 

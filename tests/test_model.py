@@ -1197,6 +1197,7 @@ def model_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     yield from fresh_postgres_database()
 
 
+@pytest.mark.slow
 def test_money_model(model_db: str) -> None:
     examples = _env_int("PAYWATCH_MODEL_EXAMPLES", 200)
     seed_env = os.environ.get("PAYWATCH_MODEL_SEED")

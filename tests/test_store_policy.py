@@ -130,6 +130,7 @@ def test_patch_body_must_be_an_object(api: Api) -> None:
 # --- CLI ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_store_update(db_url: str, engine: Engine, tmp_path: Path) -> None:
     networks = tmp_path / "networks.yaml"
     networks.write_text(TEST_NETWORKS)

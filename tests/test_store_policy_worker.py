@@ -39,6 +39,7 @@ def devnet() -> Iterator[Devnet]:
     net.close()
 
 
+@pytest.mark.slow
 def test_policy_changes_reach_the_running_worker(devnet: Devnet, db_url: str, engine: Engine, tmp_path: Path) -> None:
     chain = devnet.chain
     entry = {**network_entry([devnet.node.url], devnet.usdt, poll=0.1), "start_block": chain.height() + 1}

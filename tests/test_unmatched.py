@@ -90,6 +90,7 @@ def test_attach_refuses_other_assets_and_orphans(engine: Engine, app_config: App
         attach(s, ledger, transfer_id, invoice_id, T0, actor="test")
 
 
+@pytest.mark.slow
 def test_cli_lists_and_attaches(db_url: str, engine: Engine, app_config: AppConfig, tmp_path: Path) -> None:
     invoice_id, transfer_id, _ = setup(engine, app_config)
     networks = tmp_path / "networks.yaml"

@@ -204,6 +204,7 @@ def test_unmatched_inbox_for_a_payment_to_the_shared_address(h: UtxoHarness) -> 
     assert item.reason == "no_amount_match" and item.amount == 20_000_000 and item.to_address == inv.address
 
 
+@pytest.mark.slow
 def test_one_thousand_watched_addresses(h: UtxoHarness) -> None:
     invoices = h.invoices(["0.001"] * 1000)
     for chunk in range(0, 1000, 250):

@@ -30,12 +30,13 @@ from paywatch.invoices import InvoiceRequest, create_invoice
 from paywatch.lease import Lease, lock_key
 from paywatch.metrics import REGISTRY
 from paywatch.redact import render_endpoint
-from paywatch.store.db import make_engine, session_scope, upgrade
+from paywatch.store.db import make_engine, session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, Store
 from paywatch.stores import create_store
 from paywatch.worker import Worker
 from tests.conftest import PG_URL, fresh_postgres_database
 from tests.support.callback_receiver import Receiver, Reply, verify
+from tests.support.databases import fresh_sqlite_database
 from tests.support.ports import free_port
 from tests.support.worker_procs import (
     USDT,
@@ -60,9 +61,7 @@ def devnet() -> Iterator[Devnet]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'paywatch.db'}"
-    upgrade(url)
-    return url
+    return fresh_sqlite_database(tmp_path / "paywatch.db")
 
 
 def started(proc: PaywatchProcess) -> bool:

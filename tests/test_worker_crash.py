@@ -18,9 +18,12 @@ valid signature. Timestamps and generated ids differ between runs and are left o
 
 Set ``PAYWATCH_CRASH_SEED`` to replay a run; the seed is printed.
 
-The child process is this module run as a script: the production ``Worker`` and config loading,
-with one injected change, a dispatcher whose claim lease is 25 s instead of ~8 min, so that the
-restarted workers themselves redeliver what a kill left claimed within the test's time.
+The child process runs :func:`child` (what this module run as a script runs): the production
+``Worker`` and config loading, with one injected change, a dispatcher whose claim lease is 25 s
+instead of ~8 min, so that the restarted workers themselves redeliver what a kill left claimed
+within the test's time. Each child is forked from a server that has already imported paywatch
+(``tests/support/forked.py``), so the 21 starts per database do not each pay the interpreter's
+start-up; it is still a process of its own, really SIGKILLed.
 """
 
 from __future__ import annotations
@@ -29,15 +32,13 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from sqlalchemy import func
@@ -48,7 +49,7 @@ from paywatch.config import AppConfig, Settings, load_config, raw_document
 from paywatch.devnet.chain import Chain
 from paywatch.devnet.node import ANVIL_IN_NODE_MODULES, AnvilNode
 from paywatch.invoices import InvoiceRequest, create_invoice
-from paywatch.store.db import make_engine, session_scope, upgrade
+from paywatch.store.db import make_engine, session_scope
 from paywatch.store.models import (
     CallbackEvent,
     Invoice,
@@ -61,7 +62,9 @@ from paywatch.store.models import (
 from paywatch.stores import create_store
 from tests.conftest import EVM_XPUB, database_params, fresh_postgres_database
 from tests.support.callback_receiver import Receiver, Reply, verify
+from tests.support.databases import fresh_sqlite_database
 from tests.support.fault_proxy import FaultProxy
+from tests.support.forked import ForkedProcess
 from tests.support.ports import free_port
 from tests.support.worker_procs import HANG_GUARD
 
@@ -255,10 +258,7 @@ def seed(
 def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(reference, crash) database URLs, migrated and empty."""
     if request.param == "sqlite":
-        urls = [f"sqlite:///{tmp_path / 'reference.db'}", f"sqlite:///{tmp_path / 'crash.db'}"]
-        for url in urls:
-            upgrade(url)
-        yield urls[0], urls[1]
+        yield fresh_sqlite_database(tmp_path / "reference.db"), fresh_sqlite_database(tmp_path / "crash.db")
         return
     first, second = fresh_postgres_database(), fresh_postgres_database()
     try:
@@ -272,9 +272,11 @@ def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
 
 
 class WorkerProcess:
-    """One ``python -m tests.test_worker_crash`` child on one database; its log goes to a file."""
+    """One child running :func:`child` on one database (forked from the preloaded server of
+    ``tests/support/forked.py``: the same code ``python -m tests.test_worker_crash`` runs, without
+    the interpreter's start-up); its output is appended to ``log``."""
 
-    def __init__(self, db_url: str, networks: Path, log: IO[bytes]) -> None:
+    def __init__(self, db_url: str, networks: Path, log: Path) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
@@ -282,9 +284,8 @@ class WorkerProcess:
             "PAYWATCH_NETWORKS": str(networks),
             "PAYWATCH_ALLOW_PRIVATE_CALLBACKS": "1",
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.test_worker_crash"], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
+        self.db_url = db_url
+        self.proc = ForkedProcess(child, env=env, log=log)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -316,16 +317,38 @@ def pending_events(engine: Engine) -> int:
         return int(session.exec(stmt).one())
 
 
-def wait_for(what: str, condition: Callable[[], bool], worker: WorkerProcess, log: Path, timeout: float) -> None:
-    """Poll until ``condition``; fail if the worker dies, or on a hang (``HANG_GUARD`` at least)."""
+def wait_for(
+    what: str, condition: Callable[[], bool], worker: WorkerProcess, log: Path, timeout: float, every: float = 0.01
+) -> None:
+    """Poll until ``condition`` every ``every`` s; fail if the worker dies, or on a hang: ``HANG_GUARD``
+    seconds (at least) in which the database did not move (cursor, undelivered callbacks). A loaded
+    box scans the 500 blocks slowly, but it scans them: slow progress is never a failure."""
     timeout = max(timeout, HANG_GUARD)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if not worker.alive():
-            pytest.fail(f"the worker exited ({worker.proc.returncode}) waiting for {what}:\n{tail(log)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail(log)}")
-        time.sleep(0.01)
+    engine = make_engine(worker.db_url)
+    try:
+        seen = progress(engine)
+        deadline = checked = time.monotonic()
+        deadline += timeout
+        while not condition():
+            if not worker.alive():
+                pytest.fail(f"the worker exited ({worker.proc.returncode}) waiting for {what}:\n{tail(log)}")
+            if time.monotonic() - checked >= 1.0:  # progress is looked at once a second
+                checked, now = time.monotonic(), progress(engine)
+                if now != seen:
+                    seen, deadline = now, checked + timeout
+                elif checked > deadline:
+                    pytest.fail(f"no progress for {timeout:.0f} s waiting for {what} (at {now}):\n{tail(log)}")
+            time.sleep(every)
+    finally:
+        engine.dispose()
+
+
+def progress(engine: Engine) -> tuple[int | None, int]:
+    """What a working worker changes: the cursor and the callbacks not yet delivered."""
+    with session_scope(engine) as session:
+        state = session.get(NetworkState, NETWORK)
+        stmt = select(func.count()).select_from(CallbackEvent).where(CallbackEvent.state != "delivered")
+        return (state.cursor_height if state else None), int(session.exec(stmt).one())
 
 
 def tail(log: Path, lines: int = 40) -> str:
@@ -334,19 +357,19 @@ def tail(log: Path, lines: int = 40) -> str:
 
 def run_to_the_end(engine: Engine, db_url: str, networks: Path, log_path: Path, tip: int) -> None:
     """Start a worker, wait until it scanned to ``tip`` and delivered every event, SIGTERM it."""
-    with log_path.open("ab") as log:
-        worker = WorkerProcess(db_url, networks, log)
-        try:
-            wait_for(
-                "the scan and every callback",
-                lambda: cursor_of(engine) == tip and pending_events(engine) == 0,
-                worker,
-                log_path,
-                timeout=90,
-            )
-            assert worker.terminate() == 0, tail(log_path)
-        finally:
-            worker.ensure_dead()
+    worker = WorkerProcess(db_url, networks, log_path)
+    try:
+        wait_for(
+            "the scan and every callback",
+            lambda: cursor_of(engine) == tip and pending_events(engine) == 0,
+            worker,
+            log_path,
+            timeout=90,
+            every=0.1,  # the kills poll finely (they land at a block); the end needs no precision
+        )
+        assert worker.terminate() == 0, tail(log_path)
+    finally:
+        worker.ensure_dead()
 
 
 # --------------------------------------------------------------------------- comparison
@@ -533,26 +556,25 @@ def kill_repeatedly(
     """SIGKILL a worker KILLS times, each a random number of blocks into its scan plus a random
     few milliseconds; returns the cursor height seen just before each kill."""
     kills: list[int] = []
-    with log_path.open("ab") as log:
-        for done in range(KILLS):
-            at_start = cursor_of(engine)
-            position = plan.start_block - 1 if at_start is None else at_start
-            budget = (plan.tip - FINAL_RESERVE - position) // (KILLS - done)  # leave work for later kills
-            target = position + rng.randint(1, max(1, budget))
-            worker = WorkerProcess(db_url, networks, log)
-            try:
-                wait_for(
-                    f"block {target} (kill {done + 1})",
-                    lambda target=target: (cursor_of(engine) or 0) >= target,
-                    worker,
-                    log_path,
-                    timeout=60,
-                )
-                time.sleep(rng.uniform(0.0, STEP_SECONDS))  # kills land anywhere in a step
-                kills.append(cursor_of(engine) or 0)
-                worker.kill()
-            finally:
-                worker.ensure_dead()
+    for done in range(KILLS):
+        at_start = cursor_of(engine)
+        position = plan.start_block - 1 if at_start is None else at_start
+        budget = (plan.tip - FINAL_RESERVE - position) // (KILLS - done)  # leave work for later kills
+        target = position + rng.randint(1, max(1, budget))
+        worker = WorkerProcess(db_url, networks, log_path)
+        try:
+            wait_for(
+                f"block {target} (kill {done + 1})",
+                lambda target=target: (cursor_of(engine) or 0) >= target,
+                worker,
+                log_path,
+                timeout=60,
+            )
+            time.sleep(rng.uniform(0.0, STEP_SECONDS))  # kills land anywhere in a step
+            kills.append(cursor_of(engine) or 0)
+            worker.kill()
+        finally:
+            worker.ensure_dead()
     return kills
 
 

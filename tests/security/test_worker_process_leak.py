@@ -12,7 +12,7 @@ import pytest
 
 from paywatch.devnet.node import free_port
 from paywatch.redact import render_endpoint
-from paywatch.store.db import upgrade
+from tests.support.databases import fresh_sqlite_database
 from tests.support.worker_procs import PaywatchProcess, network_entry, paywatch_env, wait_for, write_networks
 
 pytestmark = pytest.mark.attack("secret_leak")
@@ -22,8 +22,7 @@ PASSWORD, PATH_KEY, QUERY_KEY, TOKEN = "pw-7f3a9c1e", "pk-5b8d2e4f6a", "qk-1c3e5
 
 def test_worker_log_and_separate_metrics_leak_nothing(tmp_path: Path) -> None:
     url = f"http://alice:{PASSWORD}@127.0.0.1:{free_port()}/v3/{PATH_KEY}?apikey={QUERY_KEY}"
-    database = f"sqlite:///{tmp_path / 'paywatch.db'}"
-    upgrade(database)
+    database = fresh_sqlite_database(tmp_path / "paywatch.db")
     networks = write_networks(tmp_path / "networks.yaml", {"leaky": network_entry([url], "0x" + "11" * 20, poll=0.2)})
     port = free_port()
     env = paywatch_env(database, networks, PAYWATCH_METRICS_BIND=f"127.0.0.1:{port}", PAYWATCH_METRICS_TOKEN=TOKEN)

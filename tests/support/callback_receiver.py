@@ -62,8 +62,7 @@ class Received:
 
     @property
     def torn(self) -> bool:
-        """Fewer body bytes than its content-length: the sender died mid-request (a merchant's
-        server would reject it as unparseable, so it never counts as a delivery)."""
+        """The sender died mid-request: fewer body bytes arrived than its content-length announced."""
         return len(self.body) != int(self.headers.get("content-length", "-1"))
 
 

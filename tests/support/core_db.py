@@ -8,22 +8,19 @@ Import ``shared_db_url`` into a test module to override conftest's ``db_url`` th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlmodel import SQLModel
 
-from paywatch.store.db import make_engine, upgrade
-from tests.conftest import database_params, fresh_postgres_database
+from paywatch.store.db import make_engine
+from tests.conftest import database_params
+from tests.support.databases import fresh_postgres_database, fresh_sqlite_database
 
 
 @pytest.fixture(scope="module", params=database_params())
 def _module_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if request.param == "sqlite":
-        path: Path = tmp_path_factory.mktemp("core") / "paywatch.db"
-        url = f"sqlite:///{path}"
-        upgrade(url)
-        yield url
+        yield fresh_sqlite_database(tmp_path_factory.mktemp("core") / "paywatch.db")
         return
     yield from fresh_postgres_database()
 

@@ -1,0 +1,128 @@
+"""Fresh, migrated test databases, made fast: each test process migrates one template per backend
+and every test gets its own copy of it.
+
+* SQLite: the template is a file migrated through Alembic once; a test's database is a byte copy
+  of it (the template is closed and checkpointed, so the copy is complete).
+* PostgreSQL: the template is a database migrated through Alembic once per test process (xdist
+  worker); a test's database is ``CREATE DATABASE ... TEMPLATE`` of it, a real database of its
+  own. ``DROP DATABASE`` forces a checkpoint on PostgreSQL 15, so the drop is handed to a
+  background thread of the process (it still uses ``WITH (FORCE)``, so a connection left open
+  cannot keep the database alive); ``finish()`` waits for the queued drops and drops the template.
+
+The copy is what ``upgrade(url)`` on an empty database produces, table for table, because it is
+the result of exactly that call; nothing is shared between two tests' databases.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from paywatch.store.db import normalize_url, upgrade
+from tests.support.ports import worker_id
+
+PG_URL = os.environ.get("PAYWATCH_TEST_DATABASE_URL")
+
+_lock = threading.Lock()
+_sqlite_template: Path | None = None
+_pg_template: str | None = None
+_drops: queue.Queue[str | None] = queue.Queue()
+_dropper: threading.Thread | None = None
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def fresh_sqlite_database(path: Path) -> str:
+    """A migrated, empty SQLite database at ``path`` (a copy of this process's template); its URL."""
+    global _sqlite_template
+    with _lock:
+        if _sqlite_template is None:
+            template = Path(tempfile.mkdtemp(prefix=f"pw-template-{worker_id()}-")) / "migrated.db"
+            upgrade(f"sqlite:///{template}")
+            for suffix in ("-wal", "-shm", "-journal"):  # closed: everything is in the main file
+                side = template.with_name(template.name + suffix)
+                assert not side.exists() or side.stat().st_size == 0, side
+            _sqlite_template = template
+    shutil.copyfile(_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _admin_url() -> str:
+    assert PG_URL is not None
+    return make_url(normalize_url(PG_URL)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _url_of(name: str) -> str:
+    assert PG_URL is not None
+    return make_url(normalize_url(PG_URL)).set(database=name).render_as_string(hide_password=False)
+
+
+def _execute(sql: str) -> None:
+    with psycopg.connect(_admin_url(), autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]  # our own names: pw_test_<worker>_<hex>, pw_tpl_...
+
+
+def _drop_loop() -> None:
+    while True:
+        name = _drops.get()
+        try:
+            if name is None:
+                return
+            _execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.Error:
+            pass  # the server went away; nothing left to clean
+        finally:
+            _drops.task_done()
+
+
+def _template() -> str:
+    """This process's migrated template database (created on first use)."""
+    global _pg_template, _dropper
+    with _lock:
+        if _pg_template is None:
+            name = f"pw_tpl_{worker_id()}_{secrets.token_hex(5)}"
+            _execute(f'CREATE DATABASE "{name}"')
+            upgrade(_url_of(name))  # its engine is disposed: no connection stays on the template
+            _pg_template = name
+            _dropper = threading.Thread(target=_drop_loop, name="drop-test-databases", daemon=True)
+            _dropper.start()
+        return _pg_template
+
+
+def fresh_postgres_database() -> Iterator[str]:
+    """A migrated, empty PostgreSQL database of its own (a generator: yields its URL, then drops it)."""
+    template = _template()
+    name = f"pw_test_{worker_id()}_{secrets.token_hex(5)}"  # per xdist worker: easy to tell apart
+    _execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield _url_of(name)
+    finally:
+        _drops.put(name)
+
+
+def finish() -> None:
+    """Wait for the queued drops, then drop the template and remove the SQLite one (session end)."""
+    global _pg_template, _sqlite_template, _dropper
+    if _dropper is not None:
+        _drops.put(None)
+        _dropper.join()
+        _dropper = None
+    if _pg_template is not None:
+        _execute(f'DROP DATABASE IF EXISTS "{_pg_template}" WITH (FORCE)')
+        _pg_template = None
+    if _sqlite_template is not None:
+        shutil.rmtree(_sqlite_template.parent, ignore_errors=True)
+        _sqlite_template = None
