@@ -228,4 +228,4 @@ def test_bad_metrics_bind_is_refused_naming_the_variable(tmp_path: Path, bind: s
         "PAYWATCH_METRICS_BIND": bind,
     }
     result = status(env)
-    assert result.exit_code == 2 and "PAYWATCH.metrics_bind: expected host:port" in result.stderr
+    assert result.exit_code == 2 and "PAYWATCH_METRICS_BIND: expected host:port" in result.stderr
