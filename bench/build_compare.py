@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
@@ -265,8 +265,36 @@ def run(engine: Engine, sizes: list[int], rounds: int, with_profile: bool) -> No
             f"{new[0]:>9.2f} | {new[1]:>9.2f} | {new[2]:>9.2f} | {new[0] / old[0]:>7.2f}",
             flush=True,
         )
+    explain_page(engine, network)
     if with_profile:
         profile(engine, network)
+
+
+def explain_page(engine: Engine, network: NetworkConfig) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of the page a build reads halfway through the table."""
+    with read_scope(engine) as session:
+        middle = addresses.watch_rows(session, network, limit=done_half(engine))[-1]
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with read_scope(engine) as session:
+            addresses.watch_rows(session, network, after=(middle[-1], middle[0]), limit=addresses.WATCH_PAGE)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    statement, parameters = statements[-1]
+    print(f"\nEXPLAIN (ANALYZE, BUFFERS) of a page halfway:\n  {statement}")
+    with engine.connect() as conn:
+        for (line,) in conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters):
+            print("  " + line)
+
+
+def done_half(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM invoices")).scalar_one()) // 2
 
 
 if __name__ == "__main__":

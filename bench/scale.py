@@ -327,7 +327,7 @@ def explain(engine: Engine, invoice_id: str, network: NetworkConfig) -> None:
     final = [status.value for status in TERMINAL]
     with read_scope(engine) as s:
         first = watch_rows(s, network, limit=1)[0]
-        page = sql(_captured(lambda: watch_rows(s, network, after=(first[-1], first[0]), limit=20_000)))
+        page = _sent(engine, lambda: watch_rows(s, network, after=(first[-1], first[0]), limit=20_000))
         since = sql(_captured(lambda: watch_rows(s, network, since=0)))
         versions = sql(_captured(lambda: read_versions(s, "bench")))
     queries = {
@@ -362,6 +362,26 @@ def explain(engine: Engine, invoice_id: str, network: NetworkConfig) -> None:
             for (line,) in conn.execute(text("EXPLAIN ANALYZE " + statement.replace(":", "\\:"))):
                 print("  " + line)
         conn.rollback()
+
+
+def _sent(engine: Engine, call: Any) -> str:
+    """The last statement ``call`` sends to PostgreSQL, its parameters rendered by psycopg (the page
+    key is bound as the driver gave it, which SQLAlchemy cannot render as a literal)."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    statement, parameters = seen[-1]
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        return psycopg.ClientCursor(raw).mogrify(statement, parameters)
 
 
 def _captured(call: Any) -> Any:
