@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python bench/utxo_scan.py
 	$(BIN)/python bench/callbacks.py
 	$(BIN)/python bench/scale.py --database $(BENCH_DATABASE)
+	$(BIN)/python bench/build_compare.py --database $(BENCH_DATABASE)
 	$(BIN)/python bench/scale_api.py --database $(BENCH_DATABASE)
 	$(BIN)/python bench/scale_callbacks.py --database $(BENCH_DATABASE)
 

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,7 @@ def peak_rss_mb() -> float:
 
 
 def invoice_rows(count: int, rng: random.Random, now: datetime, token: str) -> list[dict[str, Any]]:
+    """``count`` invoices created one microsecond apart from ``now`` on (as the API stamps them)."""
     rows = []
     for i in range(count):
         usdt = i % 2 == 1
@@ -100,7 +101,7 @@ def invoice_rows(count: int, rng: random.Random, now: datetime, token: str) -> l
                 decimals=6 if usdt else 18,
                 amount=10**6,
                 confirmations=12,
-                now=now,
+                now=now + timedelta(microseconds=i),
             )
         )
     return rows
@@ -168,7 +169,7 @@ def run(url: str, sizes: list[int], node: AnvilNode, token: str, blocks: int) ->
     for size in sizes:
         began = time.perf_counter()
         while len(ids) < size:
-            rows = invoice_rows(min(20_000, size - len(ids)), rng, now, token)
+            rows = invoice_rows(min(20_000, size - len(ids)), rng, now + timedelta(milliseconds=len(ids)), token)
             insert_invoices(engine, rows)
             ids.extend(r["id"] for r in rows)
             addresses.extend(r["address"] for r in rows)
@@ -325,7 +326,8 @@ def explain(engine: Engine, invoice_id: str, network: NetworkConfig) -> None:
 
     final = [status.value for status in TERMINAL]
     with read_scope(engine) as s:
-        page = sql(_captured(lambda: watch_rows(s, network, after_id=invoice_id, limit=20_000)))
+        first = watch_rows(s, network, limit=1)[0]
+        page = _sent(engine, lambda: watch_rows(s, network, after=(first[-1], first[0]), limit=20_000))
         since = sql(_captured(lambda: watch_rows(s, network, since=0)))
         versions = sql(_captured(lambda: read_versions(s, "bench")))
     queries = {
@@ -360,6 +362,26 @@ def explain(engine: Engine, invoice_id: str, network: NetworkConfig) -> None:
             for (line,) in conn.execute(text("EXPLAIN ANALYZE " + statement.replace(":", "\\:"))):
                 print("  " + line)
         conn.rollback()
+
+
+def _sent(engine: Engine, call: Any) -> str:
+    """The last statement ``call`` sends to PostgreSQL, its parameters rendered by psycopg (the page
+    key is bound as the driver gave it, which SQLAlchemy cannot render as a literal)."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    statement, parameters = seen[-1]
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        return psycopg.ClientCursor(raw).mogrify(statement, parameters)
 
 
 def _captured(call: Any) -> Any:

@@ -5,7 +5,7 @@ network's version at commit, and a scanner's WatchIndexCache picks the change up
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import count
 
 import pytest
@@ -134,6 +134,25 @@ def test_a_late_window_change_rebuilds_the_index(engine: Engine, app_config: App
         assert read_versions(s, EVERY_NETWORK)[0] == 1
     assert isinstance(_match(cache, _transfer(inv.address, 10**18, late)), Match)
     assert cache.builds == 2
+
+
+def test_the_deadline_is_the_expiry_plus_the_late_window_to_the_second(
+    engine: Engine, app_config: AppConfig
+) -> None:
+    """The database computes the deadline (floor of the expiry's unix time, plus the late window)."""
+    store = _store(engine)
+    inv = _invoice(engine, app_config, store)
+    expires = T0 + timedelta(hours=1, microseconds=999_999)  # a fraction that rounding would carry
+    with session_scope(engine) as s:
+        row = s.get(Invoice, inv.id)
+        assert row is not None
+        row.expires_at = expires
+    deadline = int(expires.timestamp()) + store.late_window_seconds
+    cache = WatchIndexCache(app_config.networks["ethereum"], engine)
+    on_time = _match(cache, _transfer(inv.address, 10**18, datetime.fromtimestamp(deadline, UTC)))
+    assert isinstance(on_time, Match)
+    after = _match(cache, _transfer(inv.address, 10**18, datetime.fromtimestamp(deadline + 1, UTC)))
+    assert isinstance(after, Unmatched) and after.reason is UnmatchedReason.EXPIRED_BEYOND_LATE_WINDOW
 
 
 def test_building_the_index_takes_no_write_lock(engine: Engine, app_config: AppConfig, db_url: str) -> None:

@@ -221,15 +221,21 @@ class WatchIndex:
 
 _ID_PREFIX = "inv_"
 _ID_BYTES = 10
-_HEX = frozenset("0123456789abcdef")
+_PREFIX_LENGTH = len(_ID_PREFIX)
+_ID_LENGTH = _PREFIX_LENGTH + 2 * _ID_BYTES
 
 
 def _pack_id(invoice_id: str) -> bytes | None:
     """``inv_<20 lowercase hex>`` as its 10 bytes; None for any other form (kept as a string)."""
-    if len(invoice_id) == len(_ID_PREFIX) + 2 * _ID_BYTES and invoice_id.startswith(_ID_PREFIX):
-        digits = invoice_id[len(_ID_PREFIX) :]
-        if _HEX.issuperset(digits):
-            return bytes.fromhex(digits)
+    if len(invoice_id) == _ID_LENGTH and invoice_id.startswith(_ID_PREFIX):
+        digits = invoice_id[_PREFIX_LENGTH:]
+        try:
+            packed = bytes.fromhex(digits)
+        except ValueError:
+            return None
+        # fromhex also reads upper case and skips spaces: only an id it gives back unchanged is packed
+        if len(packed) == _ID_BYTES and packed.hex() == digits:
+            return packed
     return None
 
 

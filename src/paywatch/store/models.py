@@ -54,7 +54,7 @@ class Invoice(SQLModel, table=True):
         UniqueConstraint("network", "address_key", "asset_key", "open_amount", name="uq_invoice_open_amount"),
         Index("ix_invoice_store_created", "store_id", "created_at", "id"),
         Index("ix_invoice_status_expires", "status", "expires_at"),
-        Index("ix_invoice_network_created", "network", "created_at"),
+        Index("ix_invoice_network_created_id", "network", "created_at", "id"),
         Index("ix_invoice_network_watch_seq", "network", "watch_seq"),
         Index("ix_invoice_network_open_amount", "network", "open_amount"),
         Index("ix_invoice_store_open_amount", "store_id", "open_amount"),
