@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
@@ -48,7 +48,7 @@ def emit(
     now: datetime,
     network: NetworkConfig,
     *,
-    view: dict[str, object] | None = None,
+    view: dict[str, Any] | None = None,
 ) -> None:
     """Append one outbox row per event; each bumps ``status_version`` so receivers can order them.
 
@@ -72,8 +72,34 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(insert(CallbackEvent), rows)
 
 
+class EventOwner(Protocol):
+    """What an outbox row is about: a crypto invoice, or a fiat-priced one (``fiat=True``)."""
+
+    id: str
+    store_id: str
+    status_version: int
+
+
+def event_row(
+    owner: EventOwner, event_type: str, now: datetime, data: dict[str, Any], status_version: int, *, fiat: bool = False
+) -> dict[str, Any]:
+    """One outbox row (without its webhook id, which :func:`insert_events` adds)."""
+    return {
+        "store_id": owner.store_id,
+        "invoice_id": None if fiat else owner.id,
+        "fiat_invoice_id": owner.id if fiat else None,
+        "type": event_type,
+        "status_version": status_version,
+        "body": strict_json({"type": event_type, "timestamp": iso(now), "data": data}),
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 def event_rows(
-    invoice: Invoice, event_types: list[str], now: datetime, view: dict[str, object]
+    invoice: EventOwner, event_types: list[str], now: datetime, view: dict[str, Any], *, fiat: bool = False
 ) -> list[dict[str, Any]]:
     """The outbox rows of ``event_types`` for ``invoice`` (whose JSON is ``view``), bumping its
     ``status_version`` once per event, for :func:`insert_events` (which adds their webhook ids);
@@ -82,17 +108,5 @@ def event_rows(
     for event_type in event_types:
         invoice.status_version += 1
         view["status_version"] = invoice.status_version
-        rows.append(
-            {
-                "store_id": invoice.store_id,
-                "invoice_id": invoice.id,
-                "type": event_type,
-                "status_version": invoice.status_version,
-                "body": strict_json({"type": event_type, "timestamp": iso(now), "data": view}),
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
+        rows.append(event_row(invoice, event_type, now, view, invoice.status_version, fiat=fiat))
     return rows

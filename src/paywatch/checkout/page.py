@@ -10,9 +10,7 @@ import segno
 from sqlmodel import Session
 
 from paywatch.checkout.models import FiatInvoice
-from paywatch.inputs import strict_json
-from paywatch.outbox import new_webhook_id
-from paywatch.store.models import CallbackEvent
+from paywatch.outbox import event_row, insert_events
 from paywatch.views import iso
 
 PUBLIC_PAYMENT_FIELDS = (
@@ -65,19 +63,7 @@ def mark_viewed(session: Session, invoice: FiatInvoice, now: datetime) -> bool:
     invoice.viewed_at = now
     session.add(invoice)
     data = {"id": invoice.id, "order_id": invoice.order_id, "status": invoice.status, "viewed_at": iso(now)}
-    session.add(
-        CallbackEvent(
-            webhook_id=new_webhook_id(),
-            store_id=invoice.store_id,
-            invoice_id=None,
-            fiat_invoice_id=invoice.id,
-            type="invoice.viewed",
-            status_version=0,
-            body=strict_json({"type": "invoice.viewed", "timestamp": iso(now), "data": data}),
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
+    insert_events(session, [event_row(invoice, "invoice.viewed", now, data, 0, fiat=True)])
     return True
 
 

@@ -36,11 +36,11 @@ from paywatch.domain.rates import Rate, fiat_to_units
 from paywatch.domain.status import TERMINAL, InvoiceStatus, is_confirmed
 from paywatch.errors import ConflictError, InputError, NotFoundError
 from paywatch.health import require_fresh
-from paywatch.inputs import check_text, strict_json
+from paywatch.inputs import check_text
 from paywatch.invoices import InvoiceRequest, create_invoice, newest_first, parse_expires_in, status_filter
-from paywatch.outbox import load_view, new_webhook_id
+from paywatch.outbox import event_rows, insert_events, load_view
 from paywatch.policy import store_policy, stored_heights
-from paywatch.store.models import CallbackEvent, Invoice, Payment, Store
+from paywatch.store.models import Invoice, Payment, Store
 from paywatch.views import iso
 
 DEFAULT_LOCK = timedelta(minutes=15)
@@ -322,23 +322,7 @@ def emit_fiat(
     if not event_types:
         return
     data = fiat_view(session, config, invoice, settings, remaining)
-    for event_type in event_types:
-        invoice.status_version += 1
-        data["status_version"] = invoice.status_version
-        body = strict_json({"type": event_type, "timestamp": iso(now), "data": data})
-        session.add(
-            CallbackEvent(
-                webhook_id=new_webhook_id(),
-                store_id=invoice.store_id,
-                invoice_id=None,
-                fiat_invoice_id=invoice.id,
-                type=event_type,
-                status_version=invoice.status_version,
-                body=body,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
+    insert_events(session, event_rows(invoice, event_types, now, data, fiat=True))
     session.add(invoice)
 
 
