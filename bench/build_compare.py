@@ -25,7 +25,6 @@ import cProfile
 import gc
 import io
 import pstats
-import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,15 +32,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from sqlalchemy import Engine, event, text
 from sqlalchemy import select as sa_select
-from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from bench.procs import fresh_database  # noqa: E402
 from bench.seed import STORE_ID, add_store  # noqa: E402
 
 from paywatch import addresses  # noqa: E402
@@ -49,7 +47,7 @@ from paywatch.addresses import ANY_STRATEGY, load_watch_index, min_amounts, shar
 from paywatch.config import NetworkConfig  # noqa: E402
 from paywatch.domain.matching import Strategy, Watch, WatchIndex  # noqa: E402
 from paywatch.domain.transfer import NATIVE  # noqa: E402
-from paywatch.store.db import make_engine, normalize_url, read_scope, upgrade  # noqa: E402
+from paywatch.store.db import make_engine, read_scope, upgrade  # noqa: E402
 from paywatch.store.models import Invoice, Store, StoreAddress  # noqa: E402
 
 TOKEN = "0x" + "5a" * 20
@@ -131,7 +129,7 @@ def seed(engine: Engine, first: int, last: int) -> None:
             '0x' || md5('a' || g) || substr(md5('b' || g), 1, 8), '0x' || md5('a' || g) || substr(md5('b' || g), 1, 8),
             NULL, NULL, NULL, 12, 'PENDING', 1, '[]', 0, 0, :expires,
             :now + g * interval '1 millisecond', :now + g * interval '1 millisecond', '{}'
-        FROM generate_series(:first, :last) AS g
+        FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g
         """
     )
     now = datetime.now(UTC)
@@ -219,20 +217,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    base = make_url(normalize_url(args.database))
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = "pw_build_" + secrets.token_hex(4)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_database(args.database, "pw_build") as url:
         upgrade(url)
         engine = make_engine(url)
         run(engine, sizes, args.rounds, args.profile)
         engine.dispose()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return 0
 
 

@@ -34,7 +34,6 @@ import gc
 import json
 import random
 import resource
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -48,12 +47,12 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, event, text, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from bench.evm_scan import deploy_token, mine_blocks, network_config, raw_fetch  # noqa: E402
+from bench.procs import fresh_database  # noqa: E402
 from bench.seed import add_store, insert_invoices, watched_invoice  # noqa: E402
 from tests.support.evm_node import AnvilNode  # noqa: E402
 
@@ -65,7 +64,7 @@ from paywatch.domain.transfer import NATIVE, Transfer  # noqa: E402
 from paywatch.invoices import get_invoice  # noqa: E402
 from paywatch.ledger import Ledger  # noqa: E402
 from paywatch.scanner import Scanner, WatchIndexCache  # noqa: E402
-from paywatch.store.db import make_engine, normalize_url, read_scope, session_scope, upgrade  # noqa: E402
+from paywatch.store.db import make_engine, read_scope, session_scope, upgrade  # noqa: E402
 from paywatch.store.models import AccountCounter, WatchVersion  # noqa: E402
 from paywatch.store.watch import read_versions  # noqa: E402
 
@@ -129,21 +128,14 @@ def main() -> int:
         print(json.dumps(scan_child(url, token, int(first), db)))
         return 0
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    base = make_url(normalize_url(args.database))
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = "pw_scale_" + secrets.token_hex(4)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base.set(database=name).render_as_string(hide_password=False)
-    node = AnvilNode("--gas-limit", "300000000").start()
-    try:
-        token = deploy_token(node)
-        run(url, sizes, node, token, args.blocks)
-        sqlite_lock_check(args.sqlite_lock_size, token)
-    finally:
-        node.close()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(args.database, "pw_scale") as url:
+        node = AnvilNode("--gas-limit", "300000000").start()
+        try:
+            token = deploy_token(node)
+            run(url, sizes, node, token, args.blocks)
+            sqlite_lock_check(args.sqlite_lock_size, token)
+        finally:
+            node.close()
     return 0
 
 
