@@ -60,15 +60,21 @@ def stored_heights(session: Session, network: str, *, uses_finality: bool) -> He
 
 
 def chain_clock(session: Session, network: str, now: datetime) -> datetime:
-    """The time up to which ``network`` has been scanned: its cursor block's timestamp, at most ``now``.
+    """The time up to which ``network`` has been scanned: the latest cursor block timestamp it ever
+    stored (a reorg does not turn it back), at most ``now``.
 
     Expiry is judged by this clock, not the wall clock: while the scanner lags, a payment made
     on time (by block time) may still be found, so nothing expires. Before the first scan it is
     :data:`NEVER_SCANNED`.
     """
-    scanned = session.exec(
-        select(ScannedBlock.timestamp)
+    row = session.exec(
+        select(ScannedBlock.timestamp, NetworkState.clock_high)
         .join(NetworkState, NetworkState.network == ScannedBlock.network)  # type: ignore[arg-type]
         .where(ScannedBlock.network == network, ScannedBlock.number == NetworkState.cursor_height)
     ).first()
-    return NEVER_SCANNED if scanned is None else min(now, scanned)
+    if row is None:
+        return NEVER_SCANNED
+    scanned, high = row
+    # A reorg moves the cursor back to an older block; the clock stays where it was, so a window
+    # once closed by block time never opens again.
+    return min(now, scanned if high is None else max(scanned, high))

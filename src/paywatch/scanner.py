@@ -288,7 +288,8 @@ class Scanner:
                 ],
             )
             self.ledger.orphan_replaced(session, name, {r.number: r.hash for r in scanned.blocks}, now)
-            self._move_cursor(session, cursor, end, scanned.blocks[-1].hash)  # first: expiry sees this range
+            last = scanned.blocks[-1]
+            self._move_cursor(session, cursor, end, last.hash, last.timestamp)  # first: expiry sees this range
             applied = apply_transfers(session, self.ledger, index, scanned, now)
             session.exec(
                 delete(ScannedBlock).where(
@@ -381,7 +382,14 @@ class Scanner:
 
     # --- state -----------------------------------------------------------------------------------
 
-    def _move_cursor(self, session: Session, expected: int | None, height: int, block_hash: str | None) -> None:
+    def _move_cursor(
+        self,
+        session: Session,
+        expected: int | None,
+        height: int,
+        block_hash: str | None,
+        block_time: datetime | None = None,
+    ) -> None:
         state = session.get(NetworkState, self.network.name, with_for_update=True)
         if state is None:
             state = NetworkState(network=self.network.name)
@@ -392,6 +400,8 @@ class Scanner:
             )
         state.cursor_height = height
         state.cursor_hash = block_hash
+        if block_time is not None and (state.clock_high is None or block_time > state.clock_high):
+            state.clock_high = block_time  # a reorg moves the cursor back, never the chain clock
         session.add(state)
 
     def _save_heights(self, session: Session, heights: Heights, now: datetime, tip_block: BlockRef | None) -> None:

@@ -311,6 +311,8 @@ class NetworkState(SQLModel, table=True):
     tip_time: datetime | None = _when(default=None)
     last_scan_at: datetime | None = _when(default=None)
     last_error: str | None = Field(default=None, max_length=1000)
+    #: the latest cursor block timestamp ever stored: the chain clock never goes back on a reorg
+    clock_high: datetime | None = _when(default=None)
 
 
 class ScannedBlock(SQLModel, table=True):
