@@ -22,9 +22,10 @@ from paywatch.invoices import InvoiceRequest, create_invoice
 from paywatch.ledger import Ledger
 from paywatch.scanner import Scanner, StepResult
 from paywatch.store.db import session_scope
-from paywatch.store.models import CallbackEvent, Invoice, NetworkState, Payment, ScannedBlock, UnmatchedTransfer
+from paywatch.store.models import CallbackEvent, Invoice, NetworkState, ScannedBlock, UnmatchedTransfer
 from paywatch.stores import create_store
 from tests.conftest import TRON_XPUB
+from tests.support.stored_rows import StoredRows
 from tests.support.tron_node import (
     FAKE_USDT,
     USDT,
@@ -42,7 +43,7 @@ TOKEN = 10**6  # USDT and TRX both have 6 decimals
 POLICY = RetryPolicy(attempts=3, backoff=0.01, timeout=2.0)
 
 
-class TronHarness:
+class TronHarness(StoredRows):
     """One tron network, one store, the real Scanner; the clock follows the head block's time."""
 
     def __init__(self, engine: Engine, db_url: str, tmp_path: Path, node: TronNode, **network: Any) -> None:
@@ -79,19 +80,6 @@ class TronHarness:
 
     def solidify_all(self) -> None:
         self.chain.solidify(self.chain.head)
-
-    def get(self, invoice_id: str) -> Invoice:
-        with session_scope(self.engine) as s:
-            invoice = s.get(Invoice, invoice_id)
-            assert invoice is not None
-            return invoice
-
-    def payments(self, invoice_id: str | None = None) -> list[Payment]:
-        with session_scope(self.engine) as s:
-            query = select(Payment)
-            if invoice_id is not None:
-                query = query.where(Payment.invoice_id == invoice_id)
-            return list(s.exec(query.order_by(col(Payment.id))))
 
     def unmatched(self) -> list[UnmatchedTransfer]:
         with session_scope(self.engine) as s:

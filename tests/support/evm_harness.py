@@ -17,12 +17,13 @@ from paywatch.invoices import InvoiceRequest, create_invoice
 from paywatch.ledger import Ledger
 from paywatch.scanner import Scanner, StepResult
 from paywatch.store.db import session_scope
-from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock, UnmatchedTransfer
+from paywatch.store.models import Invoice, NetworkState, ScannedBlock, UnmatchedTransfer
 from paywatch.stores import create_store
 from tests.support.evm_node import Chain
+from tests.support.stored_rows import StoredRows
 
 
-class Harness:
+class Harness(StoredRows):
     """One network, one store, one scanner; the clock follows the chain's latest block time."""
 
     def __init__(
@@ -41,6 +42,7 @@ class Harness:
         self.engine = engine
         self.chain = chain
         self.network = network
+        self.payments_network = network.name  # payments() reads this network's only
         self.config = AppConfig(
             settings=Settings(database_url=db_url, networks=tmp_path / "networks.yaml"),
             networks={network.name: network},
@@ -72,19 +74,6 @@ class Harness:
 
     def scan(self) -> list[StepResult]:
         return self.scanner.run_until_caught_up(max_steps=1000)
-
-    def get(self, invoice_id: str) -> Invoice:
-        with session_scope(self.engine) as s:
-            inv = s.get(Invoice, invoice_id)
-            assert inv is not None
-            return inv
-
-    def payments(self, invoice_id: str | None = None) -> list[Payment]:
-        with session_scope(self.engine) as s:
-            q = select(Payment).where(Payment.network == self.network.name)
-            if invoice_id is not None:
-                q = q.where(Payment.invoice_id == invoice_id)
-            return list(s.exec(q.order_by(col(Payment.id))))
 
     def unmatched(self) -> list[UnmatchedTransfer]:
         with session_scope(self.engine) as s:

@@ -19,11 +19,12 @@ from paywatch.store.models import CallbackEvent, Invoice, Payment, ScannedBlock,
 from paywatch.stores import create_store
 from paywatch.views import payment_view
 from tests.support.ltc_node import LtcNode, ltc_network
+from tests.support.stored_rows import StoredRows
 
 SAT = 100_000_000
 
 
-class UtxoHarness:
+class UtxoHarness(StoredRows):
     """One litecoin regtest network, one store, the real Scanner; the clock follows the tip's time."""
 
     def __init__(
@@ -68,19 +69,6 @@ class UtxoHarness:
 
     def scan(self) -> list[StepResult]:
         return self.scanner.run_until_caught_up(max_steps=10_000)
-
-    def get(self, invoice_id: str) -> Invoice:
-        with session_scope(self.engine) as s:
-            invoice = s.get(Invoice, invoice_id)
-            assert invoice is not None
-            return invoice
-
-    def payments(self, invoice_id: str | None = None) -> list[Payment]:
-        with session_scope(self.engine) as s:
-            query = select(Payment)
-            if invoice_id is not None:
-                query = query.where(Payment.invoice_id == invoice_id)
-            return list(s.exec(query.order_by(col(Payment.id))))
 
     def views(self, invoice_id: str) -> list[dict[str, Any]]:
         """The invoice's payments as the API shows them (heights as last stored)."""
