@@ -1,4 +1,4 @@
-"""Table-driven tests of every rule of ``evaluate()`` (DESIGN.md "evaluate() — the one pure function")."""
+"""Table-driven tests of every rule of ``evaluate()`` (docs/invoices.md, "The rules of `evaluate()`")."""
 
 from __future__ import annotations
 

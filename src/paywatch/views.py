@@ -85,7 +85,7 @@ def invoice_view(
     heights: Heights,
     network: NetworkConfig,
 ) -> dict[str, Any]:
-    """The invoice JSON of DESIGN.md; amounts are decimal strings in asset units."""
+    """The invoice JSON (docs/api.md); amounts are decimal strings in asset units."""
     decimals = invoice.decimals
     return {
         "id": invoice.id,
