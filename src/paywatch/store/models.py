@@ -113,6 +113,10 @@ def unconfirmed() -> ColumnElement[bool]:
 
 # Only the few invoices with unconfirmed payments: refresh_confirmations reads it on every scan step.
 Index("ix_invoice_unconfirmed", Invoice.network, Invoice.id, postgresql_where=unconfirmed(), sqlite_where=unconfirmed())
+# Only the invoices holding a unique amount, by deadline: the expiry sweep releases the expired ones
+# (ix_invoice_status_expires, led by the status, made it read every invoice's entry).
+_RESERVED = col(Invoice.open_amount).is_not(None)
+Index("ix_invoice_reserved_expires", col(Invoice.expires_at), postgresql_where=_RESERVED, sqlite_where=_RESERVED)
 
 
 class WatchVersion(SQLModel, table=True):

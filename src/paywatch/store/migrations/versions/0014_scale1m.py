@@ -1,4 +1,4 @@
-"""Partial indexes for the confirmation refresh of every scan step (issue 14's 1M scale proof)
+"""Partial indexes for the confirmation refresh of every scan step and the expiry sweep (issue 14's 1M proof)
 
 ``Ledger.refresh_confirmations`` runs in every scan step. Its query (status WAITING_FOR_CONFIRMATIONS,
 or seen and confirmed sums apart, or a maturing payment) was an OR no index answered: PostgreSQL
@@ -7,7 +7,10 @@ read every invoice of the network, 0.6 s a step at 1,000,000 open invoices. Now:
 * ``ix_invoice_unconfirmed``: the invoices with unconfirmed payments only (partial index);
 * ``st_invoice_unconfirmed`` (PostgreSQL): statistics on that predicate, so that the planner knows
   how few rows it holds (it otherwise takes ``amount_paid <> amount_confirmed`` for 99.5% of rows);
-* ``ix_payment_maturing``: the not-orphaned payments still maturing (coinbase outputs) only.
+* ``ix_payment_maturing``: the not-orphaned payments still maturing (coinbase outputs) only;
+* ``ix_invoice_reserved_expires``: the invoices holding a unique amount, by deadline, for the
+  expiry sweep's release of expired ones (it read every entry of ix_invoice_status_expires: 22 ms
+  at 1,000,000 invoices, 0.03 ms now).
 
 The predicates are word for word those of paywatch.store.models.unconfirmed and maturing_payment.
 
@@ -42,6 +45,14 @@ def upgrade() -> None:
             postgresql_where=unconfirmed,
             sqlite_where=unconfirmed,
         )
+        reserved = sa.text("open_amount IS NOT NULL")
+        batch_op.create_index(
+            "ix_invoice_reserved_expires",
+            ["expires_at"],
+            unique=False,
+            postgresql_where=reserved,
+            sqlite_where=reserved,
+        )
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.create_index(
             "ix_payment_maturing",
@@ -64,4 +75,5 @@ def downgrade() -> None:
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_index("ix_payment_maturing")
     with op.batch_alter_table("invoices", schema=None) as batch_op:
+        batch_op.drop_index("ix_invoice_reserved_expires")
         batch_op.drop_index("ix_invoice_unconfirmed")
