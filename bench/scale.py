@@ -67,7 +67,7 @@ from bench.procs import fresh_database  # noqa: E402
 from bench.seed import SeriesAddresses, add_store, insert_invoices, seed_series, series_id, watched_invoice  # noqa: E402
 from tests.support.evm_node import AnvilNode  # noqa: E402
 
-from paywatch.addresses import build_watch_index, watch_rows  # noqa: E402
+from paywatch.addresses import WATCH_PAGE, build_watch_index, watch_rows  # noqa: E402
 from paywatch.chains.evm import EvmAdapter  # noqa: E402
 from paywatch.config import NetworkConfig  # noqa: E402
 from paywatch.domain.status import TERMINAL  # noqa: E402
@@ -269,7 +269,8 @@ def run(
         print(
             f"{'':>10}   worker: {worker['payments']} payments stored in {worker['steps']} steps; watch index "
             f"built {worker['builds']}x, refreshed {worker['refreshes']}x; "
-            f"RSS {worker['start_mb']:.0f} MB at start, {worker['built_mb']:.0f} MB with the index built",
+            f"RSS {worker['start_mb']:.0f} MB at start, {worker['built_mb']:.0f} MB with the index built; "
+            f"longest transaction {worker['longest_xact_s']:.2f} s",
             flush=True,
         )
     explained = explain(engine, series_id(1), network, worker["statements"])
@@ -285,16 +286,41 @@ def run(
 
 
 def restart(node: AnvilNode, token: str, first: int, url: str, *, profile: bool = False) -> dict[str, Any]:
-    """A worker restart in a child process (so that its peak RSS is its own): see :func:`scan_child`."""
+    """A worker restart in a child process (so that its peak RSS is its own): see :func:`scan_child`.
+
+    Meanwhile the longest open transaction of the child's connections is watched in
+    ``pg_stat_activity`` (``longest_xact_s``): a build that held one transaction (and its snapshot,
+    or on SQLite the lock) for its whole duration would show the build's time there.
+    """
     mode = "profile" if profile else "measure"
-    child = subprocess.run(
-        [sys.executable, __file__, "--scan-child", node.url, token, str(first), url, mode],
-        capture_output=True,
-        text=True,
-    )
+    longest = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+            while not done.wait(0.05):
+                age = conn.execute(
+                    "SELECT extract(epoch FROM max(clock_timestamp() - xact_start)) FROM pg_stat_activity "
+                    "WHERE application_name = 'paywatch-bench-worker'"
+                ).fetchone()
+                if age is not None and age[0] is not None:
+                    longest[0] = max(longest[0], float(age[0]))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        child = subprocess.run(
+            [sys.executable, __file__, "--scan-child", node.url, token, str(first), url, mode],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        done.set()
+        watcher.join()
     if child.returncode != 0:
         raise SystemExit(f"the worker's child failed:\n{child.stderr}")
     result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    result["longest_xact_s"] = longest[0]
     return result
 
 
@@ -305,7 +331,7 @@ def scan_child(url: str, token: str, first: int, db_url: str, *, profile: bool) 
     psycopg (for EXPLAIN ANALYZE), and with ``profile`` the top of a cProfile of the scan.
     """
     network = network_config(url, token, first)
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, connect_args={"application_name": "paywatch-bench-worker"})
     scanner = Scanner(network, EvmAdapter(network), engine, Ledger({network.name: network}), lambda: datetime.now(UTC))
     start_mb = rss_mb()
     began = time.perf_counter()
@@ -607,6 +633,15 @@ def goals(rows: list[Row], explained: Explained, lock: LockCheck) -> None:
             "reported",
             f"{large.build_s:.1f} s, +{large.grown_mb:.0f} MB / {large.worker['build_s']:.1f} s",
             None,
+        )
+    )
+    xact, build = large.worker["longest_xact_s"], large.worker["build_s"]
+    lines.append(
+        (
+            f"worker's longest transaction at {large.size:,} (build {build:.1f} s)",
+            "< build/2",
+            f"{xact:.2f} s",
+            xact < build / 2 if large.size > 2 * WATCH_PAGE else None,  # one page: one transaction
         )
     )
     flat("scan step (100 blocks)", "ms", lambda r: r.worker["step_ms"])
