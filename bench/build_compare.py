@@ -40,13 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from bench.procs import fresh_database  # noqa: E402
-from bench.seed import STORE_ID, add_store  # noqa: E402
+from bench.seed import add_store, seed_series  # noqa: E402
 
 from paywatch import addresses  # noqa: E402
 from paywatch.addresses import ANY_STRATEGY, load_watch_index, min_amounts, shared_address  # noqa: E402
 from paywatch.config import NetworkConfig  # noqa: E402
 from paywatch.domain.matching import Strategy, Watch, WatchIndex  # noqa: E402
-from paywatch.domain.transfer import NATIVE  # noqa: E402
 from paywatch.store.db import make_engine, read_scope, upgrade  # noqa: E402
 from paywatch.store.models import Invoice, Store, StoreAddress  # noqa: E402
 
@@ -112,40 +111,6 @@ def bench_network() -> NetworkConfig:
     from bench.evm_scan import network_config
 
     return network_config("http://127.0.0.1:1", TOKEN, 0)
-
-
-def seed(engine: Engine, first: int, last: int) -> None:
-    """Invoices ``first`` to ``last`` (inclusive) in one INSERT ... SELECT, created one millisecond
-    apart; ids and addresses are md5 digests, so id order is unrelated to the order rows sit in the
-    table (as with the API's random ids)."""
-    statement = text(
-        """
-        INSERT INTO invoices (id, store_id, network, asset, asset_key, decimals, amount, match_strategy,
-            address, address_key, address_index, memo, open_amount, confirmations_required, status,
-            status_version, flags, amount_paid, amount_confirmed, expires_at, created_at, updated_at, metadata)
-        SELECT 'inv_' || substr(md5('i' || g), 1, 20), :store, 'bench',
-            CASE WHEN g % 2 = 1 THEN 'USDT' ELSE 'ETH' END, CASE WHEN g % 2 = 1 THEN :token ELSE :native END,
-            CASE WHEN g % 2 = 1 THEN 6 ELSE 18 END, 1000000, 'address',
-            '0x' || md5('a' || g) || substr(md5('b' || g), 1, 8), '0x' || md5('a' || g) || substr(md5('b' || g), 1, 8),
-            NULL, NULL, NULL, 12, 'PENDING', 1, '[]', 0, 0, :expires,
-            :now + g * interval '1 millisecond', :now + g * interval '1 millisecond', '{}'
-        FROM generate_series(CAST(:first AS bigint), CAST(:last AS bigint)) AS g
-        """
-    )
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(
-            statement,
-            {
-                "store": STORE_ID,
-                "token": TOKEN,
-                "native": NATIVE,
-                "expires": now + timedelta(days=1),
-                "now": now,
-                "first": first,
-                "last": last,
-            },
-        )
 
 
 class Timed:
@@ -239,7 +204,7 @@ def run(engine: Engine, sizes: list[int], rounds: int, with_profile: bool) -> No
         step = 100_000
         while done < size:
             upto = min(done + step, size)
-            seed(engine, done + 1, upto)
+            seed_series(engine, done + 1, upto, TOKEN, datetime.now(UTC))
             done = upto
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE invoices"))

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,7 @@ def deploy_token(node: AnvilNode) -> str:
 
 
 def mine_blocks(
-    node: AnvilNode, token: str, blocks: int, watched: list[str], rng: random.Random, hit_rate: float = 0.01
+    node: AnvilNode, token: str, blocks: int, watched: Sequence[str], rng: random.Random, hit_rate: float = 0.01
 ) -> tuple[int, int, int]:
     """Mine ``blocks`` blocks of 5 transactions (3 native, 2 token transfers), ``hit_rate`` of them
     to ``watched`` addresses; return (first, last, hits)."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
-from sqlmodel import Session, col, or_, select, update
+from sqlalchemy import insert, union
+from sqlmodel import Session, col, select, update
 
 from paywatch.checkout.models import AttemptChange
 from paywatch.config import NetworkConfig
@@ -36,8 +36,10 @@ from paywatch.store.models import (
     find_transfer,
     find_transfers,
     insert_new,
+    maturing_payment,
     transfer_columns,
     transfer_key,
+    unconfirmed,
 )
 from paywatch.views import HistoryEntry, invoice_view
 
@@ -645,22 +647,27 @@ class Ledger:
 
     def refresh_confirmations(self, session: Session, network: str, now: datetime) -> int:
         """Re-evaluate the invoices of ``network`` whose payments may have crossed the threshold
-        (confirmations, or a coinbase output's maturity)."""
-        maturing = select(Payment.invoice_id).where(
-            Payment.network == network, col(Payment.maturity) > 0, col(Payment.orphaned).is_(False)
-        )
-        waiting = session.exec(
-            select(Invoice.id).where(
+        (confirmations, or a coinbase output's maturity).
+
+        Run on every scan step, so it reads only those invoices, never the open ones without
+        payments: the unconfirmed ones through a partial index (``ix_invoice_unconfirmed``, whose
+        predicate is :func:`unconfirmed`, word for word), the maturing ones from their payments
+        (``ix_payment_maturing``).
+        """
+        waiting = select(Invoice.id).where(Invoice.network == network, unconfirmed())
+        maturing = (
+            select(Invoice.id)
+            .join(Payment, col(Payment.invoice_id) == col(Invoice.id))
+            .where(
                 Invoice.network == network,
-                or_(
-                    col(Invoice.status) == InvoiceStatus.WAITING_FOR_CONFIRMATIONS.value,
-                    col(Invoice.amount_paid) != col(Invoice.amount_confirmed),
-                    # a coinbase output counts only once mature: watch its invoice until it closes
-                    col(Invoice.id).in_(maturing) & col(Invoice.status).not_in([s.value for s in TERMINAL]),
-                ),
+                Payment.network == network,
+                maturing_payment(),
+                # a coinbase output counts only once mature: watch its invoice until it closes
+                col(Invoice.status).not_in([s.value for s in TERMINAL]),
             )
-        ).all()
-        return self.reevaluate_all(session, waiting, now, reason="confirmations")  # id order, as everywhere
+        )
+        ids = session.execute(union(waiting, maturing)).scalars().all()
+        return self.reevaluate_all(session, ids, now, reason="confirmations")  # id order, as everywhere
 
     def expiry_sweep(self, session: Session, now: datetime) -> int:
         """Evaluate every open invoice whose window has closed; release reserved unique amounts.

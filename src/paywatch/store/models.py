@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, and_
+from sqlalchemy import JSON, BigInteger, Column, ColumnElement, Index, Text, UniqueConstraint, and_, bindparam, or_
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from paywatch.domain.status import InvoiceStatus
 from paywatch.domain.transfer import Transfer
 from paywatch.store.types import Amount, UTCDateTime
 
@@ -91,6 +92,31 @@ class Invoice(SQLModel, table=True):
     customer_email: str | None = Field(default=None, max_length=320)
     callback_url: str | None = Field(default=None, max_length=2048)
     metadata_: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON, nullable=False))
+
+
+def _constant(value: Any) -> Any:
+    """``value`` written into the SQL text, never bound as a parameter: a query that repeats a
+    partial index's predicate must repeat its constants for the planner to prove it (a generic
+    plan of a prepared statement sees ``$1``, not the value)."""
+    return bindparam(None, value, literal_execute=True)
+
+
+def unconfirmed() -> ColumnElement[bool]:
+    """Invoices whose payments may still cross the confirmation threshold: waiting for
+    confirmations, or with seen and confirmed sums apart. The predicate of ``ix_invoice_unconfirmed``
+    (and of the PostgreSQL statistics ``st_invoice_unconfirmed``, which give the planner its
+    selectivity: by default it takes ``a <> b`` to hold for 99.5% of rows). ``IS TRUE``: the
+    planner reads the statistics of a boolean test's argument."""
+    waiting = col(Invoice.status) == _constant(InvoiceStatus.WAITING_FOR_CONFIRMATIONS.value)
+    return or_(waiting, col(Invoice.amount_paid) != col(Invoice.amount_confirmed)).is_(True)
+
+
+# Only the few invoices with unconfirmed payments: refresh_confirmations reads it on every scan step.
+Index("ix_invoice_unconfirmed", Invoice.network, Invoice.id, postgresql_where=unconfirmed(), sqlite_where=unconfirmed())
+# Only the invoices holding a unique amount, by deadline: the expiry sweep releases the expired ones
+# (ix_invoice_status_expires, led by the status, made it read every invoice's entry).
+_RESERVED = col(Invoice.open_amount).is_not(None)
+Index("ix_invoice_reserved_expires", col(Invoice.expires_at), postgresql_where=_RESERVED, sqlite_where=_RESERVED)
 
 
 class WatchVersion(SQLModel, table=True):
@@ -221,6 +247,22 @@ class Payment(TransferColumns, table=True):
     maturity: int = 0  # confirmations before it counts at all (coinbase outputs: 100)
     created_at: datetime = _when()
     updated_at: datetime = _when()
+
+
+def maturing_payment() -> ColumnElement[bool]:
+    """A payment that counts only once mature (a coinbase output) and is not orphaned: the
+    predicate of ``ix_payment_maturing``."""
+    return and_(col(Payment.maturity) > _constant(0), col(Payment.orphaned).is_(False))
+
+
+# Only the payments still maturing: refresh_confirmations reads it on every scan step.
+Index(
+    "ix_payment_maturing",
+    Payment.network,
+    Payment.invoice_id,
+    postgresql_where=maturing_payment(),
+    sqlite_where=maturing_payment(),
+)
 
 
 class UnmatchedTransfer(TransferColumns, table=True):
