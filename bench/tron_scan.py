@@ -8,21 +8,28 @@ blocks/s under the default budget of 10 requests per second, and blocks/s throug
 scanner into SQLite with one open invoice per paid address (5 payments per block).
 
 The raw baseline makes the same two calls per block over httpx and decodes the JSON, nothing else,
-once one block at a time and once with the adapter's FETCH_CONCURRENCY blocks in flight; the
-scanner (persistence included) is reported as a ratio of the concurrent raw run (goal >= 0.7),
-measured just before it (the database is prepared first). ``--rounds`` repeats both scanner runs,
-each with its own raw run, and prints the spread of the ratios: on a shared machine one run says
-little.
+once one block at a time (the first 50 blocks) and once with the adapter's FETCH_CONCURRENCY blocks
+in flight. The scanner (persistence included) is reported as a ratio of the concurrent raw run (goal
+>= 0.7), in interleaved runs: raw, scanner without invoices, raw, scanner with invoices paid, raw,
+...; each scanner run is divided by the mean of the raw runs either side of it, so that both see
+the same machine state. Each run reads ``--blocks`` blocks (200: a few seconds, so one scheduling
+hiccup says little); the ratio of every run and the median and spread over ``--rounds`` are
+printed. ``--profile`` prints the cProfile of the first paid scanner run (the scanner's own thread:
+persistence; the reads run in the adapter's threads).
 
-    python bench/tron_scan.py [--blocks 40] [--tokens 300] [--trx 100] [--failed 5] [--rounds 3]
+    python bench/tron_scan.py [--blocks 200] [--tokens 300] [--trx 100] [--failed 5] [--rounds 3] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import multiprocessing as mp
+import pstats
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -63,6 +70,7 @@ from paywatch.store.models import Invoice  # noqa: E402
 from paywatch.stores import create_store  # noqa: E402
 
 PAYMENTS_PER_BLOCK = 5  # transfers to invoice addresses (HD indexes 1, 2, ...) in every block
+OPENED = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)  # when the bench's invoices are created
 
 
 def invoice_address(index: int) -> str:
@@ -104,14 +112,15 @@ def serve_chain(args: argparse.Namespace, conn: Connection) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--blocks", type=int, default=40)
+    parser.add_argument("--blocks", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--trx", type=int, default=100)
     parser.add_argument("--failed", type=int, default=5)
     parser.add_argument("--batch", type=int, default=10, help="blocks per fetch_range call (the scanner's batch)")
     parser.add_argument("--budget-blocks", type=int, default=10, help="blocks read under the 10 req/s budget")
     parser.add_argument("--no-scanner", action="store_true", help="skip the run through the scanner and SQLite")
-    parser.add_argument("--rounds", type=int, default=3, help="scanner runs of each kind, each against its own raw run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of raw and scanner runs")
+    parser.add_argument("--profile", action="store_true", help="cProfile the first scanner run with invoices paid")
     args = parser.parse_args()
 
     parent, child = mp.get_context("fork").Pipe()
@@ -156,22 +165,13 @@ def main() -> None:
             f"(mainnet makes one block per 3 s = 0.33 blocks/s)"
         )
         budgeted.close()
-        raw_one = raw_baseline(url, first, last, 1)
+        raw_one = raw_baseline(url, first, min(last, first + 49), 1)
         raw_many = raw_baseline(url, first, last, FETCH_CONCURRENCY)
-        print(f"raw httpx + JSON decode, one block at a time: {raw_one:.1f} blocks/s")
+        print(f"raw httpx + JSON decode, one block at a time (50 blocks): {raw_one:.1f} blocks/s")
         print(f"raw httpx + JSON decode, {FETCH_CONCURRENCY} blocks in flight: {raw_many:.1f} blocks/s")
         print(f"adapter / raw ({FETCH_CONCURRENCY} in flight): {blocks / elapsed_unthrottled / raw_many:.2f}")
         if not args.no_scanner:
-            ratios: dict[bool, list[float]] = {False: [], True: []}
-            for _ in range(args.rounds):
-                for invoices in (False, True):
-                    ratios[invoices].append(scan_with_database(url, first, last, args, invoices=invoices))
-            for invoices, label in ((False, "no invoice paid"), (True, "5 invoices completed per block")):
-                got = sorted(ratios[invoices])
-                print(
-                    f"scanner + SQLite / raw ({FETCH_CONCURRENCY} in flight), {label}: median {median(got):.2f}, "
-                    f"min {got[0]:.2f}, max {got[-1]:.2f} over {len(got)} rounds (goal >= 0.7)"
-                )
+            compare_scanner(url, first, last, args)
     finally:
         parent.send("done")
         process.join(timeout=10)
@@ -196,44 +196,94 @@ def raw_baseline(url: str, first: int, last: int, concurrency: int) -> float:
         return (last - first + 1) / (time.perf_counter() - began)
 
 
-def scan_with_database(url: str, first: int, last: int, args: argparse.Namespace, *, invoices: bool = True) -> float:
-    """The same blocks through the real Scanner into SQLite, with one open invoice per paid address
-    (``invoices=False``: no invoice, so only the block hashes and the cursor are stored), as a ratio
-    of the concurrent raw baseline measured just before the scanner starts."""
+def compare_scanner(url: str, first: int, last: int, args: argparse.Namespace) -> None:
+    """Interleaved runs: raw, scanner (no invoice), raw, scanner (invoices paid), raw, scanner (no
+    invoice), ...; each scanner run is compared with the mean of the raw runs either side of it, so
+    both see the same machine state. The databases are prepared once and copied for every run."""
     with tempfile.TemporaryDirectory() as tmp:
-        db_url = f"sqlite:///{tmp}/bench.db"
-        upgrade(db_url)
-        engine = make_engine(db_url)
-        network = tron_network(
-            [url], xpub=TRON_XPUB, start_block=first, batch_blocks=args.batch, requests_per_second=1_000_000
-        )
-        config = AppConfig(Settings(database_url=db_url, networks=Path(tmp) / "networks.yaml"), {"tron": network})
-        opened = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
-        blocks = last - first + 1
-        with session_scope(engine) as session:
-            store = create_store(session, "bench", opened).store
-            for _ in range(blocks * PAYMENTS_PER_BLOCK if invoices else 0):
-                create_invoice(session, config, store, InvoiceRequest("tron", "USDT", "1"), opened)
-        adapter = TronAdapter(network, policy=RetryPolicy(attempts=2, timeout=60))
-        scanner = Scanner(network, adapter, engine, Ledger(config.networks), lambda: opened + timedelta(hours=2))
-        raw = raw_baseline(url, first, last, FETCH_CONCURRENCY)
-        began = time.perf_counter()
-        results = scanner.run_until_caught_up(max_steps=10_000)
-        elapsed = time.perf_counter() - began
-        matched = sum(r.matched for r in results)
-        with session_scope(engine) as session:
-            completed = session.exec(select(func.count()).where(col(Invoice.status) == "COMPLETED")).one()
-        label = "scanner + SQLite" if invoices else "scanner + SQLite (no invoices)"
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"{label}: {blocks} blocks in {elapsed:.2f} s = {blocks / elapsed:.1f} blocks/s, "
-            f"{matched} payments matched, {completed} invoices COMPLETED; raw just before {raw:.1f} blocks/s, "
-            f"ratio {blocks / elapsed / raw:.2f}; peak RSS {peak_mb:.0f} MB"
-        )
-        scanner.close()
-        adapter.close()
-        engine.dispose()
-        return blocks / elapsed / raw
+        config = bench_config(url, first, args, Path(tmp))
+        templates = {paid: prepare_database(Path(tmp), config, last - first + 1, paid=paid) for paid in (False, True)}
+        ratios: dict[bool, list[float]] = {False: [], True: []}
+        raws = [raw_baseline(url, first, last, FETCH_CONCURRENCY)]
+        for number in range(1, args.rounds + 1):
+            for paid in (False, True):
+                profile = args.profile and paid and number == 1
+                rate = scan_with_database(config, templates[paid], Path(tmp), first, last, paid=paid, profile=profile)
+                raws.append(raw_baseline(url, first, last, FETCH_CONCURRENCY))
+                ratio = rate / ((raws[-2] + raws[-1]) / 2)
+                ratios[paid].append(ratio)
+                print(
+                    f"round {number}, {'5 invoices paid per block' if paid else 'no invoice paid'}: "
+                    f"scanner {rate:.1f} blocks/s, raw either side {raws[-2]:.1f} / {raws[-1]:.1f} blocks/s, "
+                    f"ratio {ratio:.2f}"
+                )
+        for paid, label in ((False, "no invoice paid"), (True, "5 invoices completed per block")):
+            got = sorted(ratios[paid])
+            print(
+                f"scanner + SQLite / raw ({FETCH_CONCURRENCY} in flight), {label}: median {median(got):.2f}, "
+                f"min {got[0]:.2f}, max {got[-1]:.2f} over {len(got)} rounds (goal >= 0.7)"
+            )
+
+
+def bench_config(url: str, first: int, args: argparse.Namespace, folder: Path) -> AppConfig:
+    network = tron_network(
+        [url], xpub=TRON_XPUB, start_block=first, batch_blocks=args.batch, requests_per_second=1_000_000
+    )
+    database = f"sqlite:///{folder}/unused.db"
+    return AppConfig(Settings(database_url=database, networks=folder / "networks.yaml"), {"tron": network})
+
+
+def prepare_database(folder: Path, config: AppConfig, blocks: int, *, paid: bool) -> Path:
+    """A migrated SQLite database with one open USDT invoice per paid address (``paid``) or none."""
+    path = folder / f"template-{'paid' if paid else 'quiet'}.db"
+    db_url = f"sqlite:///{path}"
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    with session_scope(engine) as session:
+        store = create_store(session, "bench", OPENED).store
+        for _ in range(blocks * PAYMENTS_PER_BLOCK if paid else 0):
+            create_invoice(session, config, store, InvoiceRequest("tron", "USDT", "1"), OPENED)
+    engine.dispose()
+    return path
+
+
+def scan_with_database(
+    config: AppConfig, template: Path, folder: Path, first: int, last: int, *, paid: bool, profile: bool = False
+) -> float:
+    """Blocks/s of the blocks through the real Scanner into a copy of ``template`` (SQLite): with
+    one open invoice per paid address (``paid``), else only the block hashes and the cursor are stored."""
+    path = folder / "run.db"
+    shutil.copyfile(template, path)
+    engine = make_engine(f"sqlite:///{path}")
+    network = config.networks["tron"]
+    adapter = TronAdapter(network, policy=RetryPolicy(attempts=2, timeout=60))
+    scanner = Scanner(network, adapter, engine, Ledger(config.networks), lambda: OPENED + timedelta(hours=2))
+    profiler = cProfile.Profile() if profile else None
+    blocks = last - first + 1
+    began = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    results = scanner.run_until_caught_up(max_steps=10_000)
+    if profiler is not None:
+        profiler.disable()
+    elapsed = time.perf_counter() - began
+    matched = sum(r.matched for r in results)
+    with session_scope(engine) as session:
+        completed = session.exec(select(func.count()).where(col(Invoice.status) == "COMPLETED")).one()
+    expected = blocks * PAYMENTS_PER_BLOCK if paid else 0
+    if matched != expected or completed != expected:
+        raise SystemExit(f"scanner run: {matched} matched, {completed} COMPLETED, {expected} of each expected")
+    scanner.close()
+    adapter.close()
+    engine.dispose()
+    path.unlink()
+    if profiler is not None:
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
+        print(f"profile of the scanner's own thread, {blocks} blocks, invoices paid:\n{out.getvalue()}")
+    return blocks / elapsed
 
 
 if __name__ == "__main__":

@@ -286,6 +286,27 @@ def test_catch_up_reads_blocks_concurrently(node: TronNode, fake: FakeTime) -> N
     assert node.calls("wallet/getblockbynum") == 8 and node.calls("wallet/gettransactioninfobyblocknum") == 8
 
 
+def test_concurrent_reads_share_one_request_budget(node: TronNode) -> None:
+    """Four blocks in flight still take one slot of the budget each: with a clock that never moves,
+    the 16 requests of 8 blocks wait 0, 1, 2, ... 15 budget intervals, never the same one twice."""
+    node.chain.mine_empty(8)
+    head = node.chain.head
+    node.rendezvous("wallet/getblockbynum", FETCH_CONCURRENCY)  # answered only when 4 are in flight together
+    waits: list[float] = []
+    adapter = TronAdapter(
+        tron_network([node.url], requests_per_second=10),
+        policy=RetryPolicy(attempts=1, timeout=30),
+        clock=lambda: 1000.0,
+        sleep=waits.append,  # records the wait, does not sleep
+    )
+    try:
+        adapter.fetch_range(head - 7, head, everyone)
+    finally:
+        adapter.close()
+    assert node.calls() == 16
+    assert sorted(round(wait * 10, 6) for wait in waits) == list(range(1, 16))  # the first request waits not
+
+
 def test_block_ref_and_unknown_block(node: TronNode, adapter: TronAdapter) -> None:
     stored = node.chain.mine()
     ref = adapter.block_ref(stored.number)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, union
+from sqlalchemy import union
 from sqlmodel import Session, col, select, update
 
 from paywatch.checkout.models import AttemptChange
@@ -26,6 +26,7 @@ from paywatch.errors import NotFoundError
 from paywatch.metrics import TRANSITIONS
 from paywatch.outbox import emit, event_rows, insert_events
 from paywatch.policy import chain_clock, invoice_facts, payment_facts, store_policy, stored_heights
+from paywatch.store.db import insert_rows
 from paywatch.store.models import (
     Invoice,
     Payment,
@@ -96,8 +97,7 @@ class _Reading:
 
     def write(self) -> None:
         """Insert the history and outbox rows collected so far, in the order they were added."""
-        if self.new_history:
-            self._session.execute(insert(StatusHistory), self.new_history)
+        insert_rows(self._session, StatusHistory, self.new_history)
         insert_events(self._session, self.new_events)
         self.new_history, self.new_events = [], []
 
@@ -233,13 +233,19 @@ class Ledger:
         new_payments_late: Mapping[str, list[bool]] | None = None,
         reverted: Mapping[str, int] | None = None,
         restored: Mapping[str, int] | None = None,
+        locked: Mapping[str, Invoice] | None = None,
     ) -> int:
         """Lock (one query, in id order) and re-evaluate many invoices, each once, reading their
-        payments, history, heights and chain clock once for all; return how many changed."""
+        payments, history, heights and chain clock once for all; return how many changed.
+
+        ``locked``: invoices the caller already locked in this transaction (:meth:`_lock_all`),
+        not read again; only the others are locked here."""
         ids = sorted(set(invoice_ids))
         if not ids:
             return 0
-        invoices = self._lock_all(session, ids)
+        held = locked or {}
+        invoices = {i: held[i] for i in ids if i in held}
+        invoices.update(self._lock_all(session, [i for i in ids if i not in held]))
         missing = [i for i in ids if i not in invoices]
         if missing:
             raise NotFoundError(f"no invoice {missing[0]!r}", field="id")
@@ -330,19 +336,29 @@ class Ledger:
                 cancelled.append(Unmatched(match.transfer, UnmatchedReason.INVOICE_CANCELLED, owner.id))
                 continue
             credits.append((invoice, match.transfer))
-        touched = self._credit(session, credits, now)
+        touched = self._credit(session, credits, now, known=existing, locked=locked)
         if cancelled:
             self.record_unmatched(session, cancelled, now)
         return touched
 
-    def _credit(self, session: Session, credits: Iterable[tuple[Invoice, Transfer]], now: datetime) -> set[str]:
+    def _credit(
+        self,
+        session: Session,
+        credits: Iterable[tuple[Invoice, Transfer]],
+        now: datetime,
+        *,
+        known: Mapping[TransferKey, Payment] | None = None,
+        locked: Mapping[str, Invoice] | None = None,
+    ) -> set[str]:
         """Store each (invoice, transfer) payment, then re-evaluate every invoice that changed once.
 
         New payments are inserted in one statement that skips any another writer stored first;
-        those, and every transfer already stored, go through :meth:`_update_payment`.
+        those, and every transfer already stored, go through :meth:`_update_payment`. ``known``:
+        the stored payments of (at least) these transfers, when the caller read them in this
+        transaction; ``locked``: as for :meth:`reevaluate_all`.
         """
         credits = list(credits)
-        found = find_transfers(session, Payment, [transfer for _, transfer in credits])
+        found = dict(known) if known is not None else find_transfers(session, Payment, [t for _, t in credits])
         inserted = self._insert_payments(session, credits, found, now)
         late_by_invoice: dict[str, list[bool]] = defaultdict(list)
         restored: dict[str, int] = defaultdict(int)
@@ -380,7 +396,13 @@ class Ledger:
             if change == "restored":
                 restored[owner_id] += 1
         self.reevaluate_all(
-            session, touched, now, reason="payment", new_payments_late=late_by_invoice, restored=restored
+            session,
+            touched,
+            now,
+            reason="payment",
+            new_payments_late=late_by_invoice,
+            restored=restored,
+            locked=locked,
         )
         return touched
 

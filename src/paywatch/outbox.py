@@ -6,12 +6,12 @@ import secrets
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from paywatch.config import NetworkConfig
 from paywatch.inputs import strict_json
 from paywatch.policy import stored_heights
+from paywatch.store.db import insert_rows
 from paywatch.store.models import CallbackEvent, Invoice, Payment, StatusHistory
 from paywatch.views import invoice_view, iso
 
@@ -69,7 +69,7 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
         return
     for row, webhook_id in zip(rows, new_webhook_ids(len(rows)), strict=True):
         row["webhook_id"] = webhook_id
-    session.execute(insert(CallbackEvent), rows)
+    insert_rows(session, CallbackEvent, rows)
 
 
 class EventOwner(Protocol):

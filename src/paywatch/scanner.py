@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 
-from sqlalchemy import Engine, delete, func, insert
+from sqlalchemy import Engine, delete, func
 from sqlmodel import Session, col, select
 
 from paywatch.addresses import load_watch_index, refresh_watch_index
@@ -42,7 +42,7 @@ from paywatch.errors import ChainError, RetryableChainError
 from paywatch.ledger import Ledger
 from paywatch.mempool import MempoolResult, MempoolWatcher
 from paywatch.redact import describe
-from paywatch.store.db import read_scope, session_scope
+from paywatch.store.db import insert_rows, read_scope, session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock
 from paywatch.store.watch import read_versions
 
@@ -274,8 +274,9 @@ class Scanner:
             session.exec(
                 delete(ScannedBlock).where(col(ScannedBlock.network) == name, col(ScannedBlock.number) >= start)
             )
-            session.execute(
-                insert(ScannedBlock),
+            insert_rows(
+                session,
+                ScannedBlock,
                 [
                     {
                         "network": name,

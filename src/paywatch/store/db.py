@@ -62,6 +62,17 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+def insert_rows(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (column values by name, the same keys in each) into ``model``'s table in one
+    executemany statement, after flushing the session (rows may refer to objects added but not
+    yet flushed). Through the table, not the ORM's bulk insert, which spends about 0.1 ms of Python
+    per row: a scanned range's history and outbox rows number in the hundreds."""
+    if not rows:
+        return
+    session.flush()
+    session.execute(model.__table__.insert(), rows)
+
+
 @contextmanager
 def read_scope(engine: Engine) -> Iterator[Session]:
     """One transaction that only reads, rolled back at the end: on SQLite it takes no write lock."""
