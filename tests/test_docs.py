@@ -73,6 +73,7 @@ def test_nothing_refers_to_files_outside_the_repository() -> None:
         if not path.is_file() or path.suffix in {".json", ".bin"}:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
-        if outside in text or any(f"shared/{doc}.md" in text for doc in ("DESIGN", "LESSONS")):
+        # the team's design notes live outside the repository: naming them sends readers nowhere
+        if outside in text or any(f"{doc}.md" in text for doc in ("DE" + "SIGN", "LES" + "SONS")):
             hits.append(name.decode())
     assert hits == []

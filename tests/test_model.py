@@ -7,7 +7,7 @@ Tron node), ``rescan_range`` / ``rescan_transaction``, the invoice service funct
 CLI call (``create_invoice`` with every strategy, ``cancel_invoice``, ``mark_paid``), the unmatched
 inbox's ``attach``, and ``Ledger.expiry_sweep``. Time is a parameter: the machine owns the clock.
 
-After every step a small reference model, written from the rules of DESIGN.md's ``evaluate()`` and
+After every step a small reference model, written from the rules of ``evaluate()`` in docs/invoices.md and
 issue 9 (it calls no ledger or domain code), checks:
 
 (a) every transfer in a scanned, canonical block that pays a watched target is recorded exactly
@@ -233,7 +233,7 @@ class MInvoice:
 
 
 def due_of(amount: int, tolerance: Fraction) -> int:
-    """``amount * (1 - tolerance)`` rounded up, never below 1 (DESIGN.md, evaluate())."""
+    """``amount * (1 - tolerance)`` rounded up, never below 1 (docs/invoices.md, the rules of evaluate())."""
     keep = 1 - tolerance
     return max(1, -(-amount * keep.numerator // keep.denominator))
 
