@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,23 +107,14 @@ def test_networks_file_errors_name_the_key() -> None:
     assert ok["btc"].deposit_address == BIP84_RECEIVE[1]
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[LtcNode]:
-    n = LtcNode().start()
-    try:
-        yield n
-    finally:
-        n.close()
-
-
 @pytest.mark.parametrize(
     ("address_type", "descriptor"),
     [("p2wpkh", "wpkh({key}/0/*)"), ("p2sh-p2wpkh", "sh(wpkh({key}/0/*))"), ("p2pkh", "pkh({key}/0/*)")],
 )
-def test_addresses_match_the_nodes_deriveaddresses(node: LtcNode, address_type: str, descriptor: str) -> None:
+def test_addresses_match_the_nodes_deriveaddresses(ltc_node: LtcNode, address_type: str, descriptor: str) -> None:
     """litecoind derives the same receive addresses from the same account key."""
-    checked = node.rpc("getdescriptorinfo", descriptor.format(key=TPUB))["descriptor"]
-    expected = node.rpc("deriveaddresses", checked, [0, 19])
+    checked = ltc_node.rpc("getdescriptorinfo", descriptor.format(key=TPUB))["descriptor"]
+    expected = ltc_node.rpc("deriveaddresses", checked, [0, 19])
     ours = [utxo_addresses.derive_address(TPUB, "litecoin", "regtest", address_type, i) for i in range(20)]
     assert ours == expected
     if address_type == "p2wpkh":

@@ -16,19 +16,9 @@ from tests.support.ltc_node import LtcNode
 from tests.support.utxo_harness import SAT, UtxoHarness
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[LtcNode]:
-    n = LtcNode().start()
-    try:
-        n.setup_wallet()
-        yield n
-    finally:
-        n.close()
-
-
 @pytest.fixture
-def h(engine: Engine, db_url: str, tmp_path: Path, node: LtcNode) -> Iterator[UtxoHarness]:
-    harness = UtxoHarness(engine, db_url, tmp_path, node)
+def h(engine: Engine, db_url: str, tmp_path: Path, ltc_node: LtcNode) -> Iterator[UtxoHarness]:
+    harness = UtxoHarness(engine, db_url, tmp_path, ltc_node)
     try:
         yield harness
     finally:

@@ -3,7 +3,6 @@ and restarted (with a new RPC cookie), and `paywatch rescan` / `rescan-tx` throu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,37 +17,27 @@ from tests.support.ltc_node import LtcNode
 from tests.support.utxo_harness import UtxoHarness
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[LtcNode]:
-    n = LtcNode().start()
-    try:
-        n.setup_wallet()
-        yield n
-    finally:
-        n.close()
-
-
 def test_node_stopped_mid_scan_and_restarted_skips_no_block(
-    engine: Engine, db_url: str, tmp_path: Path, node: LtcNode
+    engine: Engine, db_url: str, tmp_path: Path, ltc_node: LtcNode
 ) -> None:
-    h = UtxoHarness(engine, db_url, tmp_path, node, prefetch=False, batch_blocks=5)
+    h = UtxoHarness(engine, db_url, tmp_path, ltc_node, prefetch=False, batch_blocks=5)
     try:
-        first = node.height
+        first = ltc_node.height
         invoices = h.invoices(["0.01"] * 6)
         for inv in invoices:
-            node.pay(inv.address, "0.01")
-            node.mine(5)
-        tip = node.height
+            ltc_node.pay(inv.address, "0.01")
+            ltc_node.mine(5)
+        tip = ltc_node.height
         h.scanner.step()
         h.scanner.step()
-        cookie = node.cookie_file.read_text()
-        node.stop()
+        cookie = ltc_node.cookie_file.read_text()
+        ltc_node.stop()
         with pytest.raises(RetryableChainError):
             h.scanner.step()
         stored = h.scanned_numbers()
         assert stored == list(range(first, stored[-1] + 1)) and stored[-1] < tip
-        node.start()
-        assert node.cookie_file.read_text() != cookie  # the adapter must read the new cookie
+        ltc_node.start()
+        assert ltc_node.cookie_file.read_text() != cookie  # the adapter must read the new cookie
         h.scan()
         assert h.scanned_numbers() == list(range(first, tip + 1))
         assert {h.get(inv.id).status for inv in invoices} == {"COMPLETED"}
@@ -57,15 +46,15 @@ def test_node_stopped_mid_scan_and_restarted_skips_no_block(
         h.close()
 
 
-def test_cli_rescan_and_rescan_tx_on_utxo(engine: Engine, db_url: str, tmp_path: Path, node: LtcNode) -> None:
-    h = UtxoHarness(engine, db_url, tmp_path, node)
+def test_cli_rescan_and_rescan_tx_on_utxo(engine: Engine, db_url: str, tmp_path: Path, ltc_node: LtcNode) -> None:
+    h = UtxoHarness(engine, db_url, tmp_path, ltc_node)
     try:
         # a backfill: the payment reached an address before its invoice existed, so the scan passed it
         address = network_address(h.config.networks["ltc"], 1)
-        txid = node.pay(address, "0.4")
-        [block] = node.mine(1)
-        height = node.height
-        node.mine(2)
+        txid = ltc_node.pay(address, "0.4")
+        [block] = ltc_node.mine(1)
+        height = ltc_node.height
+        ltc_node.mine(2)
         h.scan()
         inv = h.invoice("0.4")
         assert inv.address == address
@@ -93,32 +82,32 @@ def test_cli_rescan_and_rescan_tx_on_utxo(engine: Engine, db_url: str, tmp_path:
 
 
 def test_mempool_payment_dropped_by_the_node_moves_back_and_comes_back(
-    engine: Engine, db_url: str, tmp_path: Path, node: LtcNode
+    engine: Engine, db_url: str, tmp_path: Path, ltc_node: LtcNode
 ) -> None:
     """A node restarted without its mempool (-persistmempool=0) has dropped the payment: the
     invoice moves back with payment_reverted; re-broadcast, it is counted again."""
-    h = UtxoHarness(engine, db_url, tmp_path, node)
+    h = UtxoHarness(engine, db_url, tmp_path, ltc_node)
     try:
         inv = h.invoice("0.3")
         h.scan()
-        txid = node.pay(inv.address, "0.3")
-        raw = node.rpc("getrawtransaction", txid)
+        txid = ltc_node.pay(inv.address, "0.3")
+        raw = ltc_node.rpc("getrawtransaction", txid)
         h.scan()
         assert h.get(inv.id).status == "WAITING_FOR_CONFIRMATIONS"
-        node.stop()
-        node.start("-persistmempool=0", load_wallet=False)  # a loaded wallet would re-broadcast it
-        assert node.rpc("getrawmempool") == []
+        ltc_node.stop()
+        ltc_node.start("-persistmempool=0", load_wallet=False)  # a loaded wallet would re-broadcast it
+        assert ltc_node.rpc("getrawmempool") == []
         h.scan()
         invoice = h.get(inv.id)
         assert invoice.status == "PENDING" and invoice.flags == ["reverted"]
         assert h.events(inv.id)[-1] == "invoice.payment_reverted"
-        node.rpc("sendrawtransaction", raw)
-        node.load_wallet()
+        ltc_node.rpc("sendrawtransaction", raw)
+        ltc_node.load_wallet()
         h.scan()
         [payment] = h.payments(inv.id)
         assert payment.mempool and not payment.orphaned
         assert h.get(inv.id).status == "WAITING_FOR_CONFIRMATIONS"
-        node.mine(3)
+        ltc_node.mine(3)
         h.scan()
         assert h.get(inv.id).status == "COMPLETED"
     finally:

@@ -6,8 +6,9 @@ and every test gets its own copy of it.
 * PostgreSQL: the template is a database migrated through Alembic once per test process (xdist
   worker); a test's database is ``CREATE DATABASE ... TEMPLATE`` of it, a real database of its
   own. ``DROP DATABASE`` forces a checkpoint on PostgreSQL 15, so the drop is handed to a
-  background thread of the process (it still uses ``WITH (FORCE)``, so a connection left open
-  cannot keep the database alive); ``finish()`` waits for the queued drops and drops the template.
+  background thread of the process, which drops what is queued in batches, concurrently, so that
+  they share checkpoints (it still uses ``WITH (FORCE)``, so a connection left open cannot keep
+  the database alive); ``finish()`` waits for the queued drops and drops the template.
 
 The copy is what ``upgrade(url)`` on an empty database produces, table for table, because it is
 the result of exactly that call; nothing is shared between two tests' databases.
@@ -15,6 +16,7 @@ the result of exactly that call; nothing is shared between two tests' databases.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import secrets
@@ -22,6 +24,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -37,6 +40,7 @@ _sqlite_template: Path | None = None
 _pg_template: str | None = None
 _drops: queue.Queue[str | None] = queue.Queue()
 _dropper: threading.Thread | None = None
+_DROPS_AT_ONCE = 8
 
 
 # --------------------------------------------------------------------------- SQLite
@@ -75,17 +79,35 @@ def _execute(sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]  # our own names: pw_test_<worker>_<hex>, pw_tpl_...
 
 
+def _drop(name: str) -> None:
+    with contextlib.suppress(psycopg.Error):  # the server went away; nothing left to clean
+        _execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _drop_loop() -> None:
+    """Drop the queued databases: all those queued by now at once, each on a connection of its own.
+
+    Every ``DROP DATABASE`` waits for a checkpoint, and drops that wait together share one: eight
+    drops one after the other took 23-25 s (2 cores, load ~15), eight at once 2-3.4 s. While a
+    batch is dropped the next tests queue theirs, so the batches grow when the drops lag.
+    """
     while True:
-        name = _drops.get()
+        batch = [_drops.get()]
+        while True:
+            try:
+                batch.append(_drops.get_nowait())
+            except queue.Empty:
+                break
+        names = [name for name in batch if name is not None]
         try:
-            if name is None:
-                return
-            _execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except psycopg.Error:
-            pass  # the server went away; nothing left to clean
+            if names:
+                with ThreadPoolExecutor(max_workers=min(len(names), _DROPS_AT_ONCE)) as pool:
+                    list(pool.map(_drop, names))
         finally:
-            _drops.task_done()
+            for _ in batch:
+                _drops.task_done()
+        if None in batch:
+            return
 
 
 def _template() -> str:
