@@ -227,7 +227,6 @@ SLOW_BY_PROFILE: dict[str, tuple[str, ...]] = {
         "test_history_and_outbox_commit_with_the_change_or_not_at_all",
     ),
     "tests/test_migration_positions.py": ("test_existing_rows_get_their_position_or_are_adopted_later",),
-    "tests/test_model.py": ("test_money_model_regression_seed",),
     "tests/test_scanner_rescan.py": (
         "test_cli_rescan_and_rescan_tx",
         "test_rescan_range_dry_run_then_real_then_idempotent",
