@@ -21,6 +21,7 @@ from paywatch.cli.tables import Column, decimal_amount, money, print_table, shor
 
 if TYPE_CHECKING:
     from paywatch.config import AppConfig
+    from paywatch.lease import SingleWorkerLock
 
 app = typer.Typer(help="paywatch: self-hosted crypto payment watcher.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -381,19 +382,31 @@ def _configure_logging(config: AppConfig) -> None:
     configure(json_lines=config.settings.log_json)
 
 
+def _single_worker(config: AppConfig) -> SingleWorkerLock:
+    """The SQLite one-worker lock, taken before anything else is loaded: a second worker on one
+    SQLite file refuses at once (exit 2) instead of after building its chain adapters."""
+    from paywatch.lease import SingleWorkerLock
+
+    single = SingleWorkerLock(config.settings.database_url)
+    guarded(single.acquire)
+    return single
+
+
 @app.command("worker")
 def worker() -> None:
     """Run the scanners, the expiry sweep and callback delivery until SIGTERM."""
     import asyncio
 
+    config = get_config()
+    _configure_logging(config)
+    single = _single_worker(config)
+
     from paywatch.api.metrics_server import alongside, metrics_server
     from paywatch.runtime import open_database
     from paywatch.worker import Worker
 
-    config = get_config()
-    _configure_logging(config)
     engine = guarded(lambda: open_database(config))
-    guarded(lambda: asyncio.run(alongside(metrics_server(config, engine), Worker(config, engine).run())))
+    guarded(lambda: asyncio.run(alongside(metrics_server(config, engine), Worker(config, engine, single=single).run())))
 
 
 @app.command("run")
@@ -408,11 +421,14 @@ def run(
 
     config = get_config()
     _configure_logging(config)
+    single = _single_worker(config)
     engine = guarded(lambda: open_database(config))
-    guarded(lambda: asyncio.run(serve_all(config, engine, host, port)))
+    guarded(lambda: asyncio.run(serve_all(config, engine, host, port, single=single)))
 
 
-async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> None:
+async def serve_all(
+    config: AppConfig, engine: Any, host: str, port: int, *, single: SingleWorkerLock | None = None
+) -> None:
     """The API (uvicorn) and the worker on one event loop. SIGTERM/SIGINT stop both gracefully: the
     running scan step commits, then the process exits 0 (uvicorn's own signal capture is replaced,
     since it re-raises the signal after serving, which would kill the worker mid-step)."""
@@ -431,7 +447,7 @@ async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> Non
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    worker = Worker(config, engine)
+    worker = Worker(config, engine, single=single)
     server = Server(uvicorn.Config(create_app(config, engine=engine), host=host, port=port, log_config=None))
 
     def stop() -> None:
