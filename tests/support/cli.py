@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 
 from typer.testing import CliRunner
@@ -23,4 +24,7 @@ def paywatch(
     if process:
         return subprocess.run([*PAYWATCH, *args], env=dict(env), capture_output=True, text=True, timeout=timeout)
     invoked = CliRunner().invoke(cli_app, list(args), env=dict(env))
-    return subprocess.CompletedProcess(list(args), invoked.exit_code, invoked.stdout, invoked.stderr)
+    stderr = invoked.stderr
+    if invoked.exception is not None and invoked.exc_info is not None and not isinstance(invoked.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*invoked.exc_info))  # as a real process prints it
+    return subprocess.CompletedProcess(list(args), invoked.exit_code, invoked.stdout, stderr)
