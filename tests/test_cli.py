@@ -6,28 +6,19 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from paywatch.cli import app as cli_app
 from tests.conftest import TEST_NETWORKS
-
-PAYWATCH = [sys.executable, "-m", "paywatch"]
+from tests.support.cli import paywatch
 
 
 def run(
     args: list[str], env: dict[str, str], ok: bool = True, *, process: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """``paywatch ARGS``: a real process with ``process``, else the same app in this process
-    (typer's CliRunner: the same code, without a second start of the interpreter)."""
-    if process:
-        result = subprocess.run([*PAYWATCH, *args], env=env, capture_output=True, text=True, timeout=120)
-    else:
-        invoked = CliRunner().invoke(cli_app, args, env=env)
-        result = subprocess.CompletedProcess(args, invoked.exit_code, invoked.stdout, invoked.stderr)
+    """``paywatch ARGS`` (tests.support.cli), asserting exit code 0 unless ``ok`` is false."""
+    result = paywatch(args, env, process=process)
     if ok:
         assert result.returncode == 0, result.stderr
     return result

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from paywatch.store.models import AuditLog, Store
 from paywatch.stores import update_store
 from tests.conftest import TEST_NETWORKS
 from tests.support.api_helpers import Api, make_api
+from tests.support.cli import paywatch
 from tests.support.evm_fixtures import Deployed, chain_snapshot_fixture, deployed_fixture, h_fixture  # noqa: F401
 from tests.support.evm_harness import Harness
 from tests.support.evm_node import anvil_node_fixture  # noqa: F401
@@ -136,25 +135,20 @@ def test_cli_store_update(db_url: str, engine: Engine, tmp_path: Path) -> None:
     networks.write_text(TEST_NETWORKS)
     env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks)}
 
-    def paywatch(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "paywatch", *args], env=env, capture_output=True, text=True, timeout=60
-        )
-
-    store_id = json.loads(paywatch("store", "create", "shop", "--json").stdout)["store_id"]
-    changed = paywatch(
-        "store", "update", store_id, "--underpaid-tolerance", "0.5%", "--late-window", "24h", "--accept-late", "--json"
-    )
+    created = paywatch(["store", "create", "shop", "--json"], env)
+    store_id = json.loads(created.stdout)["store_id"]
+    args = ["store", "update", store_id, "--underpaid-tolerance", "0.5%", "--late-window", "24h", "--accept-late"]
+    changed = paywatch([*args, "--json"], env, process=True)  # the operator's real process; the rest in-process
     assert changed.returncode == 0, changed.stderr
     view = json.loads(changed.stdout)
     assert (view["underpaid_tolerance"], view["late_window"], view["accept_late_payments"]) == ("0.005", 86400, True)
-    off = paywatch("store", "update", store_id, "--no-accept-late")
+    off = paywatch(["store", "update", store_id, "--no-accept-late"], env)
     assert off.returncode == 0 and "accept_late_payments" in off.stdout, off.stderr
     store = store_row(engine, store_id)
     assert (store.underpaid_tolerance, store.late_window_seconds, store.accept_late_payments) == ("0.005", 86400, False)
-    bad = paywatch("store", "update", store_id, "--late-window", "soon")
+    bad = paywatch(["store", "update", store_id, "--late-window", "soon"], env)
     assert bad.returncode == 2 and "late_window" in bad.stderr
-    missing = paywatch("store", "update", "st_nope", "--accept-late")
+    missing = paywatch(["store", "update", "st_nope", "--accept-late"], env)
     assert missing.returncode == 2 and "st_nope" in missing.stderr
 
 

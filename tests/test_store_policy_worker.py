@@ -1,10 +1,9 @@
 """A policy change reaches a running ``paywatch worker`` process without a restart (issue 9.11):
-the policy is changed by another process (``paywatch store update``) while the worker scans."""
+the policy is changed by another process (``paywatch store update``, run by the test's process) while the
+worker process scans."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +17,8 @@ from paywatch.invoices import InvoiceRequest, create_invoice
 from paywatch.store.db import session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, UnmatchedTransfer
 from paywatch.stores import create_store
+from tests.support.cli import paywatch
 from tests.support.worker_procs import (
-    ROOT,
     USDT,
     Devnet,
     PaywatchProcess,
@@ -61,14 +60,8 @@ def test_policy_changes_reach_the_running_worker(devnet: Devnet, db_url: str, en
             return None if state is None else state.cursor_height
 
     def update(*args: str) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "paywatch", "store", "update", store_id, *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        # the CLI in the test's process: another process than the worker's (tests/support/cli.py)
+        done = paywatch(["store", "update", store_id, *args], env)
         assert done.returncode == 0, done.stderr
 
     worker = PaywatchProcess(["worker"], env, tmp_path / "worker.log")

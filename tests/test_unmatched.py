@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
-from typer.testing import CliRunner
 
-from paywatch.cli import app as cli_app
 from paywatch.config import AppConfig
 from paywatch.domain.matching import Match, Unmatched, UnmatchedReason
 from paywatch.domain.transfer import Transfer, address_key
@@ -26,6 +22,7 @@ from paywatch.store.models import AuditLog, CallbackEvent, Invoice, NetworkState
 from paywatch.stores import create_store
 from paywatch.unmatched import attach, list_unmatched
 from tests.conftest import T0, TEST_NETWORKS, USDT_TRON
+from tests.support.cli import paywatch
 
 
 def stray(to: str, amount: int, *, memo: str | None = "WRONGMEMO", index: int = 0) -> Transfer:
@@ -97,19 +94,11 @@ def test_cli_lists_and_attaches(db_url: str, engine: Engine, app_config: AppConf
     networks.write_text(TEST_NETWORKS)
     env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks)}
 
-    def paywatch(*args: str) -> subprocess.CompletedProcess[str]:
-        if args[:2] == ("unmatched", "list"):  # in-process: the same app, no second interpreter start
-            invoked = CliRunner().invoke(cli_app, list(args), env=env)
-            return subprocess.CompletedProcess(args, invoked.exit_code, invoked.stdout, invoked.stderr)
-        return subprocess.run(
-            [sys.executable, "-m", "paywatch", *args], env=env, capture_output=True, text=True, timeout=120
-        )
-
-    listed = json.loads(paywatch("unmatched", "list", "--json").stdout)
+    listed = json.loads(paywatch(["unmatched", "list", "--json"], env).stdout)
     assert [(r["id"], r["reason"], r["amount_units"]) for r in listed] == [(transfer_id, "unknown_memo", "5000000")]
-    attached = paywatch("unmatched", "attach", str(transfer_id), invoice_id)
+    attached = paywatch(["unmatched", "attach", str(transfer_id), invoice_id], env, process=True)  # a real process
     assert attached.returncode == 0 and "COMPLETED" in attached.stdout, attached.stderr
-    again = paywatch("unmatched", "attach", str(transfer_id), invoice_id)
+    again = paywatch(["unmatched", "attach", str(transfer_id), invoice_id], env)
     assert again.returncode == 2 and "already attached" in again.stderr
 
 
@@ -189,22 +178,22 @@ def test_cli_inbox_reads_in_asset_units_in_80_columns(
     networks.write_text(TEST_NETWORKS)
     env = {**os.environ, "PAYWATCH_DATABASE_URL": db_url, "PAYWATCH_NETWORKS": str(networks), "COLUMNS": "80"}
 
-    def paywatch(*args: str) -> str:
-        done = CliRunner().invoke(cli_app, list(args), env=env)  # the real app, in this process
-        assert done.exit_code == 0, done.output
+    def inbox(*args: str) -> str:
+        done = paywatch(["unmatched", "list", *args], env)  # the real app, in this process
+        assert done.returncode == 0, done.stderr
         return done.stdout
 
-    table = paywatch("unmatched", "list")
+    table = inbox()
     assert "ETH 3.041416671280614839" in table and "USDT 5" in table
     assert "native" not in table and USDT_TRON not in table and "3041416671280614839" not in table
     assert "0x3e3e…3e3e" in table and eth_tx not in table  # a short tx hash
     assert "unknown memo" in table and "asset mismatch" in table
     assert max(len(line) for line in table.splitlines()) <= 80
 
-    wide = paywatch("unmatched", "list", "--wide")
+    wide = inbox("--wide")
     assert eth_tx in wide and "3041416671280614839" in wide and "ETH 3.041416671280614839" in wide
 
-    rows = {r["id"]: r for r in json.loads(paywatch("unmatched", "list", "--json"))}
+    rows = {r["id"]: r for r in json.loads(inbox("--json"))}
     usdt = rows[transfer_id]
     assert (usdt["asset"], usdt["amount"], usdt["amount_units"]) == ("USDT", "5", "5000000")
     assert usdt["asset_key"] == USDT_TRON.lower() or usdt["asset_key"] == address_key(USDT_TRON)

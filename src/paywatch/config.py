@@ -27,8 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from paywatch.chains import utxo_addresses
-from paywatch.chains.body_limit import DEFAULT_MAX_RESPONSE_BYTES
+from paywatch.chains import DEFAULT_MAX_RESPONSE_BYTES, utxo_addresses
 from paywatch.checkout.rates.sources import SOURCE_CLASSES
 from paywatch.domain.amounts import parse_amount
 from paywatch.domain.matching import Strategy

@@ -122,7 +122,8 @@ class SingleWorkerLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        if self.path is None:
+        """Hold the lock (again: a no-op), or raise ConfigError naming the worker that holds it."""
+        if self.path is None or self._file is not None:
             return
         handle = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the worker
         try:

@@ -60,6 +60,7 @@ class Worker:
         dispatch_seconds: float = DISPATCH_SECONDS,
         checkout: Checkout | None = None,
         checkout_seconds: float = CHECKOUT_SECONDS,
+        single: SingleWorkerLock | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -82,7 +83,8 @@ class Worker:
         self.rates_lease = Lease(engine, "rates-refresh")
         self.stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._single = SingleWorkerLock(config.settings.database_url)
+        # ``single``: the caller took the SQLite lock already, to refuse before building the adapters
+        self._single = single or SingleWorkerLock(config.settings.database_url)
 
     # --- jobs (each is safe to run concurrently with the others) --------------------------------
 

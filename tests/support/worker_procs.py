@@ -107,6 +107,8 @@ class PaywatchProcess:
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+        self._records: list[dict[str, Any]] = []
+        self._read = 0  # bytes of the log parsed into _records (whole lines only)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "paywatch", *args],
             env=env,
@@ -120,14 +122,23 @@ class PaywatchProcess:
         return self.proc.pid
 
     def lines(self) -> list[dict[str, Any]]:
-        """The JSON log records so far (other lines, e.g. a traceback, are kept as ``raw``)."""
-        out = []
-        for raw in self.log_path.read_text(errors="replace").splitlines():
+        """The JSON log records so far (other lines, e.g. a traceback, are kept as ``raw``).
+
+        Only the lines written since the last call are read and parsed: tests poll this while a
+        worker logs every step, and re-parsing the whole log each time cost the test CPU."""
+        running = self.proc.poll() is None
+        with open(self.log_path, "rb") as log:
+            log.seek(self._read)
+            new = log.read()
+        if running:  # a line still being written is read on a later call
+            new = new[: new.rfind(b"\n") + 1]
+        self._read += len(new)
+        for raw in new.decode(errors="replace").splitlines():
             try:
-                out.append(json.loads(raw))
+                self._records.append(json.loads(raw))
             except ValueError:
-                out.append({"raw": raw})
-        return out
+                self._records.append({"raw": raw})
+        return list(self._records)
 
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")

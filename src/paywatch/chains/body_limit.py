@@ -16,7 +16,9 @@ from typing import Any
 
 import requests
 
-DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+from paywatch.chains import DEFAULT_MAX_RESPONSE_BYTES
+
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "CappedSession", "ResponseTooLarge", "read_capped"]
 _CHUNK = 64 * 1024
 
 

@@ -1,10 +1,13 @@
-"""The ``paywatch`` command line: thin commands over the services."""
+"""The ``paywatch`` command line: thin commands over the services.
+
+Each command imports the services it uses in its body (see :mod:`paywatch.cli.support`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,16 +16,12 @@ from rich.table import Table
 from paywatch.cli.callbacks import callbacks_app, rotate_secret
 from paywatch.cli.scan import register as register_scan_commands
 from paywatch.cli.status import status as status_command
-from paywatch.cli.support import fail, get_config, guarded, now, open_app, plain
+from paywatch.cli.support import fail, get_config, guarded, load_app_config, now, open_app, plain
 from paywatch.cli.tables import Column, decimal_amount, money, print_table, short_hash, short_time
-from paywatch.config import AppConfig, load_config
-from paywatch.invoices import cancel_invoice, get_invoice, list_invoices, mark_paid
-from paywatch.ledger import Ledger
-from paywatch.outbox import load_view
-from paywatch.runtime import open_database, seal_secrets
-from paywatch.secretbox import new_key
-from paywatch.store.db import make_engine, session_scope, upgrade
-from paywatch.stores import create_store
+
+if TYPE_CHECKING:
+    from paywatch.config import AppConfig
+    from paywatch.lease import SingleWorkerLock
 
 app = typer.Typer(help="paywatch: self-hosted crypto payment watcher.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -31,7 +30,7 @@ invoice_app = typer.Typer(help="Invoices.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(store_app, name="store")
 app.add_typer(invoice_app, name="invoice")
-register_scan_commands(app, load_config)
+register_scan_commands(app, load_app_config)
 app.add_typer(callbacks_app, name="callbacks")
 store_app.command("rotate-secret")(rotate_secret)
 app.command("status")(status_command)
@@ -42,6 +41,9 @@ console = Console()
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply all Alembic migrations to PAYWATCH_DATABASE_URL."""
+    from paywatch.runtime import seal_secrets
+    from paywatch.store.db import make_engine, upgrade
+
     config = get_config()
     guarded(lambda: upgrade(config.settings.database_url))
     engine = make_engine(config.settings.database_url)
@@ -55,6 +57,8 @@ def db_upgrade() -> None:
 @db_app.command("encrypt-secrets")
 def db_encrypt_secrets() -> None:
     """Encrypt stored webhook secrets with PAYWATCH_SECRET_KEY (re-encrypt under its first key)."""
+    from paywatch.runtime import seal_secrets
+
     config, engine = open_app()
     if not config.settings.secret_box().enabled:
         raise fail("PAYWATCH_SECRET_KEY is not set: there is no key to encrypt with")
@@ -64,6 +68,8 @@ def db_encrypt_secrets() -> None:
 @db_app.command("new-secret-key")
 def db_new_secret_key() -> None:
     """Print a fresh Fernet key for PAYWATCH_SECRET_KEY."""
+    from paywatch.secretbox import new_key
+
     typer.echo(new_key())
 
 
@@ -74,6 +80,9 @@ def store_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """Create a store; prints its id, API key and webhook secret ONCE."""
+    from paywatch.store.db import session_scope
+    from paywatch.stores import create_store
+
     config, engine = open_app()
 
     def create() -> Any:
@@ -118,6 +127,7 @@ def store_update(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """Change a store's payment policy (applies to the running scanners without a restart)."""
+    from paywatch.store.db import session_scope
     from paywatch.stores import get_store, store_view, update_store
 
     config, engine = open_app()
@@ -186,6 +196,10 @@ def invoice_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON, the same body as the API")] = False,
 ) -> None:
     """List invoices, newest first."""
+    from paywatch.invoices import list_invoices
+    from paywatch.outbox import load_view
+    from paywatch.store.db import session_scope
+
     config, engine = open_app()
 
     def read() -> list[dict[str, Any]]:
@@ -228,6 +242,10 @@ def invoice_list(
 @invoice_app.command("show")
 def invoice_show(invoice_id: str) -> None:
     """Show one invoice as JSON (the same body as the API)."""
+    from paywatch.invoices import get_invoice
+    from paywatch.outbox import load_view
+    from paywatch.store.db import session_scope
+
     config, engine = open_app()
 
     def read() -> dict[str, Any]:
@@ -239,6 +257,10 @@ def invoice_show(invoice_id: str) -> None:
 
 
 def _admin_change(invoice_id: str, action: Any) -> None:
+    from paywatch.invoices import get_invoice
+    from paywatch.ledger import Ledger
+    from paywatch.store.db import session_scope
+
     config, engine = open_app()
     ledger = Ledger(config.networks)
 
@@ -255,12 +277,16 @@ def _admin_change(invoice_id: str, action: Any) -> None:
 @invoice_app.command("cancel")
 def invoice_cancel(invoice_id: str) -> None:
     """Cancel an unpaid invoice (sends invoice.cancelled)."""
+    from paywatch.invoices import cancel_invoice
+
     _admin_change(invoice_id, cancel_invoice)
 
 
 @invoice_app.command("mark-paid")
 def invoice_mark_paid(invoice_id: str) -> None:
     """Mark an invoice paid by hand (COMPLETED with the marked_paid flag)."""
+    from paywatch.invoices import mark_paid
+
     _admin_change(invoice_id, mark_paid)
 
 
@@ -276,6 +302,7 @@ def unmatched_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON: base units (amount_units) and decimal amount")] = False,
 ) -> None:
     """List the unmatched inbox, newest first: asset, amount in asset units, short tx hash, reason."""
+    from paywatch.store.db import session_scope
     from paywatch.unmatched import list_unmatched
     from paywatch.views import iso
 
@@ -332,6 +359,9 @@ def unmatched_list(
 @unmatched_app.command("attach")
 def unmatched_attach(transfer_id: int, invoice_id: str) -> None:
     """Credit an unmatched transfer to an invoice (audited; re-evaluates and fires callbacks)."""
+    from paywatch.invoices import get_invoice
+    from paywatch.ledger import Ledger
+    from paywatch.store.db import session_scope
     from paywatch.unmatched import attach
 
     config, engine = open_app()
@@ -352,18 +382,31 @@ def _configure_logging(config: AppConfig) -> None:
     configure(json_lines=config.settings.log_json)
 
 
+def _single_worker(config: AppConfig) -> SingleWorkerLock:
+    """The SQLite one-worker lock, taken before anything else is loaded: a second worker on one
+    SQLite file refuses at once (exit 2) instead of after building its chain adapters."""
+    from paywatch.lease import SingleWorkerLock
+
+    single = SingleWorkerLock(config.settings.database_url)
+    guarded(single.acquire)
+    return single
+
+
 @app.command("worker")
 def worker() -> None:
     """Run the scanners, the expiry sweep and callback delivery until SIGTERM."""
     import asyncio
 
-    from paywatch.api.metrics_server import alongside, metrics_server
-    from paywatch.worker import Worker
-
     config = get_config()
     _configure_logging(config)
+    single = _single_worker(config)
+
+    from paywatch.api.metrics_server import alongside, metrics_server
+    from paywatch.runtime import open_database
+    from paywatch.worker import Worker
+
     engine = guarded(lambda: open_database(config))
-    guarded(lambda: asyncio.run(alongside(metrics_server(config, engine), Worker(config, engine).run())))
+    guarded(lambda: asyncio.run(alongside(metrics_server(config, engine), Worker(config, engine, single=single).run())))
 
 
 @app.command("run")
@@ -374,13 +417,18 @@ def run(
     """Run the API and the worker in one process."""
     import asyncio
 
+    from paywatch.runtime import open_database
+
     config = get_config()
     _configure_logging(config)
+    single = _single_worker(config)
     engine = guarded(lambda: open_database(config))
-    guarded(lambda: asyncio.run(serve_all(config, engine, host, port)))
+    guarded(lambda: asyncio.run(serve_all(config, engine, host, port, single=single)))
 
 
-async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> None:
+async def serve_all(
+    config: AppConfig, engine: Any, host: str, port: int, *, single: SingleWorkerLock | None = None
+) -> None:
     """The API (uvicorn) and the worker on one event loop. SIGTERM/SIGINT stop both gracefully: the
     running scan step commits, then the process exits 0 (uvicorn's own signal capture is replaced,
     since it re-raises the signal after serving, which would kill the worker mid-step)."""
@@ -399,7 +447,7 @@ async def serve_all(config: AppConfig, engine: Any, host: str, port: int) -> Non
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    worker = Worker(config, engine)
+    worker = Worker(config, engine, single=single)
     server = Server(uvicorn.Config(create_app(config, engine=engine), host=host, port=port, log_config=None))
 
     def stop() -> None:

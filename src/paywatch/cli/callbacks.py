@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from sqlalchemy.engine import Engine
 
-from paywatch.callbacks import admin
-from paywatch.callbacks.dispatcher import Dispatcher, Outcome
 from paywatch.cli.support import fail, guarded, open_app, plain
 from paywatch.cli.support import now as utc_now
 from paywatch.cli.tables import Column, print_table, short_time
-from paywatch.config import AppConfig
-from paywatch.store.db import session_scope
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from paywatch.callbacks.dispatcher import Outcome
+    from paywatch.config import AppConfig
 
 callbacks_app = typer.Typer(help="Status callbacks: delivery log, redelivery, test events.", no_args_is_help=True)
 console = Console()
 
 
 def _send_now(config: AppConfig, engine: Engine, event_id: int) -> Outcome | None:
+    import asyncio
+
+    from paywatch.callbacks.dispatcher import Dispatcher
+
     async def send() -> Outcome | None:
         dispatcher = Dispatcher(engine, config.settings, utc_now)
         try:
@@ -57,6 +61,9 @@ def list_callbacks(
     as_json: Annotated[bool, typer.Option("--json", help="JSON with every attempt")] = False,
 ) -> None:
     """List callback events, newest first."""
+    from paywatch.callbacks import admin
+    from paywatch.store.db import session_scope
+
     _, engine = open_app()
 
     def read() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
@@ -98,6 +105,9 @@ def redeliver(
     now: Annotated[bool, typer.Option("--now", help="Send it from this process instead of the worker")] = False,
 ) -> None:
     """Queue an event again (same webhook-id); the worker sends it on its next run."""
+    from paywatch.callbacks import admin
+    from paywatch.store.db import session_scope
+
     config, engine = open_app()
 
     def queue() -> tuple[int, str]:
@@ -116,6 +126,9 @@ def redeliver(
 @callbacks_app.command("test")
 def send_test(store: Annotated[str, typer.Argument(help="Store id")]) -> None:
     """Send a signed webhook.test event to the store's callback URL now; exit 1 unless it gets a 2xx."""
+    from paywatch.callbacks import admin
+    from paywatch.store.db import session_scope
+
     config, engine = open_app()
 
     def queue() -> tuple[int, str]:
@@ -131,6 +144,9 @@ def send_test(store: Annotated[str, typer.Argument(help="Store id")]) -> None:
 @callbacks_app.command("enable")
 def enable(store: Annotated[str, typer.Argument(help="Store id")]) -> None:
     """Re-enable a store's callbacks after its endpoint answered 410 Gone."""
+    from paywatch.callbacks import admin
+    from paywatch.store.db import session_scope
+
     _, engine = open_app()
 
     def change() -> None:
@@ -149,6 +165,9 @@ def rotate_secret(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
 ) -> None:
     """Give a store a new webhook secret (shown once); the old one stays valid for the grace period."""
+    from paywatch.callbacks import admin
+    from paywatch.store.db import session_scope
+
     config, engine = open_app()
 
     def change() -> admin.RotatedSecret:

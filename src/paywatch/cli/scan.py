@@ -6,20 +6,20 @@ Mount them with ``register(app, get_config)``; the commands load nothing themsel
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from paywatch.chains.base import ChainAdapter
-from paywatch.chains.registry import make_adapter
 from paywatch.cli.support import fail, now, plain
 from paywatch.cli.tables import Column, money, print_table, short_hash
-from paywatch.config import AppConfig, NetworkConfig
 from paywatch.errors import PaywatchError
-from paywatch.ledger import Ledger
-from paywatch.rescan import RescanReport, StatusChange, rescan_range, rescan_transaction
-from paywatch.runtime import open_database
+
+if TYPE_CHECKING:
+    from paywatch.chains.base import ChainAdapter
+    from paywatch.config import AppConfig, NetworkConfig
+    from paywatch.rescan import RescanReport, StatusChange
 
 
 def _network(config: AppConfig, name: str) -> NetworkConfig:
@@ -95,6 +95,11 @@ def run_rescan(
     wide: bool = False,
 ) -> RescanReport:
     """``paywatch rescan``: progress bar, then the report."""
+    from paywatch.chains.registry import make_adapter
+    from paywatch.ledger import Ledger
+    from paywatch.rescan import rescan_range
+    from paywatch.runtime import open_database
+
     network = _network(config, network_name)
     engine = open_database(config)
     try:
@@ -128,6 +133,11 @@ def run_rescan_tx(
     wide: bool = False,
 ) -> RescanReport:
     """``paywatch rescan-tx``: one transaction, then the report."""
+    from paywatch.chains.registry import make_adapter
+    from paywatch.ledger import Ledger
+    from paywatch.rescan import rescan_transaction
+    from paywatch.runtime import open_database
+
     network = _network(config, network_name)
     engine = open_database(config)
     try:

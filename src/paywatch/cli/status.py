@@ -14,22 +14,23 @@ import json
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.engine import Engine
 
 from paywatch.cli.support import fail, get_config, guarded, now
-from paywatch.config import AppConfig
 from paywatch.errors import PaywatchError, UnavailableError
 from paywatch.redact import scrub
-from paywatch.runtime import open_database
-from paywatch.status import StatusReport, collect
-from paywatch.store.db import session_scope
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from paywatch.config import AppConfig
+    from paywatch.status import StatusReport
 
 EXIT_CODES = {"ok": 0, "degraded": 1, "error": 2}
 
@@ -41,6 +42,8 @@ def _database_error(exc: BaseException) -> str:
 
 def _open(config: AppConfig) -> Engine:
     """The engine on an up-to-date schema; an unreachable database is a PaywatchError here."""
+    from paywatch.runtime import open_database
+
     try:
         return open_database(config)
     except PaywatchError:
@@ -104,6 +107,9 @@ def run_status(
     clock: Callable[[], datetime] = now,
 ) -> int:
     """Print one report (or ``count`` of them with ``watch``); the exit code of the last one."""
+    from paywatch.status import collect
+    from paywatch.store.db import session_scope
+
     config = get_config()
     engine = guarded(lambda: _open(config))
     rounds = 0

@@ -1,5 +1,9 @@
 """What every ``paywatch`` command shares: the clock, one error style and the configured database.
 
+The CLI modules import at their top only Typer, Rich and light paywatch modules; a command imports
+the services it uses (configuration, database, chains) in its body, so that ``paywatch --help`` and
+a command that needs no chain client never pay for importing one (tests/test_cli_startup.py).
+
 Errors paywatch raises on purpose become ``error: <message>`` on stderr and exit code 2.
 
 Every string that did not come from paywatch itself (merchant URLs, redirect targets, response
@@ -13,15 +17,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.markup import escape
-from sqlalchemy.engine import Engine
 
-from paywatch.config import AppConfig, load_config
 from paywatch.errors import PaywatchError
-from paywatch.runtime import open_database
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from paywatch.config import AppConfig
 
 T = TypeVar("T")
 
@@ -60,10 +66,20 @@ def guarded(func: Callable[[], T]) -> T:
 
 def get_config() -> AppConfig:
     """Settings and networks.yaml, validated (a command loads them once, at its start)."""
-    return guarded(load_config)
+    return guarded(load_app_config)
+
+
+def load_app_config() -> AppConfig:
+    """:func:`paywatch.config.load_config`, imported when a command first needs it: the CLI imports
+    what a command uses when it runs, so that ``--help`` and the light commands start fast."""
+    from paywatch.config import load_config
+
+    return load_config()
 
 
 def open_app() -> tuple[AppConfig, Engine]:
     """The configuration and an engine on an up-to-date schema."""
+    from paywatch.runtime import open_database
+
     config = get_config()
     return config, guarded(lambda: open_database(config))

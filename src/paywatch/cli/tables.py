@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 from rich.table import Table
 
 from paywatch.cli.support import plain
-from paywatch.config import NetworkConfig
 from paywatch.domain.amounts import format_amount
 from paywatch.domain.transfer import NATIVE
+
+if TYPE_CHECKING:
+    from paywatch.config import NetworkConfig
 
 WIDE_WIDTH = 1000  # a table is only as wide as its cells: nothing is folded or cut
 
