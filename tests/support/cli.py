@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typer.testing import CliRunner
 
 from paywatch.cli import app as cli_app
+from paywatch.cli.support import close_opened
 
 PAYWATCH = [sys.executable, "-m", "paywatch"]
 
@@ -23,7 +24,10 @@ def paywatch(
     """Run ``paywatch ARGS`` with ``env``; the result of a real process (``process``) or of the app."""
     if process:
         return subprocess.run([*PAYWATCH, *args], env=dict(env), capture_output=True, text=True, timeout=timeout)
-    invoked = CliRunner().invoke(cli_app, list(args), env=dict(env))
+    try:
+        invoked = CliRunner().invoke(cli_app, list(args), env=dict(env))
+    finally:
+        close_opened()  # a real process's connections end with it; these would wait for the GC
     stderr = invoked.stderr
     if invoked.exception is not None and invoked.exc_info is not None and not isinstance(invoked.exception, SystemExit):
         stderr += "".join(traceback.format_exception(*invoked.exc_info))  # as a real process prints it

@@ -77,9 +77,21 @@ def load_app_config() -> AppConfig:
     return load_config()
 
 
+_OPENED: list[Engine] = []
+
+
 def open_app() -> tuple[AppConfig, Engine]:
-    """The configuration and an engine on an up-to-date schema."""
+    """The configuration and an engine on an up-to-date schema (closed by :func:`close_opened`)."""
     from paywatch.runtime import open_database
 
     config = get_config()
-    return config, guarded(lambda: open_database(config))
+    engine = guarded(lambda: open_database(config))
+    _OPENED.append(engine)
+    return config, engine
+
+
+def close_opened() -> None:
+    """Close the connection pools of the engines commands opened in this process: a process that
+    runs commands in-process (an embedding program, the tests) must not keep their connections."""
+    while _OPENED:
+        _OPENED.pop().dispose()
