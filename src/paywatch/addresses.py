@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, literal, tuple_, type_coerce
+from sqlalchemy import Connection, Engine, create_engine, event, func, literal, or_, tuple_, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -28,7 +28,7 @@ from paywatch.errors import ConflictError, InputError
 from paywatch.keys import derive_address
 from paywatch.store.models import AccountCounter, AddressCounter, DepositAddress, Invoice, Store, StoreAddress
 from paywatch.store.types import EpochSeconds
-from paywatch.store.watch import mark_changed
+from paywatch.store.watch import WatchMark, mark_changed
 
 MEMO_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 MAX_AMOUNT_OFFSET = 10_000
@@ -350,16 +350,20 @@ def load_watch_index(scope: Callable[[], AbstractContextManager[Session]], netwo
         after = (rows[-1][-1], rows[-1][0])
 
 
-def refresh_watch_index(session: Session, index: WatchIndex, network: NetworkConfig, since: int) -> int:
-    """Add to ``index`` the invoices stamped above watch version ``since`` and any new store address.
+def refresh_watch_index(
+    session: Session, index: WatchIndex, network: NetworkConfig, *, since: WatchMark | None, addresses: bool
+) -> bool:
+    """Add to ``index`` the invoices stamped since watch mark ``since`` (None: none), and
+    with ``addresses`` the network's store addresses again; whether anything was read.
 
-    Returns how many invoices were read. An invoice read again replaces its entry; a released
-    unique amount leaves the index (see paywatch.store.watch for what bumps the version).
+    An invoice read again replaces its entry; a released unique amount leaves the index (see
+    paywatch.store.watch for what stamps an invoice).
     """
-    add_shared_addresses(session, index, network)
-    rows = watch_rows(session, network, since=since)
+    if addresses:
+        add_shared_addresses(session, index, network)
+    rows = watch_rows(session, network, since=since) if since is not None else ()
     add_watch_rows(index, rows)
-    return len(rows)
+    return addresses or bool(rows)
 
 
 def add_shared_addresses(session: Session, index: WatchIndex, network: NetworkConfig) -> None:
@@ -394,18 +398,21 @@ def watch_rows(
     *,
     after: tuple[Any, str] | None = None,
     limit: int | None = None,
-    since: int | None = None,
+    since: WatchMark | None = None,
 ) -> Sequence[Any]:
     """What matching reads of ``network``'s invoices: ``limit`` rows in (``created_at``, ``id``)
-    order from past ``after`` (the last row's ``created`` and id), or those stamped above watch
-    version ``since``."""
+    order from past ``after`` (the last row's ``created`` and id), or those stamped since watch
+    mark ``since`` (at or above its horizon, or by a transaction pending then)."""
     query = (
         sa_select(*_WATCH_COLUMNS)
         .join(Store, col(Store.id) == col(Invoice.store_id))
         .where(col(Invoice.network) == network.name)
     )
     if since is not None:
-        query = query.where(col(Invoice.watch_seq) > since)
+        stamp = col(Invoice.watch_seq)
+        query = query.where(
+            or_(stamp >= since.horizon, stamp.in_(since.pending)) if since.pending else stamp >= since.horizon
+        )
     if after is not None:
         created, invoice_id = after
         query = query.where(
