@@ -8,7 +8,8 @@ unique amount), a new store address, and a store's policy change (``*``: every n
 
 Session events catch the ORM writes of every path without it having to remember: invoices and
 stores added or changed in a session are collected at each flush, and just before the commit the
-touched invoices are stamped (``invoices.watch_seq``). Writers that bypass the ORM (the Core
+touched invoices are stamped (``invoices.watch_seq``); on PostgreSQL a new invoice is stamped by
+its INSERT (the column's default, migration 0014), without a statement of its own. Writers that bypass the ORM (the Core
 inserts of store addresses) call :func:`mark_changed`. A scanner reads a :class:`WatchMark` and
 later reads the invoices stamped at or above the mark's ``horizon`` it saw before.
 
@@ -125,8 +126,9 @@ def _changed(obj: Any, names: tuple[str, ...]) -> bool:
 
 @event.listens_for(Session, "before_flush")
 def _collect(session: Session, _context: Any, _instances: Any) -> None:
+    stamped_by_insert = session.get_bind().dialect.name == "postgresql"  # the column's default
     for obj in session.new:
-        if isinstance(obj, Invoice):
+        if isinstance(obj, Invoice) and not stamped_by_insert:
             mark_changed(session, obj.network, (obj.id,))
     for obj in session.dirty:
         if isinstance(obj, Invoice) and _changed(obj, WATCHED_COLUMNS):
