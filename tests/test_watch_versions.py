@@ -92,9 +92,7 @@ def test_an_invoice_committed_after_a_later_one_is_still_read(engine: Engine, ap
     assert cache.builds == 1
 
 
-def test_each_new_invoice_is_matched_on_the_next_get_without_a_rebuild(
-    engine: Engine, app_config: AppConfig
-) -> None:
+def test_each_new_invoice_is_matched_on_the_next_get_without_a_rebuild(engine: Engine, app_config: AppConfig) -> None:
     store = _store(engine)
     cache = WatchIndexCache(app_config.networks["ethereum"], engine)
     first = _invoice(engine, app_config, store)
@@ -163,9 +161,7 @@ def test_a_late_window_change_rebuilds_the_index(engine: Engine, app_config: App
     assert cache.builds == 2
 
 
-def test_the_deadline_is_the_expiry_plus_the_late_window_to_the_second(
-    engine: Engine, app_config: AppConfig
-) -> None:
+def test_the_deadline_is_the_expiry_plus_the_late_window_to_the_second(engine: Engine, app_config: AppConfig) -> None:
     """The database computes the deadline (floor of the expiry's unix time, plus the late window)."""
     store = _store(engine)
     inv = _invoice(engine, app_config, store)
