@@ -138,8 +138,8 @@ def _counter_engine(session: Session) -> Engine:
             side = create_engine(
                 engine.url,
                 isolation_level="AUTOCOMMIT",
-                pool_size=6,  # fixed, as the session's engine (paywatch.store.db.make_engine)
-                max_overflow=0,
+                pool_size=2,
+                max_overflow=4,
                 pool_pre_ping=True,
                 connect_args={"options": "-c synchronous_commit=off"},
             )

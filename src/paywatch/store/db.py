@@ -47,12 +47,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
-    # A fixed pool, no overflow: an overflow connection is closed when it comes back to a full pool,
-    # so under steady load above the pool size (an API process serves up to 40 requests at once)
-    # every request opened and closed a PostgreSQL connection (a backend fork and its
-    # authentication). Requests beyond the pool wait for a connection instead. The same maximum of
-    # connections per engine as SQLAlchemy's default (5 + 10 overflow).
-    kwargs = {"pool_size": 15, "max_overflow": 0, **kwargs}
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
