@@ -20,7 +20,7 @@ from paywatch.ledger import Ledger
 from paywatch.scanner import WatchIndexCache
 from paywatch.store.db import read_scope, session_scope
 from paywatch.store.models import Invoice, Store
-from paywatch.store.watch import EVERY_NETWORK, read_versions
+from paywatch.store.watch import EVERY_NETWORK, read_mark, read_versions, stamp_before_commit
 from paywatch.stores import create_store, update_store
 from tests.conftest import T0
 
@@ -46,28 +46,53 @@ def _invoice(engine: Engine, config: AppConfig, store: Store, amount: str = "1",
         return create_invoice(s, config, store, InvoiceRequest("ethereum", "ETH", amount, **kw), T0)  # type: ignore[arg-type]
 
 
-def test_a_commit_bumps_the_version_once_and_stamps_its_invoices(engine: Engine, app_config: AppConfig) -> None:
+def test_a_commit_stamps_its_invoices_once_below_the_next_horizon(engine: Engine, app_config: AppConfig) -> None:
     store = _store(engine)
     with read_scope(engine) as s:
-        assert read_versions(s, "ethereum") == (0, 0)
+        before = read_mark(s, "ethereum")
     with session_scope(engine) as s:
         made = [create_invoice(s, app_config, store, InvoiceRequest("ethereum", "ETH", "1"), T0) for _ in range(3)]
     with pytest.raises(RuntimeError), session_scope(engine) as s:
         create_invoice(s, app_config, store, InvoiceRequest("ethereum", "ETH", "1"), T0)
-        raise RuntimeError("rolled back: no version")
+        raise RuntimeError("rolled back: no stamp")
     with read_scope(engine) as s:
-        assert read_versions(s, "ethereum") == (1, 0)
+        after = read_mark(s, "ethereum")
         seqs = s.exec(select(Invoice.watch_seq).where(Invoice.network == "ethereum")).all()
-    assert sorted(seqs) == [1, 1, 1] and len(made) == 3
+    assert len(made) == 3 and len(set(seqs)) == 1  # one stamp per commit
+    assert before.horizon <= seqs[0] < after.horizon and seqs[0] not in after.pending  # new, and ended
+    # the counters are not touched by invoices on PostgreSQL (no row every creation would queue on)
+    assert read_versions_now(engine) == ((0, 0) if engine.dialect.name == "postgresql" else (1, 0))
     with session_scope(engine) as s:  # a status change is not a watch change
         cancel_invoice(s, Ledger(app_config.networks), made[0], T0, actor="test")
     with read_scope(engine) as s:
-        assert read_versions(s, "ethereum") == (1, 0)
+        assert s.exec(select(Invoice.watch_seq).where(Invoice.id == made[0].id)).one() == seqs[0]
 
 
-def test_each_new_invoice_is_matched_on_the_next_get_without_a_rebuild(
-    engine: Engine, app_config: AppConfig
-) -> None:
+def read_versions_now(engine: Engine) -> tuple[int, int]:
+    with read_scope(engine) as s:
+        return read_versions(s, "ethereum")
+
+
+def test_an_invoice_committed_after_a_later_one_is_still_read(engine: Engine, app_config: AppConfig) -> None:
+    """Commits in another order than their stamps: the scanner's read between them must not move
+    past the slower one. On PostgreSQL a second creation commits while the first is stamped but not
+    committed (SQLite serialises writers: there the scanner reads while the first one is open)."""
+    store = _store(engine)
+    cache = WatchIndexCache(app_config.networks["ethereum"], engine)
+    first = _invoice(engine, app_config, store)
+    assert isinstance(_match(cache, _transfer(first.address, 10**18)), Match)
+    with session_scope(engine) as slow_session:
+        slow = create_invoice(slow_session, app_config, store, InvoiceRequest("ethereum", "ETH", "1"), T0)
+        stamp_before_commit(slow_session)  # the commit's own step, run now: stamped, not committed
+        if engine.dialect.name == "postgresql":
+            fast = _invoice(engine, app_config, store)  # a later transaction, committed first
+            assert isinstance(_match(cache, _transfer(fast.address, 10**18)), Match)
+        assert _match(cache, _transfer(slow.address, 10**18)) is None  # not committed: not watched yet
+    assert _match(cache, _transfer(slow.address, 10**18)).invoice_id == slow.id  # type: ignore[union-attr]
+    assert cache.builds == 1
+
+
+def test_each_new_invoice_is_matched_on_the_next_get_without_a_rebuild(engine: Engine, app_config: AppConfig) -> None:
     store = _store(engine)
     cache = WatchIndexCache(app_config.networks["ethereum"], engine)
     first = _invoice(engine, app_config, store)
@@ -136,9 +161,7 @@ def test_a_late_window_change_rebuilds_the_index(engine: Engine, app_config: App
     assert cache.builds == 2
 
 
-def test_the_deadline_is_the_expiry_plus_the_late_window_to_the_second(
-    engine: Engine, app_config: AppConfig
-) -> None:
+def test_the_deadline_is_the_expiry_plus_the_late_window_to_the_second(engine: Engine, app_config: AppConfig) -> None:
     """The database computes the deadline (floor of the expiry's unix time, plus the late window)."""
     store = _store(engine)
     inv = _invoice(engine, app_config, store)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, literal, tuple_, type_coerce
+from sqlalchemy import Connection, Engine, create_engine, event, func, literal, or_, tuple_, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -28,7 +28,7 @@ from paywatch.errors import ConflictError, InputError
 from paywatch.keys import derive_address
 from paywatch.store.models import AccountCounter, AddressCounter, DepositAddress, Invoice, Store, StoreAddress
 from paywatch.store.types import EpochSeconds
-from paywatch.store.watch import mark_changed
+from paywatch.store.watch import WatchMark, mark_changed
 
 MEMO_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 MAX_AMOUNT_OFFSET = 10_000
@@ -123,6 +123,12 @@ def _counter_engine(session: Session) -> Engine:
 
     Not the session's own pool: a request holding one of its connections would wait for a second
     one, and a full pool of such requests would wait for each other.
+
+    Its commits do not wait for the WAL flush (``synchronous_commit=off``): the counter's row lock
+    is held until the commit ends, so a flush (milliseconds of fdatasync) would serialise every
+    allocation behind it. This loses nothing: the invoice that uses an index commits later, with a
+    flush of the WAL up to its own commit record, which comes after the counter's. A crash can only
+    lose a bump whose index no durable row uses (as a sequence's cached values are lost).
     """
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
@@ -130,7 +136,12 @@ def _counter_engine(session: Session) -> Engine:
         side = _counter_engines.get(engine)
         if side is None:
             side = create_engine(
-                engine.url, isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=4, pool_pre_ping=True
+                engine.url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=2,
+                max_overflow=4,
+                pool_pre_ping=True,
+                connect_args={"options": "-c synchronous_commit=off"},
             )
             _counter_engines[engine] = side
             event.listen(engine, "engine_disposed", lambda _engine: side.dispose())
@@ -350,16 +361,20 @@ def load_watch_index(scope: Callable[[], AbstractContextManager[Session]], netwo
         after = (rows[-1][-1], rows[-1][0])
 
 
-def refresh_watch_index(session: Session, index: WatchIndex, network: NetworkConfig, since: int) -> int:
-    """Add to ``index`` the invoices stamped above watch version ``since`` and any new store address.
+def refresh_watch_index(
+    session: Session, index: WatchIndex, network: NetworkConfig, *, since: WatchMark | None, addresses: bool
+) -> bool:
+    """Add to ``index`` the invoices stamped since watch mark ``since`` (None: none), and
+    with ``addresses`` the network's store addresses again; whether anything was read.
 
-    Returns how many invoices were read. An invoice read again replaces its entry; a released
-    unique amount leaves the index (see paywatch.store.watch for what bumps the version).
+    An invoice read again replaces its entry; a released unique amount leaves the index (see
+    paywatch.store.watch for what stamps an invoice).
     """
-    add_shared_addresses(session, index, network)
-    rows = watch_rows(session, network, since=since)
+    if addresses:
+        add_shared_addresses(session, index, network)
+    rows = watch_rows(session, network, since=since) if since is not None else ()
     add_watch_rows(index, rows)
-    return len(rows)
+    return addresses or bool(rows)
 
 
 def add_shared_addresses(session: Session, index: WatchIndex, network: NetworkConfig) -> None:
@@ -394,18 +409,21 @@ def watch_rows(
     *,
     after: tuple[Any, str] | None = None,
     limit: int | None = None,
-    since: int | None = None,
+    since: WatchMark | None = None,
 ) -> Sequence[Any]:
     """What matching reads of ``network``'s invoices: ``limit`` rows in (``created_at``, ``id``)
-    order from past ``after`` (the last row's ``created`` and id), or those stamped above watch
-    version ``since``."""
+    order from past ``after`` (the last row's ``created`` and id), or those stamped since watch
+    mark ``since`` (at or above its horizon, or by a transaction pending then)."""
     query = (
         sa_select(*_WATCH_COLUMNS)
         .join(Store, col(Store.id) == col(Invoice.store_id))
         .where(col(Invoice.network) == network.name)
     )
     if since is not None:
-        query = query.where(col(Invoice.watch_seq) > since)
+        stamp = col(Invoice.watch_seq)
+        query = query.where(
+            or_(stamp >= since.horizon, stamp.in_(since.pending)) if since.pending else stamp >= since.horizon
+        )
     if after is not None:
         created, invoice_id = after
         query = query.where(

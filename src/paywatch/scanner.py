@@ -44,7 +44,7 @@ from paywatch.mempool import MempoolResult, MempoolWatcher
 from paywatch.redact import describe
 from paywatch.store.db import insert_rows, read_scope, session_scope
 from paywatch.store.models import Invoice, NetworkState, Payment, ScannedBlock
-from paywatch.store.watch import read_versions
+from paywatch.store.watch import WatchMark, read_mark
 
 #: How many recent block hashes are kept per network (reorgs deeper than this stop the scan).
 KEEP_BLOCKS = 1024
@@ -132,36 +132,44 @@ class _PendingIndex:
 
 
 class WatchIndexCache:
-    """The network's WatchIndex, kept current from the watch versions (paywatch.store.watch).
+    """The network's WatchIndex, kept current from the watch stamps (paywatch.store.watch).
 
-    Every :meth:`get` reads two primary-key rows: the network's version and the every-network
-    version. When only the network's moved, the invoices stamped above the version seen are read
-    and added (a handful of rows); when the every-network one moved (a store's late window), or on
-    the first call, the index is built afresh. All reads run in read-only transactions of their
-    own, one per page of a build: a build never holds a lock, and on SQLite takes no write lock.
-    The versions are read before the invoices, so a change committed during a build is read again
-    by the next call, never missed.
+    Every :meth:`get` reads the network's :class:`WatchMark` (two primary-key rows, and on
+    PostgreSQL the current snapshot). When it moved, the invoices stamped since the mark seen
+    before are read and added (an index scan: a handful of rows, often none; on PostgreSQL every
+    commit in the cluster moves it); when the network's counter moved, its store addresses are read again; when the
+    every-network counter moved (a store's late window), or on the first call, the index is built
+    afresh. All reads run in read-only transactions of their own, one per page of a build: a build
+    never holds a lock, and on SQLite takes no write lock. The mark is read before the invoices, so
+    a change committed during a build is read again by the next call, never missed.
     """
 
     def __init__(self, network: NetworkConfig, engine: Engine) -> None:
         self._network = network
         self._engine = engine
         self._index: WatchIndex | None = None
-        self._versions: tuple[int, int] | None = None
+        self._mark: WatchMark | None = None
         self.builds = 0
         self.refreshes = 0
+        """Refreshes that read something (invoices or store addresses)."""
 
     def get(self) -> WatchIndex:
         with read_scope(self._engine) as session:
-            versions = read_versions(session, self._network.name)
-            seen = self._versions
-            if self._index is not None and seen is not None and versions != seen and versions[1] == seen[1]:
-                refresh_watch_index(session, self._index, self._network, seen[0])
-                self._versions = versions
-                self.refreshes += 1
-        if self._index is None or versions != self._versions:
+            mark = read_mark(session, self._network.name)
+            seen = self._mark
+            if self._index is not None and seen is not None and mark.every == seen.every:
+                read = refresh_watch_index(
+                    session,
+                    self._index,
+                    self._network,
+                    since=seen if (mark.horizon, mark.pending) != (seen.horizon, seen.pending) else None,
+                    addresses=mark.network != seen.network,
+                )
+                self._mark = mark
+                self.refreshes += 1 if read else 0
+        if self._index is None or mark != self._mark:
             self._index = load_watch_index(lambda: read_scope(self._engine), self._network)
-            self._versions = versions
+            self._mark = mark
             self.builds += 1
         return self._index
 

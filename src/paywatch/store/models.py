@@ -7,7 +7,19 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, BigInteger, Column, ColumnElement, Index, Text, UniqueConstraint, and_, bindparam, or_
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ColumnElement,
+    FetchedValue,
+    Index,
+    Text,
+    UniqueConstraint,
+    and_,
+    bindparam,
+    or_,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -84,8 +96,10 @@ class Invoice(SQLModel, table=True):
     created_at: datetime = _when()
     # the chain height when the invoice was created (None: unknown); a first scan starts no higher
     created_height: int | None = Field(default=None, sa_type=BigInteger)
-    #: the network's watch version that last changed what matching sees of this invoice (NULL before 0010)
-    watch_seq: int | None = Field(default=None, sa_type=BigInteger)
+    #: the stamp of the last change to what matching sees of this invoice (NULL before 0011): on
+    #: PostgreSQL the writing transaction's id (the column's default, migration 0015_apifast), on SQLite the
+    #: network's watch version (see paywatch.store.watch)
+    watch_seq: int | None = Field(default=None, sa_type=BigInteger, sa_column_kwargs={"server_default": FetchedValue()})
     updated_at: datetime = _when()
     order_id: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=1000)
