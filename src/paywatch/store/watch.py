@@ -10,8 +10,9 @@ Session events catch the ORM writes of every path without it having to remember:
 stores added or changed in a session are collected at each flush, and just before the commit the
 touched invoices are stamped (``invoices.watch_seq``); on PostgreSQL a new invoice is stamped by
 its INSERT (the column's default, migration 0015_apifast), without a statement of its own. Writers
-that bypass the ORM (the Core inserts of store addresses) call :func:`mark_changed`. A scanner reads a :class:`WatchMark` and
-later reads the invoices stamped at or above the mark's ``horizon`` it saw before.
+that bypass the ORM (the Core inserts of store addresses) call :func:`mark_changed`. A scanner
+reads a :class:`WatchMark` and later reads the invoices stamped at or above the mark's
+``horizon`` it saw before.
 
 The stamp, and so the horizon, depends on the database:
 
