@@ -1320,6 +1320,24 @@ def test_scripted_chain_reorg_keeps_identity() -> None:
         chain.fetch_range(0, 5, lambda _a: True)
 
 
+def test_scripted_chain_block_index_keeps_position() -> None:
+    """``index_mode="block"``: a re-mined token transfer gets another log index but keeps its ``tx_position``,
+    as the EVM adapter reports it from the receipt; a Tron-style (``"tx"``) transfer carries none."""
+    chain = ScriptedChain("x", T0, configured={"native", "TOKEN"}, index_mode="block")
+    other = chain.send([Leg("A", "OTHER", 1)])  # an unlisted token's log, numbered in the block all the same
+    kept = chain.send([Leg("B", "TOKEN", 5), Leg("C", "TOKEN", 6)])
+    chain.mine(T0 + timedelta(seconds=3))
+    before = chain.fetch_range(1, 1, lambda _a: True).transfers
+    assert [(t.log_index, t.position) for t in before] == [(1, 0), (2, 1)]
+    chain.reorg(1, {other.tx_hash: None, kept.tx_hash: 0}, extra=0, extra_time=T0 + timedelta(seconds=3))
+    after = chain.fetch_range(1, 1, lambda _a: True).transfers
+    assert [(t.tx_hash, t.log_index, t.position) for t in after] == [(kept.tx_hash, 0, 0), (kept.tx_hash, 1, 1)]
+    tron = ScriptedChain("x", T0, configured={"TOKEN"})
+    tron.send([Leg("B", "TOKEN", 5)])
+    tron.mine(T0 + timedelta(seconds=3))
+    assert [t.tx_position for t in tron.fetch_range(1, 1, lambda _a: True).transfers] == [None]
+
+
 def _machine(db_url: str, switches: frozenset[str] = frozenset()) -> MoneyModel:
     return machine_class("MoneyModelDirect", db_url, switches)()
 
@@ -1590,6 +1608,45 @@ KNOWN_DEFECT_SEQUENCES: dict[str, tuple[str, tuple[str, ...], list[Step]]] = {
             _s("mine", count=3),
             _s("scan"),
             _s("rescan_tx", which=0),
+        ],
+    ),
+    "evm_index/attached_remined_elsewhere": (
+        "found by this test: an attached late transfer re-mined with another block-wide log index (an "
+        "unlisted token's log before it was dropped) is missing from its invoice, because the scripted "
+        "chain did not report tx_position as the EVM adapter does (the identity changed, so the code put "
+        "the re-mined transfer in the inbox; the scripted chain was wrong, not the ledger)",
+        ("evm_index", "reorg_attached", "attach_late", "credited_stays"),
+        [
+            _STORE,
+            _s("create", asset="USDT", expires_in=120, strategy="address", units=5),
+            _s("advance_time", seconds=400),
+            _s("pay", kind="fake_token", which=0),  # block-wide log index 0: the partial payment is 1
+            _s("pay", kind="partial", which=0),
+            _s("mine", count=1),
+            _s("scan"),  # late beyond the window: the inbox
+            _s("attach_unmatched", row=0, which=0),  # an operator's late attach
+            _s("reorg", depth=1, extra=1, data=[None, 0]),  # the fake token is dropped: the payment's index is 0
+            _s("scan"),  # the payment is restored to the invoice it was attached to
+        ],
+    ),
+    "evm_index/attached_stale_row": (
+        "found by this test (as reported, not shrunk): the same, with the attach made from an inbox row whose "
+        "block a reorg had already replaced, before the scanner saw the reorg",
+        ("evm_index", "reorg_attached", "attach_late", "expiry_lag"),
+        [
+            _STORE,
+            *[_s("expiry_sweep")] * 5,
+            _s("create", asset="USDT", expires_in=120, strategy="address", units=5),
+            _s("advance_time", seconds=400),
+            _s("expiry_sweep"),
+            _s("expiry_sweep"),
+            _s("pay", kind="fake_token", which=0),
+            _s("pay_and_confirm", kind="partial", which=0),
+            _s("expiry_sweep"),
+            _s("reorg", depth=7, extra=1, data=[0, 0]),
+            _s("reorg", depth=7, extra=0, data=[None, 0]),
+            _s("attach_unmatched", row=0, which=0),
+            _s("scan_one_step"),
         ],
     ),
     "credited_stays/late_remine": (

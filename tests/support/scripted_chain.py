@@ -8,8 +8,10 @@ the same four methods they use on anvil or the Tron node, and get the same froze
 
 Transfer identity: ``index_mode="tx"`` (the Tron adapter's convention) numbers token transfers by
 their position inside the transaction, so a re-mined transfer keeps its ``log_index``;
-``index_mode="block"`` (the EVM adapter's convention today) numbers them across the block, so a
-re-mined transfer gets a new one. Native transfers always carry ``NATIVE_INDEX``.
+``index_mode="block"`` (the EVM adapter's convention) numbers them across the block, so a
+re-mined transfer gets a new one; like the EVM adapter (which reads it from the receipt), it then
+also reports the transfer's index in its transaction as ``tx_position``, the identity that survives
+re-mining. Native transfers always carry ``NATIVE_INDEX``.
 
 Every block ever made is kept by hash (``by_hash``), canonical or not, so a test can look at what
 a scanner stored for a height that has since been replaced.
@@ -241,6 +243,8 @@ class ScriptedChain:
                     amount=leg.amount,
                     memo=tx.memo,
                     success=tx.success,
+                    # the EVM adapter reads a token log's index in its transaction from the receipt
+                    tx_position=position if self.index_mode == "block" and not native else None,
                 )
                 found.append(PlacedTransfer(transfer, position))
         return found
