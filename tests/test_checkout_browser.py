@@ -68,8 +68,9 @@ def served(h: Harness, engine: Engine) -> Iterator[tuple[str, Harness]]:
         thread.join(10)
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One Chromium for the module's tests on this process (a launch costs about a second of CPU)."""
     with playwright_sync.sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -79,6 +80,15 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def browser(chromium: Any) -> Iterator[Any]:
+    """The shared Chromium; each ``new_page()`` is a browser context of its own (no shared cookies,
+    storage or cache), and every context a test opened is closed after it (no page left polling)."""
+    yield chromium
+    for context in chromium.contexts:
+        context.close()
 
 
 def fiat_invoice(h: Harness, base: str, amount: str, **kw: Any) -> str:

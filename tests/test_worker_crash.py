@@ -1,6 +1,6 @@
-"""Crash suite: ``kill -9`` the worker process at 20 random points of a 500-block scan.
+"""Crash suite: ``kill -9`` the worker process at 20 random points of a 200-block scan.
 
-A chain of 500 blocks is built on anvil beforehand, paying 200 invoices (exact, partial then
+A chain of 200 blocks is built on anvil beforehand, paying 200 invoices (exact, partial then
 topped up, paid in three parts, overpaid, partial only; native ETH and a test token) among noise
 (transfers to unwatched addresses, zero-value and reverted token transfers). The same store and
 invoices (same HD addresses, same order ids) are created in two databases before any payment.
@@ -72,7 +72,7 @@ pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = "anvil"
-BLOCKS = 500
+BLOCKS = 200  # ~2 transactions a block: every step has payments to record when a kill lands
 INVOICES = 200
 KILLS = 20
 BATCH_BLOCKS = 5
@@ -95,7 +95,7 @@ KINDS: tuple[tuple[str, tuple[int, ...]], ...] = (
 RPC_LATENCY = 0.015
 STEP_SECONDS = 0.08
 #: Blocks the kills leave for the last, uninterrupted worker.
-FINAL_RESERVE = 60
+FINAL_RESERVE = 24
 #: A delivery to the local receiver (5 ms) that takes longer than this on a loaded machine would be
 #: retried only after the production schedule's delays (5 s, then 5 min): keep it far from any real
 #: round trip. The claim lease must outlast it (the dispatcher enforces timeout + 5 s).
@@ -322,7 +322,7 @@ def wait_for(
 ) -> None:
     """Poll until ``condition`` every ``every`` s; fail if the worker dies, or on a hang: ``HANG_GUARD``
     seconds (at least) in which the database did not move (cursor, undelivered callbacks). A loaded
-    box scans the 500 blocks slowly, but it scans them: slow progress is never a failure."""
+    box scans the 200 blocks slowly, but it scans them: slow progress is never a failure."""
     timeout = max(timeout, HANG_GUARD)
     engine = make_engine(worker.db_url)
     try:
