@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from paywatch.api.db_gate import DbGate, gate_of
 from paywatch.api.ratelimit import RateLimits
 from paywatch.config import AppConfig
 from paywatch.health import TipReader
@@ -29,6 +30,11 @@ class AppContext:
     read_tip: TipReader = lambda _network: None
     """The chain height recorded on a new invoice of a network never scanned (see health.NodeTips)."""
     limits: RateLimits | None = None
+    gate: DbGate = field(init=False)
+    """Admission to database work (see api.db_gate): every route that uses the engine holds it."""
+
+    def __post_init__(self) -> None:
+        self.gate = gate_of(self.engine)
 
     def rate_limits(self) -> RateLimits:
         """The per-store token buckets (built from the settings on first use)."""

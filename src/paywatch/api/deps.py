@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -23,7 +23,18 @@ def get_context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-def get_session(context: Context) -> Iterator[Session]:
+async def admitted(context: Context) -> AsyncIterator[None]:
+    """A place among the requests doing database work, awaited on the event loop (see api.db_gate).
+    Taken before any thread hop that may check out a connection; released after the session's
+    teardown (FastAPI tears dependencies down in reverse order)."""
+    async with context.gate.admitted():
+        yield
+
+
+Admitted = Annotated[None, Depends(admitted)]
+
+
+def get_session(context: Context, _admitted: Admitted) -> Iterator[Session]:
     """One transaction per request: committed when the handler returns, rolled back on error."""
     with session_scope(context.engine) as session:
         yield session

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from paywatch.api.context import AppContext
 from paywatch.api.db_metrics import DatabaseCollector
-from paywatch.api.deps import Context
+from paywatch.api.deps import Admitted, Context
 from paywatch.health import network_lags, overall_status
 from paywatch.metrics import render
 from paywatch.store.db import session_scope
@@ -27,7 +27,7 @@ metrics_router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Overall state and per-network scan lag (no error details)")
-def healthz(context: Context) -> JSONResponse:
+def healthz(context: Context, _admitted: Admitted) -> JSONResponse:
     now = context.clock()
     try:
         with session_scope(context.engine) as session:
@@ -66,7 +66,7 @@ def metrics_response(context: AppContext, request: Request) -> Response:
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(context: Context, request: Request) -> Response:
+def metrics(context: Context, request: Request, _admitted: Admitted) -> Response:
     return metrics_response(context, request)
 
 
