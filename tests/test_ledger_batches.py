@@ -163,11 +163,18 @@ def test_a_transfer_another_writer_stores_first_is_credited_once(
 
     thread = threading.Thread(target=other_writer)
     thread.start()
-    with engine.connect() as watcher:
-        waiting = text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        wait_for("the second writer waits on the first one's row", lambda: watcher.execute(waiting).scalar(), 30)
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+
+    def second_writer_waits() -> int:
+        # a transaction of its own per look: PostgreSQL keeps the pg_stat_activity it read first
+        # until the transaction ends, so polling in one transaction never saw a later wait (a hang
+        # whenever the first look came before the other writer blocked: seen in a stress run)
+        with engine.connect() as watcher:
+            return int(watcher.execute(waiting).scalar_one())
+
+    wait_for("the second writer waits on the first one's row", second_writer_waits, 30)
     holder.commit()
     holder.close()
     thread.join()
