@@ -272,6 +272,21 @@ def test_heights_tip_and_solidified(node: TronNode, adapter: TronAdapter) -> Non
     assert confirmations.heights().final is None
 
 
+def test_solidified_height_from_the_solid_block_when_node_info_lacks_it(node: TronNode, adapter: TronAdapter) -> None:
+    """A node whose getnodeinfo has no solidityBlock: the solidified block itself (with transactions
+    of every kind in it) gives the height."""
+    solid = node.chain.mine(trx_transfer(ALICE, SHOP, 7), trc20_transfer(USDT, ALICE, SHOP, 8))
+    node.chain.mine_empty(3)
+    node.chain.solidify(solid.number)
+    info = node.respond("wallet/getnodeinfo", {})[1]
+    answer = json.loads(info)
+    del answer["solidityBlock"]
+    node.answer_next("wallet/getnodeinfo", answer)
+    heights = adapter.heights()
+    assert (heights.tip, heights.final) == (node.chain.head, solid.number)
+    assert node.calls("walletsolidity/getnowblock") == 1
+
+
 def test_catch_up_reads_blocks_concurrently(node: TronNode, fake: FakeTime) -> None:
     node.chain.mine_empty(8)
     head = node.chain.head

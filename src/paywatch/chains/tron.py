@@ -49,9 +49,10 @@ from paywatch.chains.tron_wire import (
     BLOCK,
     BLOCK_INFOS,
     WireBlock,
+    WireBlockHead,
     WireInfo,
     WireTx,
-    block_of,
+    block_head_of,
     info_of,
     transfer_value,
 )
@@ -98,7 +99,7 @@ def decode_memo(data: object) -> str | None:
     return text[:MAX_MEMO_CHARS]
 
 
-def block_ref(block: WireBlock) -> BlockRef:
+def block_ref(block: WireBlockHead) -> BlockRef:
     """The identity of a ``protocol.Block`` answer (hex or ``visible`` form alike)."""
     if block.blockID is None or block.block_header is None:
         raise ValueError("a block answer without blockID or block_header")
@@ -187,7 +188,7 @@ class TronAdapter:
         solid_block = self._guard("walletsolidity/getnowblock", self._tron.get_latest_solid_block)
         if not solid_block:
             raise RetryableChainError(f"{self.network}: the solidity node has no block yet")
-        solid = self._guard("walletsolidity/getnowblock", lambda: block_ref(block_of(solid_block)).number)
+        solid = self._guard("walletsolidity/getnowblock", lambda: block_ref(block_head_of(solid_block)).number)
         return Heights(tip=tip, final=min(solid, tip))
 
     def block_ref(self, number: int) -> BlockRef:

@@ -66,11 +66,16 @@ class WireTx(msgspec.Struct, gc=False):
     ret: list[WireRet] | None = None
 
 
-class WireBlock(WireAnswer, gc=False):
-    """A ``protocol.Block`` answer; ``{}`` (no such block yet) decodes with ``blockID`` None."""
+class WireBlockHead(WireAnswer, gc=False):
+    """What identifies a block answer; ``{}`` (no such block yet) decodes with ``blockID`` None."""
 
     blockID: str | None = None
     block_header: WireHeader | None = None
+
+
+class WireBlock(WireBlockHead, gc=False):
+    """A ``protocol.Block`` answer with its transactions."""
+
     transactions: list[WireTx] | None = None
 
 
@@ -129,10 +134,11 @@ def info_of(answer: dict[str, Any]) -> WireInfo:
         raise ValueError(f"transaction info: {exc}") from None
 
 
-def block_of(answer: dict[str, Any]) -> WireBlock:
-    """A block decoded by another client (tronpy's dict) as a :class:`WireBlock`."""
+def block_head_of(answer: dict[str, Any]) -> WireBlockHead:
+    """The identity of a block decoded by another client (tronpy's dict); its transactions are not
+    looked at (a decoded ``parameter.value`` cannot become raw JSON again)."""
     try:
-        return msgspec.convert(answer, WireBlock)
+        return msgspec.convert(answer, WireBlockHead)
     except msgspec.ValidationError as exc:
         raise ValueError(f"block: {exc}") from None
 
