@@ -7,15 +7,18 @@ request budget, HTTP calls per block (target 2: the block and its transaction in
 blocks/s under the default budget of 10 requests per second, and blocks/s through the real
 scanner into SQLite with one open invoice per paid address (5 payments per block).
 
-The raw baseline makes the same two calls per block over httpx and decodes the JSON, nothing else,
-once one block at a time (the first 50 blocks) and once with the adapter's FETCH_CONCURRENCY blocks
-in flight. The scanner (persistence included) is reported as a ratio of the concurrent raw run (goal
->= 0.7), in interleaved runs: raw, scanner without invoices, raw, scanner with invoices paid, raw,
-...; each scanner run is divided by the mean of the raw runs either side of it, so that both see
-the same machine state. Each run reads ``--blocks`` blocks (200: a few seconds, so one scheduling
-hiccup says little); the ratio of every run and the median and spread over ``--rounds`` are
-printed. ``--profile`` prints the cProfile of the first paid scanner run (the scanner's own thread:
-persistence; the reads run in the adapter's threads).
+The raw baseline makes the same two calls per block over httpx and decodes the JSON with the
+standard ``json`` module, nothing else, once one block at a time (the first 50 blocks) and once with
+the adapter's FETCH_CONCURRENCY blocks in flight. A second raw baseline decodes the same answers
+with the decoder the adapter uses (msgspec into paywatch.chains.tron_wire's structs), so that the
+scanner is also compared with a raw client as fast at decoding as itself. The scanner (persistence
+included) is reported as a ratio of each concurrent raw run (goal >= 0.7 against the standard one),
+in interleaved runs: raw, scanner without invoices, raw, scanner with invoices paid, raw, ... (each
+"raw" is both baselines back to back); each scanner run is divided by the mean of the raw runs
+either side of it, so that both see the same machine state. Each run reads ``--blocks`` blocks
+(200: a few seconds, so one scheduling hiccup says little); the ratio of every run and the median
+and spread over ``--rounds`` are printed. ``--profile`` prints the cProfile of the first paid
+scanner run (the scanner's own thread: persistence; the reads run in the adapter's threads).
 
     python bench/tron_scan.py [--blocks 200] [--tokens 300] [--trx 100] [--failed 5] [--rounds 3] [--profile]
 """
@@ -60,6 +63,7 @@ from tests.support.tron_node import (  # noqa: E402
 
 from paywatch.chains.tron import FETCH_CONCURRENCY, TronAdapter  # noqa: E402
 from paywatch.chains.tron_http import RetryPolicy  # noqa: E402
+from paywatch.chains.tron_wire import BLOCK, BLOCK_INFOS  # noqa: E402
 from paywatch.config import AppConfig, Settings  # noqa: E402
 from paywatch.invoices import InvoiceRequest, create_invoice  # noqa: E402
 from paywatch.keys import derive_address  # noqa: E402
@@ -167,9 +171,14 @@ def main() -> None:
         budgeted.close()
         raw_one = raw_baseline(url, first, min(last, first + 49), 1)
         raw_many = raw_baseline(url, first, last, FETCH_CONCURRENCY)
+        raw_typed = raw_baseline(url, first, last, FETCH_CONCURRENCY, typed=True)
         print(f"raw httpx + JSON decode, one block at a time (50 blocks): {raw_one:.1f} blocks/s")
         print(f"raw httpx + JSON decode, {FETCH_CONCURRENCY} blocks in flight: {raw_many:.1f} blocks/s")
-        print(f"adapter / raw ({FETCH_CONCURRENCY} in flight): {blocks / elapsed_unthrottled / raw_many:.2f}")
+        print(f"raw httpx + msgspec decode (the adapter's), {FETCH_CONCURRENCY} in flight: {raw_typed:.1f} blocks/s")
+        print(
+            f"adapter / raw ({FETCH_CONCURRENCY} in flight): {blocks / elapsed_unthrottled / raw_many:.2f} "
+            f"(json), {blocks / elapsed_unthrottled / raw_typed:.2f} (msgspec)"
+        )
         if not args.no_scanner:
             compare_scanner(url, first, last, args)
     finally:
@@ -177,12 +186,23 @@ def main() -> None:
         process.join(timeout=10)
 
 
-def raw_baseline(url: str, first: int, last: int, concurrency: int) -> float:
-    """Blocks/s of the same two calls per block over one httpx client, JSON decoded, nothing else."""
+def block_body(number: int) -> dict[str, object]:
+    return {"num": number, "visible": False}
+
+
+def raw_baseline(url: str, first: int, last: int, concurrency: int, *, typed: bool = False) -> float:
+    """Blocks/s of the same two calls per block over one httpx client, JSON decoded, nothing else:
+    with the standard ``json`` module, or (``typed``) with the adapter's msgspec decoders."""
     with httpx.Client(timeout=60) as client:
 
-        def read(number: int) -> int:
-            block = client.post(f"{url}/wallet/getblockbynum", json={"num": number, "visible": False}).json()
+        def read(number: int) -> int:  # each answer decoded as soon as it is in, as the adapter does
+            if typed:
+                wire = BLOCK.decode(client.post(f"{url}/wallet/getblockbynum", json=block_body(number)).content)
+                infos = BLOCK_INFOS.decode(
+                    client.post(f"{url}/wallet/gettransactioninfobyblocknum", json={"num": number}).content
+                )
+                return len(wire.transactions or ()) + len(infos)
+            block = client.post(f"{url}/wallet/getblockbynum", json=block_body(number)).json()
             infos = client.post(f"{url}/wallet/gettransactioninfobyblocknum", json={"num": number}).json()
             return len(block.get("transactions", ())) + len(infos)
 
@@ -203,26 +223,38 @@ def compare_scanner(url: str, first: int, last: int, args: argparse.Namespace) -
     with tempfile.TemporaryDirectory() as tmp:
         config = bench_config(url, first, args, Path(tmp))
         templates = {paid: prepare_database(Path(tmp), config, last - first + 1, paid=paid) for paid in (False, True)}
-        ratios: dict[bool, list[float]] = {False: [], True: []}
-        raws = [raw_baseline(url, first, last, FETCH_CONCURRENCY)]
+        ratios: dict[tuple[bool, bool], list[float]] = {(p, t): [] for p in (False, True) for t in (False, True)}
+
+        def both_raws() -> tuple[float, float]:
+            return raw_baseline(url, first, last, FETCH_CONCURRENCY), raw_baseline(
+                url, first, last, FETCH_CONCURRENCY, typed=True
+            )
+
+        raws = [both_raws()]
         for number in range(1, args.rounds + 1):
             for paid in (False, True):
                 profile = args.profile and paid and number == 1
                 rate = scan_with_database(config, templates[paid], Path(tmp), first, last, paid=paid, profile=profile)
-                raws.append(raw_baseline(url, first, last, FETCH_CONCURRENCY))
-                ratio = rate / ((raws[-2] + raws[-1]) / 2)
-                ratios[paid].append(ratio)
+                raws.append(both_raws())
+                (json_before, typed_before), (json_after, typed_after) = raws[-2], raws[-1]
+                ratio = rate / ((json_before + json_after) / 2)
+                ratio_typed = rate / ((typed_before + typed_after) / 2)
+                ratios[paid, False].append(ratio)
+                ratios[paid, True].append(ratio_typed)
                 print(
                     f"round {number}, {'5 invoices paid per block' if paid else 'no invoice paid'}: "
-                    f"scanner {rate:.1f} blocks/s, raw either side {raws[-2]:.1f} / {raws[-1]:.1f} blocks/s, "
-                    f"ratio {ratio:.2f}"
+                    f"scanner {rate:.1f} blocks/s; raw json either side {json_before:.1f} / {json_after:.1f} "
+                    f"blocks/s, ratio {ratio:.2f}; raw msgspec either side {typed_before:.1f} / {typed_after:.1f} "
+                    f"blocks/s, ratio {ratio_typed:.2f}"
                 )
         for paid, label in ((False, "no invoice paid"), (True, "5 invoices completed per block")):
-            got = sorted(ratios[paid])
-            print(
-                f"scanner + SQLite / raw ({FETCH_CONCURRENCY} in flight), {label}: median {median(got):.2f}, "
-                f"min {got[0]:.2f}, max {got[-1]:.2f} over {len(got)} rounds (goal >= 0.7)"
-            )
+            for typed, decoder in ((False, "json"), (True, "msgspec")):
+                got = sorted(ratios[paid, typed])
+                print(
+                    f"scanner + SQLite / raw {decoder} ({FETCH_CONCURRENCY} in flight), {label}: "
+                    f"median {median(got):.2f}, min {got[0]:.2f}, max {got[-1]:.2f} over {len(got)} rounds"
+                    + (" (goal >= 0.7)" if not typed else "")
+                )
 
 
 def bench_config(url: str, first: int, args: argparse.Namespace, folder: Path) -> AppConfig:

@@ -272,6 +272,21 @@ def test_heights_tip_and_solidified(node: TronNode, adapter: TronAdapter) -> Non
     assert confirmations.heights().final is None
 
 
+def test_solidified_height_from_the_solid_block_when_node_info_lacks_it(node: TronNode, adapter: TronAdapter) -> None:
+    """A node whose getnodeinfo has no solidityBlock: the solidified block itself (with transactions
+    of every kind in it) gives the height."""
+    solid = node.chain.mine(trx_transfer(ALICE, SHOP, 7), trc20_transfer(USDT, ALICE, SHOP, 8))
+    node.chain.mine_empty(3)
+    node.chain.solidify(solid.number)
+    info = node.respond("wallet/getnodeinfo", {})[1]
+    answer = json.loads(info)
+    del answer["solidityBlock"]
+    node.answer_next("wallet/getnodeinfo", answer)
+    heights = adapter.heights()
+    assert (heights.tip, heights.final) == (node.chain.head, solid.number)
+    assert node.calls("walletsolidity/getnowblock") == 1
+
+
 def test_catch_up_reads_blocks_concurrently(node: TronNode, fake: FakeTime) -> None:
     node.chain.mine_empty(8)
     head = node.chain.head
@@ -327,6 +342,43 @@ def test_incomplete_transaction_infos_stop_the_scan(node: TronNode, adapter: Tro
     node.chain.version += 1
     with pytest.raises(RetryableChainError):
         adapter.fetch_range(stored.number, stored.number, everyone)
+
+
+def test_an_answer_of_the_wrong_shape_is_a_clear_error(node: TronNode, adapter: TronAdapter) -> None:
+    """A field of the wrong type anywhere in a block answer stops the range with an error naming
+    it (not retried: the node did answer); nothing of the range is returned."""
+    stored = node.chain.mine(trc20_transfer(USDT, ALICE, SHOP, 1), trx_transfer(ALICE, SHOP, 2))
+    block = json.loads(json.dumps(stored.block))
+    block["transactions"][1]["txID"] = 12345
+    node.answer_next("wallet/getblockbynum", block)
+    with pytest.raises(ChainError, match=r"unexpected answer.*transactions\[1\]\.txID") as caught:
+        adapter.fetch_range(stored.number, stored.number, everyone)
+    assert not isinstance(caught.value, RetryableChainError)
+    infos = json.loads(json.dumps(stored.infos))
+    for info in infos:
+        for log in info.get("log", []):
+            log["topics"][2] = 7
+    node.answer_next("wallet/gettransactioninfobyblocknum", infos)
+    with pytest.raises(ChainError, match=r"topics\[2\]"):
+        adapter.fetch_range(stored.number, stored.number, everyone)
+    node.answer_next("wallet/gettransactioninfobyblocknum", {"unexpected": 1})
+    with pytest.raises(ChainError, match="expected a JSON array"):
+        adapter.fetch_range(stored.number, stored.number, everyone)
+    value = block["transactions"][1]["raw_data"]["contract"][0]["parameter"]["value"]
+    block["transactions"][1]["txID"] = stored.block["transactions"][1]["txID"]
+    value["amount"] = "2"  # a TRX amount as a string: not guessed at
+    node.answer_next("wallet/getblockbynum", block)
+    with pytest.raises(ChainError, match=r"TransferContract value.*amount"):
+        adapter.fetch_range(stored.number, stored.number, everyone)
+    assert sorted(t.amount for t in adapter.fetch_range(stored.number, stored.number, everyone).transfers) == [1, 2]
+
+
+def test_a_java_tron_error_in_a_block_answer_is_retried(node: TronNode, adapter: TronAdapter) -> None:
+    stored = node.chain.mine(trx_transfer(ALICE, SHOP, 5))
+    node.fail_next(1, error="class java.lang.NullPointerException : null", path="wallet/getblockbynum")
+    node.fail_next(1, error="busy", path="wallet/gettransactioninfobyblocknum")
+    assert [t.amount for t in adapter.fetch_range(stored.number, stored.number, everyone).transfers] == [5]
+    assert node.calls("wallet/getblockbynum") == 2 and node.calls("wallet/gettransactioninfobyblocknum") == 2
 
 
 def test_a_lagging_backend_is_read_again(node: TronNode, adapter: TronAdapter, fake: FakeTime) -> None:

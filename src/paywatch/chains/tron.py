@@ -1,8 +1,9 @@
 """The Tron adapter: TRX and TRC-20 transfers from a java-tron HTTP API (TronGrid or a full node).
 
-Per block it makes two calls, whatever the block holds: ``wallet/getblockbynum`` (through tronpy)
-for the transactions, their ``contractRet`` and memos, and ``wallet/gettransactioninfobyblocknum``
-(tronpy has no call for it) for every transaction's receipt and event logs. Heights come from
+Per block it makes two calls, whatever the block holds: ``wallet/getblockbynum`` for the
+transactions, their ``contractRet`` and memos, and ``wallet/gettransactioninfobyblocknum`` for every
+transaction's receipt and event logs. Both are decoded straight into typed structs
+(:mod:`paywatch.chains.tron_wire`, msgspec), only the fields read here; other calls use tronpy. Heights come from
 ``wallet/getnodeinfo``: its ``block`` (tip) and ``solidityBlock`` (solidified, when the network's
 ``finality`` is ``solidified``), one small call that never downloads a block. A catch-up reads up to
 ``FETCH_CONCURRENCY`` blocks at once; the network's request budget still spaces every request.
@@ -44,6 +45,17 @@ from paywatch.chains.tron_addresses import (
     topic_to_base58,
 )
 from paywatch.chains.tron_http import RetryPolicy, TronHttp, TronpyProvider
+from paywatch.chains.tron_wire import (
+    BLOCK,
+    BLOCK_INFOS,
+    WireBlock,
+    WireBlockHead,
+    WireInfo,
+    WireTx,
+    block_head_of,
+    info_of,
+    transfer_value,
+)
 from paywatch.config import NetworkConfig
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.redact import describe
@@ -87,14 +99,16 @@ def decode_memo(data: object) -> str | None:
     return text[:MAX_MEMO_CHARS]
 
 
-def block_ref(block: dict[str, Any]) -> BlockRef:
+def block_ref(block: WireBlockHead) -> BlockRef:
     """The identity of a ``protocol.Block`` answer (hex or ``visible`` form alike)."""
-    raw = block["block_header"]["raw_data"]
+    if block.blockID is None or block.block_header is None:
+        raise ValueError("a block answer without blockID or block_header")
+    raw = block.block_header.raw_data
     return BlockRef(
-        number=int(raw.get("number", 0)),
-        hash=str(block["blockID"]),
-        parent_hash=str(raw["parentHash"]),
-        timestamp=block_time(raw.get("timestamp", 0)),
+        number=raw.number,
+        hash=block.blockID,
+        parent_hash=raw.parentHash,
+        timestamp=block_time(raw.timestamp),
     )
 
 
@@ -174,7 +188,7 @@ class TronAdapter:
         solid_block = self._guard("walletsolidity/getnowblock", self._tron.get_latest_solid_block)
         if not solid_block:
             raise RetryableChainError(f"{self.network}: the solidity node has no block yet")
-        solid = self._guard("walletsolidity/getnowblock", lambda: block_ref(solid_block).number)
+        solid = self._guard("walletsolidity/getnowblock", lambda: block_ref(block_head_of(solid_block)).number)
         return Heights(tip=tip, final=min(solid, tip))
 
     def block_ref(self, number: int) -> BlockRef:
@@ -232,17 +246,18 @@ class TronAdapter:
         except TransactionNotFound:
             return ScannedRange(blocks=(), transfers=())  # pending or unknown: never credited
         number = self._guard("wallet/gettransactioninfobyid", lambda: int(info["blockNumber"]))
+        typed = self._guard("wallet/gettransactioninfobyid", lambda: info_of(info))
 
         def read() -> ScannedRange:
             block = self._block(number)
-            txs = [tx for tx in block.get("transactions", ()) if tx.get("txID") == txid]
+            txs = [tx for tx in block.transactions or () if tx.txID == txid]
             if not txs:
                 raise IncoherentAnswer(f"{self.network}: transaction {txid} is not in block {number} (reorg?)")
 
             def parse() -> ScannedRange:
                 ref = block_ref(block)
-                self._check_info(info, ref, millis(ref.timestamp))
-                return ScannedRange(blocks=(ref,), transfers=tuple(self._parse_tx(txs[0], info, ref, watched)))
+                self._check_info(typed, ref, millis(ref.timestamp))
+                return ScannedRange(blocks=(ref,), transfers=tuple(self._parse_tx(txs[0], typed, ref, watched)))
 
             return self._guard(f"transaction {txid}", parse)
 
@@ -250,20 +265,23 @@ class TronAdapter:
 
     # --- node calls ------------------------------------------------------------------------------
 
-    def _block(self, number: int) -> dict[str, Any]:
-        try:
-            block: dict[str, Any] = self._guard(
-                f"wallet/getblockbynum {number}", lambda: self._tron.get_block(number, visible=False)
-            )
-        except BlockNotFound:
-            raise IncoherentAnswer(f"{self.network}: block {number} is not on the node yet") from None
+    def _block(self, number: int) -> WireBlock:
+        block: WireBlock = self._guard(
+            f"wallet/getblockbynum {number}",
+            lambda: self.http.post("wallet/getblockbynum", {"num": number, "visible": False}, decoder=BLOCK),
+        )
+        if block.blockID is None and block.block_header is None and not block.transactions:
+            raise IncoherentAnswer(f"{self.network}: block {number} is not on the node yet")
         got = self._guard(f"block {number}", lambda: block_ref(block).number)
         if got != number:
             raise ChainError(f"{self.network}: asked for block {number}, the node answered block {got}")
         return block
 
-    def _block_infos(self, number: int) -> list[dict[str, Any]]:
-        answer = self.http.post("wallet/gettransactioninfobyblocknum", {"num": number})
+    def _block_infos(self, number: int) -> list[WireInfo]:
+        answer = self._guard(
+            f"wallet/gettransactioninfobyblocknum {number}",
+            lambda: self.http.post("wallet/gettransactioninfobyblocknum", {"num": number}, decoder=BLOCK_INFOS),
+        )
         if answer == {}:
             return []  # java-tron's answer for a block without transaction infos
         if not isinstance(answer, list):
@@ -285,11 +303,11 @@ class TronAdapter:
     # --- parsing -----------------------------------------------------------------------------------
 
     def _parse_block(
-        self, block: dict[str, Any], infos: list[dict[str, Any]], watched: WatchPredicate
+        self, block: WireBlock, infos: list[WireInfo], watched: WatchPredicate
     ) -> tuple[BlockRef, list[Transfer]]:
         ref = block_ref(block)
-        txs: list[dict[str, Any]] = block.get("transactions") or []
-        by_id = {str(info.get("id")): info for info in infos}
+        txs = block.transactions or []
+        by_id = {str(info.id): info for info in infos}
         if len(by_id) != len(txs) or len(infos) != len(txs):
             raise IncoherentAnswer(
                 f"{self.network}: block {ref.number} has {len(txs)} transactions but the node gave "
@@ -298,67 +316,65 @@ class TronAdapter:
         transfers: list[Transfer] = []
         stamp = millis(ref.timestamp)
         for tx in txs:
-            info = by_id.get(tx["txID"])
+            info = by_id.get(tx.txID)
             if info is None:
                 raise IncoherentAnswer(
-                    f"{self.network}: no transaction info for {tx['txID']} in block {ref.number} (reorg?)"
+                    f"{self.network}: no transaction info for {tx.txID} in block {ref.number} (reorg?)"
                 )
             self._check_info(info, ref, stamp)
             transfers.extend(self._parse_tx(tx, info, ref, watched))
         return ref, transfers
 
-    def _check_info(self, info: dict[str, Any], ref: BlockRef, stamp: int) -> None:
+    def _check_info(self, info: WireInfo, ref: BlockRef, stamp: int) -> None:
         """``stamp``: ``millis(ref.timestamp)``, computed once per block."""
-        if int(info.get("blockNumber", -1)) != ref.number or int(info.get("blockTimeStamp", 0)) != stamp:
+        if info.blockNumber != ref.number or info.blockTimeStamp != stamp:
             raise IncoherentAnswer(
-                f"{self.network}: transaction info {info.get('id')} belongs to another version of block {ref.number}"
+                f"{self.network}: transaction info {info.id} belongs to another version of block {ref.number}"
             )
 
-    def _parse_tx(
-        self, tx: dict[str, Any], info: dict[str, Any], ref: BlockRef, watched: WatchPredicate
-    ) -> list[Transfer]:
-        raw = tx["raw_data"]
-        contracts = raw.get("contract") or []
+    def _parse_tx(self, tx: WireTx, info: WireInfo, ref: BlockRef, watched: WatchPredicate) -> list[Transfer]:
+        raw = tx.raw_data
+        contracts = raw.contract
         if not contracts:
             return []
         contract = contracts[0]  # java-tron accepts exactly one contract per transaction
-        rets = tx.get("ret") or [{}]
-        executed = rets[0].get("contractRet") == SUCCESS and info.get("result", SUCCESS) != "FAILED"
+        rets = tx.ret or []
+        executed = bool(rets and rets[0].contractRet == SUCCESS and info.result != "FAILED")
         found: list[Transfer] = []
-        if contract.get("type") == "TransferContract":
-            value = contract["parameter"]["value"]
-            amount = int(value.get("amount", 0))
-            to_address = hex_to_base58(value["to_address"])
+        if contract.type == "TransferContract":
+            value = transfer_value(contract)
+            amount = value.amount
+            to_address = hex_to_base58(value.to_address)
             if amount > 0 and watched(to_address):
                 found.append(
                     Transfer(
                         network=self.network,
-                        tx_hash=tx["txID"],
+                        tx_hash=tx.txID,
                         log_index=NATIVE_INDEX,
                         block_number=ref.number,
                         block_hash=ref.hash,
                         block_time=ref.timestamp,
-                        from_address=hex_to_base58(value["owner_address"]),
+                        from_address=hex_to_base58(value.owner_address),
                         to_address=to_address,
                         asset_key=NATIVE,
                         amount=amount,
-                        memo=decode_memo(raw.get("data")),
+                        memo=decode_memo(raw.data),
                         success=executed,
                     )
                 )
-        logs = info.get("log")
+        logs = info.log
         if not logs:
             return found
-        succeeded = executed and (info.get("receipt") or {}).get("result") == SUCCESS
+        succeeded = bool(executed and info.receipt is not None and info.receipt.result == SUCCESS)
         for index, log in enumerate(logs):
-            topics: list[Any] = log.get("topics") or []
-            if len(topics) != 3 or str(topics[0]).lower() != TRANSFER_TOPIC:
+            topics = log.topics
+            if not topics or len(topics) != 3 or topics[0].lower() != TRANSFER_TOPIC:
                 continue
-            token = self._tokens.get(log_address_to_account(str(log.get("address", ""))))
-            data = str(log.get("data", ""))
+            token = self._tokens.get(log_address_to_account(log.address))
+            data = log.data
             if token is None or len(data) != 64:
                 continue
-            to_address = topic_to_base58(str(topics[2]))
+            to_address = topic_to_base58(topics[2])
             if not watched(to_address):
                 continue  # most of a block: decided before anything else is decoded
             amount = int(data, 16)
@@ -367,16 +383,16 @@ class TronAdapter:
             found.append(
                 Transfer(
                     network=self.network,
-                    tx_hash=tx["txID"],
+                    tx_hash=tx.txID,
                     log_index=index,
                     block_number=ref.number,
                     block_hash=ref.hash,
                     block_time=ref.timestamp,
-                    from_address=topic_to_base58(str(topics[1])),
+                    from_address=topic_to_base58(topics[1]),
                     to_address=to_address,
                     asset_key=token,
                     amount=amount,
-                    memo=decode_memo(raw.get("data")),
+                    memo=decode_memo(raw.data),
                     success=succeeded,
                 )
             )

@@ -34,9 +34,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import msgspec
 from tronpy.providers.http import HTTPProvider
 
 from paywatch.chains.body_limit import DEFAULT_MAX_RESPONSE_BYTES, ResponseTooLarge, read_capped
+from paywatch.chains.tron_wire import node_error
 from paywatch.config import TRONGRID_KEY_HEADER, is_trongrid
 from paywatch.errors import ChainError, RetryableChainError
 from paywatch.metrics import count_rpc
@@ -157,8 +159,14 @@ class TronHttp:
         if self._own_client:
             self._client.close()
 
-    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        """The decoded JSON answer of ``POST {url}/{path}``; raises ChainError/RetryableChainError."""
+    def post(
+        self, path: str, body: dict[str, Any] | None = None, *, decoder: msgspec.json.Decoder[Any] | None = None
+    ) -> Any:
+        """The decoded JSON answer of ``POST {url}/{path}``; raises ChainError/RetryableChainError.
+
+        ``decoder``: decodes the body into typed structs (:mod:`paywatch.chains.tron_wire`) instead of
+        plain JSON; an answer that is JSON but not of its shape raises ValueError naming the field
+        (not retried: the node answered, wrongly). Default: the standard ``json`` module."""
         errors: list[str] = []
         permanent_urls: set[int] = set()
         failures = 0
@@ -169,7 +177,7 @@ class TronHttp:
             index = self._current
             url = api_url(self.urls[index], path)
             try:
-                answer = self._once(url, body or {}, self._headers[index])
+                answer = self._once(url, body or {}, self._headers[index], decoder)
             except _Failure as failure:
                 count_rpc(self.network, self._configured[index], failed=True)
                 failures += 1
@@ -192,7 +200,9 @@ class TronHttp:
                 return answer
         raise RetryableChainError(f"{path}: no node answered after {self.policy.attempts} attempts: {errors[-1]}")
 
-    def _once(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+    def _once(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], decoder: msgspec.json.Decoder[Any] | None
+    ) -> Any:
         self.budget.acquire()
         self.calls += 1
         failure: _Failure | None = None
@@ -218,14 +228,23 @@ class TronHttp:
             raise _Failure(f"HTTP {status}")
         if status >= 400:
             raise _Failure(f"HTTP {status}", permanent=True)
+        shape: str | None = None
         try:
-            answer = json.loads(content)
-        except ValueError:
+            answer = json.loads(content) if decoder is None else decoder.decode(content)
+        except msgspec.ValidationError as exc:  # JSON, but not of the expected shape
+            shape = str(exc)
+        except (ValueError, msgspec.DecodeError):
             failure = _Failure(f"HTTP {status} with a body that is not JSON")
         if failure is not None:
             raise failure
-        if isinstance(answer, dict) and "Error" in answer:  # java-tron reports its exceptions with 200
-            raise _Failure(f"node error: {scrub(str(answer['Error'])[:200])}")
+        if shape is not None:
+            error, message = node_error(_loads_or_none(content))
+            if not error:
+                raise ValueError(f"answer of another shape: {shape}")
+        else:
+            error, message = node_error(answer)
+        if error:  # java-tron reports its exceptions with 200
+            raise _Failure(f"node error: {scrub(str(message)[:200])}")
         return answer
 
     def _retry_after(self, response: httpx.Response) -> float | None:
@@ -240,6 +259,13 @@ class TronHttp:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - self._wall_clock())
+
+
+def _loads_or_none(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None
 
 
 class TronpyProvider(HTTPProvider):  # type: ignore[misc]  # tronpy is untyped
