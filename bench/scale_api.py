@@ -1,7 +1,7 @@
 """Benchmark (issue 14's scale proof): invoice creation throughput of two real API processes on PostgreSQL.
 
     .venv/bin/python bench/scale_api.py [--database postgresql://127.0.0.1:5432/test]
-        [--invoices 3000] [--concurrency 64] [--rounds 2]
+        [--invoices 3000] [--concurrency 64] [--rounds 2] [--compare-with OTHER/src]
 
 A fresh database is created next to ``--database`` (and dropped afterwards). Two ``paywatch api``
 processes serve it, and a load generator (httpx, ``--concurrency`` requests in flight, spread over
@@ -20,7 +20,10 @@ Set up as a production deployment would be:
   the two cores); every request still reads the network's scan state and is accepted as fresh.
 
 Afterwards it checks that every created invoice has its own address and HD index, and that the
-number of invoices is the number of 201 answers. Then it profiles one creation in this process
+number of invoices is the number of 201 answers. ``--compare-with`` names the ``src`` folder of
+another paywatch checkout (for example a ``git archive`` of main): two more API processes run that
+code on the same database, measured in the same rounds (before/after comparisons on a loaded
+machine, where only figures of the same run compare). Then it profiles one creation in this process
 (cProfile of the route handler and its transaction, and the SQL statements it sends). Exit code 1
 only on errors (a failed request, a duplicate address); a missed goal is reported, not an error.
 """
@@ -195,8 +198,8 @@ def start_servers(kind: str, env: dict[str, str], logs: Path) -> tuple[list[Chil
     children, ports = [], []
     for n in range(2):
         port = free_port()
-        if kind == "paywatch":
-            child = Child.paywatch(["api", "--port", str(port)], env, logs / f"api{n}.log")
+        if kind.startswith("paywatch"):
+            child = Child.paywatch(["api", "--port", str(port)], env, logs / f"{kind}{n}.log")
         else:
             argv = [sys.executable, str(ROOT / "bench" / "baseline_api.py"), "--port", str(port)]
             child = Child(argv, env, logs / f"baseline{n}.log")
@@ -266,6 +269,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument("--rounds", type=int, default=2, help="alternate baseline and paywatch; report the best")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--compare-with", metavar="SRC", help="another checkout's src folder, measured in the same rounds"
+    )
     args = parser.parse_args()
     with fresh_database(args.database, "pw_scale_api") as url, tempfile.TemporaryDirectory() as tmp:
         return run(args, url, Path(tmp))
@@ -292,11 +298,19 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> int:
         baseline_procs, baseline_ports = start_servers("baseline", env, tmp)
         paywatch_procs, paywatch_ports = start_servers("paywatch", env, tmp)
         children = baseline_procs + paywatch_procs
+        other_procs: list[Child] = []
+        if args.compare_with:
+            other_env = {**env, "PYTHONPATH": os.pathsep.join([str(Path(args.compare_with).resolve()), str(ROOT)])}
+            other_procs, other_ports = start_servers("paywatch-other", other_env, tmp)
+            children += other_procs
         warmup = max(50, args.concurrency * 2)
         base_rounds: list[Round] = []
         pw_rounds: list[Round] = []
+        other_rounds: list[Round] = []
         for _ in range(args.rounds):
             base_rounds.append(measured(baseline_procs, baseline_ports, args, warmup, {}))
+            if other_procs:
+                other_rounds.append(measured(other_procs, other_ports, args, warmup, headers))
             pw_rounds.append(measured(paywatch_procs, paywatch_ports, args, warmup, headers))
         for child in children:
             child.check()
@@ -305,7 +319,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> int:
             child.close()
         anvil.close()
     errors = [e for r in base_rounds + pw_rounds for e in r.errors]
-    created = [c for r in pw_rounds for c in r.created]
+    created = [c for r in pw_rounds + other_rounds for c in r.created]
     errors += check_invoices(engine, created)
     with engine.connect() as conn:
         baseline_rows = conn.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one()
@@ -315,14 +329,24 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> int:
     ratio = best_pw.rate / best_base.rate
     print(f"two API processes on PostgreSQL, {args.concurrency} requests in flight, {args.invoices} per round")
     print(f"lag guard fed by one worker scan (tip {tip}); rate limit raised to {RATE_ENV}")
+    print("load average at the end: " + ", ".join(f"{load:.1f}" for load in os.getloadavg()))
     print(
         f"\n{'server':<34} | {'invoices/s':>10} | {'rounds':>17} | {'p50 ms':>7} | {'p99 ms':>7} | "
         f"{'server CPU ms/request (rounds)':>30}"
     )
-    for name, rounds, best in (
+    table = [
         ("baseline: bare FastAPI + 1 INSERT", base_rounds, best_base),
         ("paywatch: POST /v1/invoices", pw_rounds, best_pw),
-    ):
+    ]
+    if other_rounds:
+        table.append(
+            (
+                f"--compare-with {Path(args.compare_with).parent.name}",
+                other_rounds,
+                max(other_rounds, key=lambda r: r.rate),
+            )
+        )
+    for name, rounds, best in table:
         spread = ", ".join(f"{r.rate:.0f}" for r in rounds)
         cpu = ", ".join(f"{r.cpu_ms:.2f}" for r in rounds)
         print(f"{name:<34} | {best.rate:>10.0f} | {spread:>17} | {best.p50_ms:>7.1f} | {best.p99_ms:>7.1f} | {cpu:>30}")
