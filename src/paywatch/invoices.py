@@ -161,6 +161,7 @@ def issue_invoice(
         customer_email=req.customer_email,
         callback_url=req.callback_url,
         metadata_=req.metadata,
+        flags=[],  # given: a default factory costs pydantic a signature parse per invoice
     )
     if strategy is Strategy.ADDRESS:
         if not network.xpub:
@@ -243,8 +244,7 @@ def insert_invoice(session: Session, invoice: Invoice, rows: list[tuple[type[SQL
     values = {column: getattr(invoice, attr) for attr, column in _INVOICE_COLUMNS}
     tables: list[tuple[type[SQLModel], dict[str, Any]]] = [(Invoice, values), *rows]
     if session.get_bind().dialect.name == "postgresql":
-        shape = tuple((model, tuple(row)) for model, row in tables)
-        params = {f"p{n}_{name}": value for n, (_model, row) in enumerate(tables) for name, value in row.items()}
+        shape, params = _shared_binds(tables)
         session.execute(_one_statement(shape), params)
     else:
         for model, row in tables:
@@ -260,16 +260,45 @@ def _table(model: type[SQLModel]) -> Table:
     return table
 
 
-@functools.cache
-def _one_statement(shape: tuple[tuple[type[SQLModel], tuple[str, ...]], ...]) -> Insert:
-    """One INSERT of rows of these (model, column names), all but the last in CTEs (bound as
-    ``p<n>_<column>``). PostgreSQL runs the foreign key checks at the end of the statement, when
-    every row is in."""
-    inserts = []
-    for n, (model, names) in enumerate(shape):
+#: a statement with more parameters than this is parsed by psycopg on every execution (its cache
+#: of converted queries takes at most 50); sharing the binds of equal values keeps a creation under it
+_SHAREABLE = (str, datetime)
+
+Shape = tuple[tuple[type[SQLModel], tuple[tuple[str, int], ...]], ...]
+
+
+def _shared_binds(tables: list[tuple[type[SQLModel], dict[str, Any]]]) -> tuple[Shape, dict[str, Any]]:
+    """The statement's shape ((model, ((column, bind number), ...)), ...) and its parameters
+    (``v<number>``): one bind for equal strings or times of the same column type (the invoice id,
+    network and address the other rows repeat, the creation time), one for each other value."""
+    params: dict[str, Any] = {}
+    numbers: dict[tuple[str, Any], int] = {}
+    shape = []
+    for model, row in tables:
         table = _table(model)
-        params = {name: bindparam(f"p{n}_{name}", type_=table.c[name].type) for name in names}
-        inserts.append(insert(table).values(params))
+        columns = []
+        for name, value in row.items():
+            key = (type(table.c[name].type).__name__, value)
+            number = numbers.get(key) if isinstance(value, _SHAREABLE) else None
+            if number is None:
+                number = len(params)
+                params[f"v{number}"] = value
+                if isinstance(value, _SHAREABLE):
+                    numbers[key] = number
+            columns.append((name, number))
+        shape.append((model, tuple(columns)))
+    return tuple(shape), params
+
+
+@functools.lru_cache(maxsize=64)
+def _one_statement(shape: Shape) -> Insert:
+    """One INSERT of rows of these models, all but the last in CTEs (see :func:`_shared_binds`).
+    PostgreSQL runs the foreign key checks at the end of the statement, when every row is in."""
+    inserts = []
+    for model, columns in shape:
+        table = _table(model)
+        values = {name: bindparam(f"v{number}", type_=table.c[name].type) for name, number in columns}
+        inserts.append(insert(table).values(values))
     *first, last = inserts
     return last.add_cte(*(statement.cte(f"new_{n}") for n, statement in enumerate(first)))
 
