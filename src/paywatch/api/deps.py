@@ -60,6 +60,12 @@ async def given_key(
 ApiKey = Annotated[str, Depends(given_key)]
 
 
+async def request_key(request: Request) -> str:
+    """:func:`given_key` called by a handler itself, through the same header schemes (for the
+    busiest route, whose dependency solving cost more than its checks)."""
+    return await given_key(await _api_key(request), await _bearer(request))
+
+
 def current_store(session: DbSession, key: ApiKey) -> Store:
     return authenticate(session, key)
 

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from paywatch.api import routes_invoices
 from paywatch.api.context import AppContext
-from paywatch.api.deps import ApiKey, Context, CurrentStore, DbSession
+from paywatch.api.deps import Context, CurrentStore, DbSession, get_context, request_key
 from paywatch.api.schemas import ERROR_RESPONSES, InvoiceCreate
 from paywatch.checkout.context import Checkout
 from paywatch.checkout.models import FiatInvoice
@@ -69,15 +69,18 @@ def view(request: Request, session: DbSession, context: Context, invoice: FiatIn
 
 
 @router.post("", status_code=201, include_in_schema=False)
-async def create(request: Request, key: ApiKey, context: Context) -> Response:
-    """Every ``POST /v1/invoices`` (documented by routes_invoices.create and routes_checkout's fiat body).
+async def create(request: Request) -> Response:
+    """Every ``POST /v1/invoices``, crypto or fiat (the schema shows routes_invoices.create).
 
     The busiest route, so it takes one worker-thread hop for all its database work (authentication,
     then the body, then the invoice, in one transaction committed before the answer), under the
-    admission gate (see api.db_gate), instead of a hop per dependency. The database work (which may
-    wait on row locks) never runs on the event loop. Checks keep their order: the key, the JSON,
-    the fields.
+    admission gate (see api.db_gate), instead of a hop per dependency, and it solves no
+    dependencies (not in the schema: it reads the key through the same header schemes itself).
+    The database work (which may wait on row locks) never runs on the event loop. Checks keep
+    their order: the key, the JSON, the fields.
     """
+    key = await request_key(request)
+    context = await get_context(request)
     raw = await request.body()  # read in full by the BodyLimit middleware already
     async with context.gate.admitted():
         answer = await run_in_threadpool(_create_in_transaction, request, raw, key, context)
