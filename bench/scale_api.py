@@ -1,14 +1,15 @@
 """Benchmark (issue 14's scale proof): invoice creation throughput of two real API processes on PostgreSQL.
 
     .venv/bin/python bench/scale_api.py [--database postgresql://127.0.0.1:5432/test]
-        [--invoices 3000] [--concurrency 64] [--rounds 2]
+        [--invoices 3000] [--concurrency 64] [--rounds 2] [--compare-with OTHER/src]
 
 A fresh database is created next to ``--database`` (and dropped afterwards). Two ``paywatch api``
-processes serve it, and a load generator (httpx, ``--concurrency`` requests in flight, spread over
-both) creates address-strategy invoices: each takes the next HD index of the network's xpub and
-derives a fresh address. The baseline, measured in the same run and alternated with paywatch round
-by round, is a bare FastAPI endpoint (bench/baseline_api.py) doing one INSERT per request into the
-same database, also in two processes under the same server settings. Goals: paywatch >= 0.5 of the
+processes serve it, and a load generator (asyncio streams, ``--concurrency`` kept-alive
+connections spread over both, see :func:`drive`) creates address-strategy invoices: each takes the
+next HD index of the network's xpub and derives a fresh address. The baseline, measured in the
+same run and alternated with paywatch round by round, is a bare FastAPI endpoint
+(bench/baseline_api.py) doing one INSERT per request into the same database, also in two processes
+under the same server settings and driven by the same generator. Goals: paywatch >= 0.5 of the
 baseline and >= 300 invoices/s.
 
 Set up as a production deployment would be:
@@ -20,7 +21,10 @@ Set up as a production deployment would be:
   the two cores); every request still reads the network's scan state and is accepted as fresh.
 
 Afterwards it checks that every created invoice has its own address and HD index, and that the
-number of invoices is the number of 201 answers. Then it profiles one creation in this process
+number of invoices is the number of 201 answers. ``--compare-with`` names the ``src`` folder of
+another paywatch checkout (for example a ``git archive`` of main): two more API processes run that
+code on the same database, measured in the same rounds (before/after comparisons on a loaded
+machine, where only figures of the same run compare). Then it profiles one creation in this process
 (cProfile of the route handler and its transaction, and the SQL statements it sends). Exit code 1
 only on errors (a failed request, a duplicate address); a missed goal is reported, not an error.
 """
@@ -43,7 +47,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import event, text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,40 +86,76 @@ class Round:
     shared machine does not change the way it changes the rate."""
 
 
+def request_bytes(port: int, headers: dict[str, str]) -> bytes:
+    """The whole HTTP/1.1 request of one creation, built once (every request of a round is the same)."""
+    body = json.dumps(BODY).encode()
+    lines = [
+        "POST /v1/invoices HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` on a kept-alive connection; the answer's status and body (by Content-Length)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
 async def drive(ports: list[int], count: int, concurrency: int, warmup: int, headers: dict[str, str]) -> Round:
-    """POST ``count`` invoices (after ``warmup`` untimed ones), round-robin over ``ports``."""
-    # idle connections are dropped before uvicorn's 5 s keep-alive ends, so no request races its close
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
+    """POST ``count`` invoices (after ``warmup`` untimed ones), ``concurrency`` kept-alive connections
+    spread over ``ports``.
+
+    The load generator is measuring equipment on the same two cores as the servers: it writes
+    pre-built request bytes on asyncio streams and reads each answer by its Content-Length (httpx
+    spent about as much CPU per request as the baseline server). Every answer is still checked:
+    its status, and a 201's body is parsed as JSON and kept for the checks at the end.
+    """
     created: list[dict[str, Any]] = []
     errors: list[str] = []
     latencies: list[float] = []
-    async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False, headers=headers) as client:
-        urls = [f"http://127.0.0.1:{port}/v1/invoices" for port in ports]
+    requests = {port: request_bytes(port, headers) for port in ports}
 
-        async def worker(jobs: list[int], timed: bool) -> None:
+    async def worker(port: int, jobs: list[int], timed: bool) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
             while jobs:
-                n = jobs.pop()
+                jobs.pop()
                 started = time.perf_counter()
                 try:
-                    response = await client.post(urls[n % len(urls)], json=BODY)
-                except httpx.HTTPError as exc:
-                    errors.append(f"{urls[n % len(urls)]}: {type(exc).__name__}: {exc!r} (cause {exc.__cause__!r})")
+                    status, body = await exchange(reader, writer, requests[port])
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    errors.append(f"port {port}: {type(exc).__name__}: {exc!r}")
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
                     continue
                 if timed:
                     latencies.append(time.perf_counter() - started)
-                if response.status_code == 201:
-                    created.append(response.json())
+                if status == 201:
+                    created.append(json.loads(body))
                 else:
-                    errors.append(f"HTTP {response.status_code}: {response.text[:300]}")
+                    errors.append(f"HTTP {status}: {body[:300]!r}")
+        finally:
+            writer.close()
 
-        async def run(total: int, timed: bool) -> float:
-            jobs = list(range(total))
-            began = time.perf_counter()
-            await asyncio.gather(*(worker(jobs, timed) for _ in range(concurrency)))
-            return time.perf_counter() - began
+    async def run(total: int, timed: bool) -> float:
+        jobs = list(range(total))
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(ports[n % len(ports)], jobs, timed) for n in range(concurrency)))
+        return time.perf_counter() - began
 
-        await run(warmup, False)
-        elapsed = await run(count, True)
+    await run(warmup, False)
+    elapsed = await run(count, True)
     latencies.sort()
     return Round(
         rate=count / elapsed,
@@ -195,8 +234,8 @@ def start_servers(kind: str, env: dict[str, str], logs: Path) -> tuple[list[Chil
     children, ports = [], []
     for n in range(2):
         port = free_port()
-        if kind == "paywatch":
-            child = Child.paywatch(["api", "--port", str(port)], env, logs / f"api{n}.log")
+        if kind.startswith("paywatch"):
+            child = Child.paywatch(["api", "--port", str(port)], env, logs / f"{kind}{n}.log")
         else:
             argv = [sys.executable, str(ROOT / "bench" / "baseline_api.py"), "--port", str(port)]
             child = Child(argv, env, logs / f"baseline{n}.log")
@@ -266,6 +305,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     parser.add_argument("--rounds", type=int, default=2, help="alternate baseline and paywatch; report the best")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--compare-with", metavar="SRC", help="another checkout's src folder, measured in the same rounds"
+    )
     args = parser.parse_args()
     with fresh_database(args.database, "pw_scale_api") as url, tempfile.TemporaryDirectory() as tmp:
         return run(args, url, Path(tmp))
@@ -292,11 +334,19 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> int:
         baseline_procs, baseline_ports = start_servers("baseline", env, tmp)
         paywatch_procs, paywatch_ports = start_servers("paywatch", env, tmp)
         children = baseline_procs + paywatch_procs
+        other_procs: list[Child] = []
+        if args.compare_with:
+            other_env = {**env, "PYTHONPATH": os.pathsep.join([str(Path(args.compare_with).resolve()), str(ROOT)])}
+            other_procs, other_ports = start_servers("paywatch-other", other_env, tmp)
+            children += other_procs
         warmup = max(50, args.concurrency * 2)
         base_rounds: list[Round] = []
         pw_rounds: list[Round] = []
+        other_rounds: list[Round] = []
         for _ in range(args.rounds):
             base_rounds.append(measured(baseline_procs, baseline_ports, args, warmup, {}))
+            if other_procs:
+                other_rounds.append(measured(other_procs, other_ports, args, warmup, headers))
             pw_rounds.append(measured(paywatch_procs, paywatch_ports, args, warmup, headers))
         for child in children:
             child.check()
@@ -305,7 +355,7 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> int:
             child.close()
         anvil.close()
     errors = [e for r in base_rounds + pw_rounds for e in r.errors]
-    created = [c for r in pw_rounds for c in r.created]
+    created = [c for r in pw_rounds + other_rounds for c in r.created]
     errors += check_invoices(engine, created)
     with engine.connect() as conn:
         baseline_rows = conn.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one()
@@ -315,14 +365,24 @@ def run(args: argparse.Namespace, url: str, tmp: Path) -> int:
     ratio = best_pw.rate / best_base.rate
     print(f"two API processes on PostgreSQL, {args.concurrency} requests in flight, {args.invoices} per round")
     print(f"lag guard fed by one worker scan (tip {tip}); rate limit raised to {RATE_ENV}")
+    print("load average at the end: " + ", ".join(f"{load:.1f}" for load in os.getloadavg()))
     print(
         f"\n{'server':<34} | {'invoices/s':>10} | {'rounds':>17} | {'p50 ms':>7} | {'p99 ms':>7} | "
         f"{'server CPU ms/request (rounds)':>30}"
     )
-    for name, rounds, best in (
+    table = [
         ("baseline: bare FastAPI + 1 INSERT", base_rounds, best_base),
         ("paywatch: POST /v1/invoices", pw_rounds, best_pw),
-    ):
+    ]
+    if other_rounds:
+        table.append(
+            (
+                f"--compare-with {Path(args.compare_with).parent.name}",
+                other_rounds,
+                max(other_rounds, key=lambda r: r.rate),
+            )
+        )
+    for name, rounds, best in table:
         spread = ", ".join(f"{r.rate:.0f}" for r in rounds)
         cpu = ", ".join(f"{r.cpu_ms:.2f}" for r in rounds)
         print(f"{name:<34} | {best.rate:>10.0f} | {spread:>17} | {best.p50_ms:>7.1f} | {best.p99_ms:>7.1f} | {cpu:>30}")

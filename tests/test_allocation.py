@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
 
 from paywatch.addresses import MAX_AMOUNT_OFFSET, build_watch_index, shared_address, unique_amount
@@ -135,6 +137,37 @@ def test_two_processes_never_share_an_address_postgres(pg_url: str) -> None:
     assert {r.address for r in rows} == {d.address for d in deposits}
     for r in rows[:5]:
         assert r.address_index is not None and r.address == derive_address(EVM_XPUB, "evm", r.address_index)
+
+
+def test_a_counter_connection_that_died_is_replaced_postgres(pg_url: str) -> None:
+    """The HD counter's pool pings no connection before use: one that PostgreSQL closed (a restart,
+    an idle timeout) fails its statement, and the allocation runs again on a new connection."""
+    engine = make_engine(pg_url)
+    config = _config(pg_url)
+    store_id = _new_store(engine)
+
+    def create() -> int | None:
+        with session_scope(engine) as s:
+            store = s.get(Store, store_id)
+            assert store is not None
+            return create_invoice(
+                s, config, store, InvoiceRequest("ethereum", "USDT", "1", match="address"), T0
+            ).address_index
+
+    first = create()  # the counter's pool now holds an open connection
+    killer = make_engine(pg_url, poolclass=NullPool)
+    with killer.connect() as conn:
+        ended = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+        ).scalar_one()
+    killer.dispose()
+    assert ended >= 2  # the session's pooled connection and the counter's
+    second = create()
+    engine.dispose()
+    assert first is not None and second is not None and second > first
 
 
 def test_two_processes_memo_strategy_postgres(pg_url: str) -> None:

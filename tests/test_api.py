@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from paywatch.config import AppConfig
 from paywatch.domain.matching import Match
@@ -248,3 +250,32 @@ def test_metrics_expose_lag_queue_and_transitions(api: Api) -> None:
         "paywatch_status_transitions",
     ):
         assert f"# TYPE {name}" in text, name
+
+
+def test_creation_answer_and_its_checks_in_order(api: Api) -> None:
+    """POST /v1/invoices answers from one worker-thread hop: the key is checked first (missing, then
+    unknown: 401 even with a bad body), then the JSON (400), then the fields (422); the answer is
+    the invoice as GET shows it and as its ``invoice.created`` event carries it, rendered as FastAPI
+    renders a returned dict (compact, UTF-8, floats as Python writes them)."""
+    bad_body = {"network": "ethereum", "amount": 5}
+    assert api.client.post("/v1/invoices", json=bad_body).status_code == 401
+    assert api.client.post("/v1/invoices", json=bad_body, headers={"X-Api-Key": "pw_wrong"}).status_code == 401
+    broken = api.client.post("/v1/invoices", content=b"{", headers=api.headers())
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "malformed_json"
+    invalid = api.client.post("/v1/invoices", json=bad_body, headers=api.headers())
+    assert invalid.status_code == 422 and invalid.json()["error"]["field"] in ("asset", "amount")
+    metadata = {"note": "café ✓ \u2028", "ratio": 1e20, "small": 0.1, "items": [1, {"a": None}]}
+    response = api.client.post(
+        "/v1/invoices",
+        json={"network": "ethereum", "asset": "USDT", "amount": "1", "metadata": metadata},
+        headers={"Authorization": f"Bearer {api.key}"},
+    )
+    assert response.status_code == 201, response.text
+    answer = response.json()
+    assert answer["metadata"] == metadata
+    rendered = json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    assert response.content == rendered and response.headers["content-type"] == "application/json"
+    assert api.client.get(f"/v1/invoices/{answer['id']}", headers=api.headers()).json() == answer
+    with session_scope(api.engine) as session:
+        event = session.exec(select(CallbackEvent).where(CallbackEvent.invoice_id == answer["id"])).one()
+    assert event.type == "invoice.created" and json.loads(event.body)["data"] == answer

@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, literal, or_, tuple_, type_coerce
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, literal, or_, tuple_, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import NullType
 from sqlmodel import Session, SQLModel, col, select, update
 
@@ -26,6 +27,7 @@ from paywatch.domain.status import OPEN
 from paywatch.domain.transfer import address_key
 from paywatch.errors import ConflictError, InputError
 from paywatch.keys import derive_address
+from paywatch.store.db import pool_capacity
 from paywatch.store.models import AccountCounter, AddressCounter, DepositAddress, Invoice, Store, StoreAddress
 from paywatch.store.types import EpochSeconds
 from paywatch.store.watch import WatchMark, mark_changed
@@ -89,7 +91,16 @@ def allocate_index(session: Session, networks: Mapping[str, NetworkConfig], netw
     siblings = [n.name for n in networks.values() if n.xpub and account_key(n.xpub) == account]
     if _dialect(session) != "postgresql":
         return _take_index(session.connection(), account, siblings)
-    with _counter_engine(session).connect() as conn:
+    counter = _counter_engine(session)
+    try:
+        with counter.connect() as conn:
+            return _take_index(conn, account, siblings)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    # A pooled connection that died (a PostgreSQL restart; the pool checks none before use):
+    # once more on a new one. If the dead one's bump had committed, its index stays unused.
+    with counter.connect() as conn:
         return _take_index(conn, account, siblings)
 
 
@@ -104,13 +115,17 @@ def _take_index(conn: Connection, account: str, siblings: list[str]) -> int:
     return taken - 1
 
 
+#: built once: building the statement per allocation was most of its CPU
+_BUMP = (
+    update(AccountCounter)
+    .where(col(AccountCounter.account) == bindparam("counter_account"))
+    .values(next_index=col(AccountCounter.next_index) + 1)
+    .returning(col(AccountCounter.next_index))
+)
+
+
 def _bump(conn: Connection, account: str) -> int | None:
-    bumped = conn.execute(
-        update(AccountCounter)
-        .where(col(AccountCounter.account) == account)
-        .values(next_index=col(AccountCounter.next_index) + 1)
-        .returning(col(AccountCounter.next_index))
-    ).scalar_one_or_none()
+    bumped = conn.execute(_BUMP, {"counter_account": account}).scalar_one_or_none()
     return None if bumped is None else int(bumped)
 
 
@@ -123,6 +138,11 @@ def _counter_engine(session: Session) -> Engine:
 
     Not the session's own pool: a request holding one of its connections would wait for a second
     one, and a full pool of such requests would wait for each other.
+
+    It holds as many connections as the session's pool lends (the API admits no more requests
+    at once, see api.db_gate), so that under load no allocation opens and closes a connection of
+    its own, and it does not ping a connection before use (a round trip per allocation): a dead
+    one fails the statement and :func:`allocate_index` takes another.
 
     Its commits do not wait for the WAL flush (``synchronous_commit=off``): the counter's row lock
     is held until the commit ends, so a flush (milliseconds of fdatasync) would serialise every
@@ -138,9 +158,8 @@ def _counter_engine(session: Session) -> Engine:
             side = create_engine(
                 engine.url,
                 isolation_level="AUTOCOMMIT",
-                pool_size=2,
+                pool_size=max(2, pool_capacity(engine) or 0),
                 max_overflow=4,
-                pool_pre_ping=True,
                 connect_args={"options": "-c synchronous_commit=off"},
             )
             _counter_engines[engine] = side

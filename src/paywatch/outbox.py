@@ -67,9 +67,14 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert rows made by :func:`event_rows` in one statement, each with a fresh webhook id."""
     if not rows:
         return
+    insert_rows(session, CallbackEvent, with_webhook_ids(rows))
+
+
+def with_webhook_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (made by :func:`event_row`), each given a fresh webhook id."""
     for row, webhook_id in zip(rows, new_webhook_ids(len(rows)), strict=True):
         row["webhook_id"] = webhook_id
-    insert_rows(session, CallbackEvent, rows)
+    return rows
 
 
 class EventOwner(Protocol):

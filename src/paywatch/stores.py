@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from paywatch.audit import audit
@@ -88,11 +89,20 @@ def encrypt_stored_secrets(session: Session, box: SecretBox) -> int:
     return changed
 
 
-def authenticate(session: Session, api_key: str | None) -> Store:
-    """The store owning ``api_key``; AuthError when missing or unknown."""
+#: built once (every API request runs it)
+_BY_KEY_HASH = select(Store).where(col(Store.api_key_hash) == bindparam("hash"))
+
+
+def require_key(api_key: str | None) -> str:
+    """``api_key`` when one was sent; AuthError when missing."""
     if not api_key:
         raise AuthError("missing API key: send X-Api-Key or Authorization: Bearer", field="X-Api-Key")
-    store = session.exec(select(Store).where(Store.api_key_hash == hash_key(api_key))).first()
+    return api_key
+
+
+def authenticate(session: Session, api_key: str | None) -> Store:
+    """The store owning ``api_key``; AuthError when missing or unknown."""
+    store = session.exec(_BY_KEY_HASH, params={"hash": hash_key(require_key(api_key))}).first()
     if store is None:
         raise AuthError("unknown API key", field="X-Api-Key")
     return store

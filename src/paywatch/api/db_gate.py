@@ -19,22 +19,11 @@ from weakref import WeakKeyDictionary
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import QueuePool
+
+from paywatch.store.db import pool_capacity
 
 #: worker-thread tokens beyond the gate's size, for the sync work that needs no connection
 THREAD_HEADROOM = 8
-
-
-def pool_capacity(engine: Engine) -> int | None:
-    """How many connections ``engine``'s pool lends at once (pool_size + max_overflow); None when
-    a checkout never waits (an unbounded overflow, or a pool that is not a queue, as in-memory SQLite's)."""
-    pool = engine.pool
-    if not isinstance(pool, QueuePool):
-        return None
-    overflow: int = pool._max_overflow  # QueuePool has no public accessor for it
-    if overflow < 0:
-        return None
-    return pool.size() + overflow
 
 
 class DbGate:

@@ -12,10 +12,11 @@ from sqlmodel import Session
 from paywatch.api.context import AppContext
 from paywatch.store.db import session_scope
 from paywatch.store.models import Store
-from paywatch.stores import authenticate
+from paywatch.stores import authenticate, require_key
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    """The app's context (async: a plain attribute read needs no worker thread)."""
     context: AppContext = request.app.state.context
     return context
 
@@ -47,12 +48,25 @@ _api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="The sto
 _bearer = HTTPBearer(auto_error=False, description="The store's API key as a bearer token")
 
 
-def current_store(
-    session: DbSession,
+async def given_key(
     api_key: Annotated[str | None, Security(_api_key)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-) -> Store:
-    key = api_key or (bearer.credentials if bearer is not None else None)
+) -> str:
+    """The API key the request sends (``X-Api-Key`` or a bearer token); 401 when it sends none.
+    Checked against the stores by :func:`current_store`, or by a handler inside its own transaction."""
+    return require_key(api_key or (bearer.credentials if bearer is not None else None))
+
+
+ApiKey = Annotated[str, Depends(given_key)]
+
+
+async def request_key(request: Request) -> str:
+    """:func:`given_key` called by a handler itself, through the same header schemes (for the
+    busiest route, whose dependency solving cost more than its checks)."""
+    return await given_key(await _api_key(request), await _bearer(request))
+
+
+def current_store(session: DbSession, key: ApiKey) -> Store:
     return authenticate(session, key)
 
 

@@ -183,8 +183,10 @@ def api(
     from paywatch.api.metrics_server import alongside, metrics_server
 
     config, engine = open_app()
-    server = uvicorn.Server(uvicorn.Config(create_app(config, engine=engine), host=host, port=port, log_level="info"))
-    asyncio.run(alongside(metrics_server(config, engine), server.serve()))
+    settings = uvicorn.Config(create_app(config, engine=engine), host=host, port=port, log_level="info")
+    # the event loop uvicorn's own run() would pick: uvloop (installed with paywatch), else asyncio's
+    with asyncio.Runner(loop_factory=settings.get_loop_factory()) as runner:
+        runner.run(alongside(metrics_server(config, engine), uvicorn.Server(settings).serve()))
 
 
 @invoice_app.command("list")

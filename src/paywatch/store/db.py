@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -48,6 +49,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def pool_capacity(engine: Engine) -> int | None:
+    """How many connections ``engine``'s pool lends at once (pool_size + max_overflow); None when
+    a checkout never waits (an unbounded overflow, or a pool that is not a queue, as in-memory SQLite's)."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return None
+    overflow: int = pool._max_overflow  # QueuePool has no public accessor for it
+    if overflow < 0:
+        return None
+    return pool.size() + overflow
 
 
 @contextmanager
