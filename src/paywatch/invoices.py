@@ -248,7 +248,7 @@ def insert_invoice(session: Session, invoice: Invoice, rows: list[tuple[type[SQL
         session.execute(_one_statement(shape), params)
     else:
         for model, row in tables:
-            session.execute(_table(model).insert(), [row])
+            insert_rows(session, model, [row])
         mark_changed(session, invoice.network, (invoice.id,))
     make_transient_to_detached(invoice)
     session.add(invoice)
