@@ -31,6 +31,7 @@ from paywatch.stores import create_store
 from tests.conftest import EVM_XPUB, PG_URL, T0, TEST_NETWORKS, TRON_XPUB, fresh_postgres_database
 from tests.support.chain_clock import scanned_until
 from tests.support.core_db import _module_database, shared_db_url  # noqa: F401  (per-module database, emptied per test)
+from tests.support.databases import OTHER_CLIENT_BACKENDS
 from tests.support.forked import ForkedProcess
 
 PER_PROCESS = 250  # address strategy: 2 x 250 = 500 invoices at once, as the issue asks
@@ -159,8 +160,7 @@ def test_a_counter_connection_that_died_is_replaced_postgres(pg_url: str) -> Non
     with killer.connect() as conn:
         ended = conn.execute(
             text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {OTHER_CLIENT_BACKENDS}"
             )
         ).scalar_one()
     killer.dispose()

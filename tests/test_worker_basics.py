@@ -36,7 +36,7 @@ from paywatch.stores import create_store
 from paywatch.worker import Worker
 from tests.conftest import PG_URL, fresh_postgres_database
 from tests.support.callback_receiver import Receiver, Reply, verify
-from tests.support.databases import fresh_sqlite_database
+from tests.support.databases import OTHER_CLIENT_BACKENDS, fresh_sqlite_database
 from tests.support.ports import free_port
 from tests.support.worker_procs import (
     USDT,
@@ -334,10 +334,7 @@ def test_leases_hold_their_own_idle_connections_and_notice_a_lost_lock(pg_url: s
         key = holder.key & (2**64 - 1)
         with engine.connect() as conn:
             states = conn.execute(
-                text(
-                    "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-                )
+                text(f"SELECT state FROM pg_stat_activity WHERE {OTHER_CLIENT_BACKENDS}")
             ).scalars()
             assert sorted(states) == ["idle", "idle", "idle"]  # never "idle in transaction"
             conn.execute(

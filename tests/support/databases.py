@@ -42,6 +42,12 @@ _drops: queue.Queue[str | None] = queue.Queue()
 _dropper: threading.Thread | None = None
 _DROPS_AT_ONCE = 8
 
+#: SQL condition on ``pg_stat_activity``: the client connections to the current database other than
+#: the one asking (a test's view of what the code under test holds open)
+OTHER_CLIENT_BACKENDS = (
+    "datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+)
+
 
 # --------------------------------------------------------------------------- SQLite
 
